@@ -1,0 +1,69 @@
+# The only entry points: build, serve, test, bench, loadtest, lint, format.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fastctx-built
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BACKEND ?= memory://
+PYTEST_ARGS ?=
+
+RUST_SOURCES := $(wildcard rust_core/src/*.rs) rust_core/Cargo.toml $(wildcard rust_core/Cargo.lock)
+PY_SOURCES := pyproject.toml
+
+.PHONY: help build serve test test-rust test-python redis-server lint format bench loadtest clean
+
+help:
+	@echo "make serve   build (release) and serve on $(HOST):$(PORT) with $(BACKEND)"
+	@echo "make test    build, then cargo test and the pytest suite against a real redis-server"
+	@echo "make lint    ruff, mypy --strict, cargo fmt --check, cargo clippy -D warnings"
+	@echo "make format  apply ruff format and cargo fmt"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip "maturin>=1.9,<2"
+
+# The extension is rebuilt only when the Rust sources or the packaging change.
+$(STAMP): $(BIN)/python $(RUST_SOURCES) $(PY_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH \
+		$(BIN)/maturin develop --release --extras dev --quiet
+	touch $@
+
+build: $(STAMP)
+
+serve: build
+	$(BIN)/fastctx serve --backend "$(BACKEND)" --host $(HOST) --port $(PORT)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server not found: installing it from Debian's packages"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+test-rust:
+	cargo test --manifest-path rust_core/Cargo.toml --release
+
+test-python: build redis-server
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: build redis-server test-rust test-python
+
+lint: build
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cargo fmt --manifest-path rust_core/Cargo.toml --check
+	cargo clippy --manifest-path rust_core/Cargo.toml --all-targets -- -D warnings
+
+format: $(BIN)/python
+	$(BIN)/ruff check --fix . || true
+	$(BIN)/ruff format .
+	cargo fmt --manifest-path rust_core/Cargo.toml
+
+clean:
+	rm -rf $(VENV) rust_core/target target .pytest_cache .mypy_cache .ruff_cache
