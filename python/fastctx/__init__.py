@@ -1,0 +1,27 @@
+"""fastctx: store a JSON context once, pass a 22-character token instead of the payload."""
+
+from fastctx._core import __version__
+from fastctx.errors import (
+    BadRequest,
+    FastctxError,
+    InvalidPatch,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    VersionConflict,
+)
+
+__all__ = [
+    "BadRequest",
+    "FastctxError",
+    "InvalidPatch",
+    "NotFound",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "VersionConflict",
+    "__version__",
+]

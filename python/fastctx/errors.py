@@ -1,0 +1,111 @@
+"""The one exception hierarchy of fastctx, shared by the server and the client library."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FastctxError(Exception):
+    """Base of every fastctx error; `status` is the HTTP status it maps to."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        #: Extra response headers that belong with this error (e.g. WWW-Authenticate).
+        self.headers = headers or {}
+
+    @property
+    def type(self) -> str:
+        return f"urn:fastctx:problem:{self.slug}"
+
+
+class BadRequest(FastctxError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class MalformedJson(BadRequest):
+    slug = "malformed-json"
+    title = "Malformed JSON"
+
+
+class Unauthorized(FastctxError):
+    status = 401
+    slug = "unauthorized"
+    title = "Missing or unknown API key"
+
+
+class NotFound(FastctxError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class MethodNotAllowed(FastctxError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class VersionConflict(FastctxError):
+    status = 412
+    slug = "version-conflict"
+    title = "Version does not match"
+
+
+class PayloadTooLarge(FastctxError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(FastctxError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class InvalidPatch(FastctxError):
+    status = 422
+    slug = "invalid-patch"
+    title = "Patch cannot be applied"
+
+
+class Unavailable(FastctxError):
+    """The backend cannot answer now; `retry_after` is in seconds."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str = "", retry_after: int = 1) -> None:
+        super().__init__(detail, {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class BackendError(Unavailable):
+    """The storage backend failed or timed out."""
+
+    slug = "backend-unavailable"
+    title = "Backend unavailable"
+
+
+BY_STATUS: dict[int, type[FastctxError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        MethodNotAllowed,
+        VersionConflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InvalidPatch,
+        Unavailable,
+    )
+}
