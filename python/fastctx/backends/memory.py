@@ -1,0 +1,172 @@
+"""The embedded backend: contexts and sessions in this process's memory, for one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+from collections.abc import Sequence
+
+from fastctx import _core
+from fastctx.backends import Backend, Outcome, SessionRecord
+from fastctx.clock import now_ms
+
+_VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+SWEEP_INTERVAL = 1.0
+SWEEP_BATCH = 10_000
+
+
+@dataclasses.dataclass(slots=True)
+class _Session:
+    created_at: int
+    ttl: int
+    expires_at: int
+    meta: bytes
+    members: set[str] = dataclasses.field(default_factory=set)
+
+
+class MemoryBackend(Backend):
+    """Single-threaded by construction: no method awaits, so each one is atomic on the loop."""
+
+    in_process = True
+
+    def __init__(self) -> None:
+        # (tenant, token) -> (frame, expires_at, session)
+        self._frames: dict[tuple[str, str], tuple[bytes, int, str | None]] = {}
+        self._sessions: dict[tuple[str, str], _Session] = {}
+        # (expires_at, kind, tenant, id); entries whose deadline moved are skipped when popped.
+        self._deadlines: list[tuple[int, str, str, str]] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="fastctx-memory-sweep")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def ping(self) -> None:
+        return None
+
+    def _live_frame(self, key: tuple[str, str], now: int) -> bytes | None:
+        item = self._frames.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            self._drop_frame(key, item[2])
+            return None
+        return item[0]
+
+    def _live_session(self, key: tuple[str, str], now: int) -> _Session | None:
+        session = self._sessions.get(key)
+        if session is not None and session.expires_at <= now:
+            self._drop_session(key)
+            return None
+        return session
+
+    def _drop_frame(self, key: tuple[str, str], session_id: str | None) -> None:
+        del self._frames[key]
+        if session_id is not None:
+            session = self._sessions.get((key[0], session_id))
+            if session is not None:
+                session.members.discard(key[1])
+
+    def _drop_session(self, key: tuple[str, str]) -> None:
+        session = self._sessions.pop(key)
+        for token in session.members:
+            self._frames.pop((key[0], token), None)
+
+    async def get(self, tenant: str, token: str) -> bytes | None:
+        return self._live_frame((tenant, token), now_ms())
+
+    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
+        now = now_ms()
+        return [self._live_frame((tenant, token), now) for token in tokens]
+
+    async def insert(
+        self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
+    ) -> bool:
+        now = now_ms()
+        if session is not None:
+            record = self._live_session((tenant, session), now)
+            if record is None:
+                return False
+            record.members.add(token)
+        self._frames[(tenant, token)] = (frame, expires_at, session)
+        heapq.heappush(self._deadlines, (expires_at, "c", tenant, token))
+        return True
+
+    async def swap(
+        self, tenant: str, token: str, expected: bytes, frame: bytes, expires_at: int
+    ) -> Outcome:
+        key = (tenant, token)
+        current = self._live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        if current[_VERSION] != expected:
+            return Outcome.CONFLICT
+        self._frames[key] = (frame, expires_at, self._frames[key][2])
+        return Outcome.DONE
+
+    async def remove(
+        self, tenant: str, token: str, expected: bytes, session: str | None
+    ) -> Outcome:
+        key = (tenant, token)
+        current = self._live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        if current[_VERSION] != expected:
+            return Outcome.CONFLICT
+        self._drop_frame(key, self._frames[key][2])
+        return Outcome.DONE
+
+    async def session_create(
+        self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
+    ) -> None:
+        expires_at = created_at + ttl
+        self._sessions[(tenant, session)] = _Session(created_at, ttl, expires_at, meta)
+        heapq.heappush(self._deadlines, (expires_at, "s", tenant, session))
+
+    async def session_touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
+        record = self._live_session((tenant, session), now)
+        if record is None:
+            return None
+        record.expires_at = now + record.ttl
+        heapq.heappush(self._deadlines, (record.expires_at, "s", tenant, session))
+        return SessionRecord(record.created_at, record.ttl, record.expires_at, record.meta)
+
+    async def session_members(self, tenant: str, session: str) -> list[str]:
+        now = now_ms()
+        record = self._live_session((tenant, session), now)
+        if record is None:
+            return []
+        return sorted(t for t in list(record.members) if self._live_frame((tenant, t), now))
+
+    async def session_delete(self, tenant: str, session: str) -> list[str] | None:
+        key = (tenant, session)
+        record = self._live_session(key, now_ms())
+        if record is None:
+            return None
+        self._drop_session(key)
+        return sorted(record.members)
+
+    def sweep(self, now: int, limit: int = SWEEP_BATCH) -> int:
+        """Drop up to `limit` expired contexts and sessions; returns how many deadlines it saw."""
+        seen = 0
+        while self._deadlines and self._deadlines[0][0] <= now and seen < limit:
+            _, kind, tenant, ident = heapq.heappop(self._deadlines)
+            seen += 1
+            if kind == "c":
+                self._live_frame((tenant, ident), now)
+            else:
+                self._live_session((tenant, ident), now)
+        return seen
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep(now_ms())

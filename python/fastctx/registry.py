@@ -1,0 +1,265 @@
+"""The Context Registry: create, read, replace, patch and delete contexts by token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Literal
+
+from fastctx import _core
+from fastctx.backends import Backend, Outcome
+from fastctx.clock import now_ms
+from fastctx.config import Settings
+from fastctx.errors import BackendError, NotFound, Unavailable, VersionConflict
+
+CacheState = Literal["hit", "miss", "stale"]
+PatchKind = Literal["merge", "json"]
+
+# A write that loses the version race re-reads and tries again; writers on this node queue on a
+# per-context lock first, so only writers on other nodes can make it lose.
+MAX_WRITE_ATTEMPTS = 32
+MAX_TTL_SECONDS = 10 * 365 * 86400
+_VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Created:
+    token: str
+    version: int
+    expires_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Read:
+    payload: bytes
+    version: int
+    cache: CacheState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Meta:
+    token: str
+    version: int
+    size: int
+    stored_size: int
+    created_at: int
+    updated_at: int
+    expires_at: int
+    session: str | None
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, alive only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+
+class Registry:
+    def __init__(self, backend: Backend, settings: Settings) -> None:
+        self.backend = backend
+        self.default_ttl = settings.default_ttl
+        self.max_age_ms = settings.cache_max_age_ms
+        # An in-process backend is already memory: a cache in front of it would hold every
+        # context twice.
+        self.cache: _core.Cache | None = None
+        if not backend.in_process and settings.cache_bytes > 0:
+            self.cache = _core.Cache(settings.cache_bytes)
+        self._locks = _KeyedLocks()
+
+    @staticmethod
+    def _key(tenant: str, token: str) -> str:
+        return f"{tenant}/{token}"
+
+    def _remember(self, key: str, payload: bytes, version: int, expires_at: int) -> None:
+        if self.cache is not None:
+            self.cache.put(key, payload, version, expires_at)
+
+    def _forget(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.invalidate(key)
+
+    def forget(self, tenant: str, token: str) -> None:
+        """Drop this node's cached copy of a context deleted by other means (a session)."""
+        self._forget(self._key(tenant, token))
+
+    async def create(
+        self, tenant: str, document: bytes, ttl: int | None = None, session: str | None = None
+    ) -> Created:
+        """Store `document` (JSON bytes, kept byte for byte) under a new token."""
+        _core.validate_json(document)
+        ttl_ms = (ttl or self.default_ttl) * 1000
+        now = now_ms()
+        if session is not None:
+            if not _core.is_token(session):
+                raise NotFound("no such session")
+            record = await self.backend.session_touch(tenant, session, now)
+            if record is None:
+                raise NotFound("no such session")
+            ttl_ms = min(ttl_ms, record.ttl)  # a session's contexts never outlive it
+        expires_at = now + ttl_ms
+        token = _core.new_token()
+        frame = _core.encode_frame(document, 1, now, now, expires_at, session)
+        if not await self.backend.insert(tenant, token, frame, expires_at, session):
+            raise NotFound("no such session")
+        self._remember(self._key(tenant, token), document, 1, expires_at)
+        return Created(token, 1, expires_at)
+
+    async def read(self, tenant: str, token: str, fresh: bool = False) -> Read:
+        """The stored document; `fresh` skips this node's cache (but not its stale fallback)."""
+        if not _core.is_token(token):
+            raise NotFound("no such context")
+        key = self._key(tenant, token)
+        cached = None if self.cache is None or fresh else self.cache.get(key)
+        if cached is not None and now_ms() - cached[3] <= self.max_age_ms:
+            return Read(cached[0], cached[1], "hit")
+        try:
+            frame = await self.backend.get(tenant, token)
+        except BackendError:
+            if cached is None and self.cache is not None:
+                cached = self.cache.get(key)
+            if cached is None:
+                raise
+            return Read(cached[0], cached[1], "stale")
+        if frame is None:
+            self._forget(key)
+            raise NotFound("no such context")
+        decoded = _core.decode_frame(frame)
+        self._remember(key, decoded.payload, decoded.version, decoded.expires_at)
+        return Read(decoded.payload, decoded.version, "hit" if self.cache is None else "miss")
+
+    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
+        """Documents and versions in request order; None for unknown or malformed tokens."""
+        found: dict[str, tuple[bytes, int] | None] = {}
+        wanted: list[str] = []
+        now = now_ms()
+        for token in dict.fromkeys(tokens):
+            if not _core.is_token(token):
+                found[token] = None
+                continue
+            cached = None if self.cache is None else self.cache.get(self._key(tenant, token))
+            if cached is not None and now - cached[3] <= self.max_age_ms:
+                found[token] = (cached[0], cached[1])
+            else:
+                wanted.append(token)
+        frames = await self.backend.mget(tenant, wanted)
+        for token, frame in zip(wanted, frames, strict=True):
+            if frame is None:
+                found[token] = None
+                continue
+            decoded = _core.decode_frame(frame)
+            self._remember(
+                self._key(tenant, token), decoded.payload, decoded.version, decoded.expires_at
+            )
+            found[token] = (decoded.payload, decoded.version)
+        return [found[token] for token in tokens]
+
+    async def meta(self, tenant: str, token: str) -> Meta:
+        frame = await self._load(tenant, token)
+        d = _core.decode_frame(frame)
+        return Meta(
+            token,
+            d.version,
+            d.size,
+            d.stored_size,
+            d.created_at,
+            d.updated_at,
+            d.expires_at,
+            d.session,
+        )
+
+    async def replace(
+        self, tenant: str, token: str, document: bytes, if_version: int | None = None
+    ) -> int:
+        """Store a new document; returns the new version."""
+        _core.validate_json(document)
+        return await self._write(tenant, token, if_version, lambda _: document)
+
+    async def patch(
+        self, tenant: str, token: str, patch: bytes, kind: PatchKind, if_version: int | None = None
+    ) -> int:
+        """Apply an RFC 7386 merge patch or an RFC 6902 JSON Patch; returns the new version."""
+        _core.validate_json(patch)
+        apply = _core.merge_patch if kind == "merge" else _core.json_patch
+        return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
+
+    async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
+        key = self._key(tenant, token)
+        async with self._locks.hold(key):
+            for _ in range(MAX_WRITE_ATTEMPTS):
+                frame = await self._load(tenant, token)
+                decoded = _core.decode_frame(frame)
+                if if_version is not None and decoded.version != if_version:
+                    raise VersionConflict(f"context is at version {decoded.version}")
+                outcome = await self.backend.remove(tenant, token, frame[_VERSION], decoded.session)
+                self._forget(key)
+                if outcome is Outcome.DONE:
+                    return
+                if outcome is Outcome.MISSING:
+                    raise NotFound("no such context")
+                if if_version is not None:
+                    raise VersionConflict("context changed while deleting")
+                await _backoff()
+        raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+    async def _load(self, tenant: str, token: str) -> bytes:
+        if not _core.is_token(token):
+            raise NotFound("no such context")
+        frame = await self.backend.get(tenant, token)
+        if frame is None:
+            self._forget(self._key(tenant, token))
+            raise NotFound("no such context")
+        return frame
+
+    async def _write(
+        self,
+        tenant: str,
+        token: str,
+        if_version: int | None,
+        change: Callable[[bytes], bytes],
+    ) -> int:
+        key = self._key(tenant, token)
+        async with self._locks.hold(key):
+            for _ in range(MAX_WRITE_ATTEMPTS):
+                frame = await self._load(tenant, token)
+                old = _core.decode_frame(frame)
+                if if_version is not None and old.version != if_version:
+                    raise VersionConflict(f"context is at version {old.version}")
+                document = change(old.payload)
+                version = old.version + 1
+                new = _core.encode_frame(
+                    document, version, old.created_at, now_ms(), old.expires_at, old.session
+                )
+                outcome = await self.backend.swap(
+                    tenant, token, frame[_VERSION], new, old.expires_at
+                )
+                if outcome is Outcome.DONE:
+                    self._remember(key, document, version, old.expires_at)
+                    return version
+                self._forget(key)
+                if outcome is Outcome.MISSING:
+                    raise NotFound("no such context")
+                if if_version is not None:
+                    raise VersionConflict("context changed by another writer")
+                await _backoff()
+        raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+
+async def _backoff() -> None:
+    # Writers on other nodes lost the same race; jitter keeps them from colliding again.
+    await asyncio.sleep(random.uniform(0, 0.002))

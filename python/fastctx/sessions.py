@@ -1,0 +1,59 @@
+"""The Session Manager: sessions that group contexts, with a sliding TTL and cascade delete."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastctx import _core
+from fastctx.backends import Backend
+from fastctx.clock import now_ms
+from fastctx.errors import NotFound
+from fastctx.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionView:
+    session: str
+    created_at: int
+    expires_at: int
+    meta: bytes  # a JSON object
+    contexts: list[str]
+
+
+class SessionManager:
+    """Every use of a session (reading it, creating a context in it) extends its life by its
+    ttl; its contexts expire no later than the session did when they were created, and are
+    deleted with it."""
+
+    def __init__(self, backend: Backend, registry: Registry) -> None:
+        self.backend = backend
+        self.registry = registry
+
+    async def create(
+        self, tenant: str, ttl: int | None = None, meta: bytes = b"{}"
+    ) -> tuple[str, int]:
+        """A new session; returns its id and when it expires (ms since the epoch)."""
+        session = _core.new_token()
+        now = now_ms()
+        ttl_ms = (ttl or self.registry.default_ttl) * 1000
+        await self.backend.session_create(tenant, session, now, ttl_ms, meta)
+        return session, now + ttl_ms
+
+    async def get(self, tenant: str, session: str) -> SessionView:
+        if not _core.is_token(session):
+            raise NotFound("no such session")
+        record = await self.backend.session_touch(tenant, session, now_ms())
+        if record is None:
+            raise NotFound("no such session")
+        contexts = await self.backend.session_members(tenant, session)
+        return SessionView(session, record.created_at, record.expires_at, record.meta, contexts)
+
+    async def delete(self, tenant: str, session: str) -> None:
+        """Delete the session and every context in it."""
+        if not _core.is_token(session):
+            raise NotFound("no such session")
+        deleted = await self.backend.session_delete(tenant, session)
+        if deleted is None:
+            raise NotFound("no such session")
+        for token in deleted:
+            self.registry.forget(tenant, token)
