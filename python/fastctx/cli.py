@@ -1,0 +1,95 @@
+"""`fastctx serve`: run the server on granian; every flag has a FASTCTX_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from fastctx.config import LOG_LEVELS, Settings
+
+logger = logging.getLogger("fastctx")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastctx", description="fastctx context server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API on granian. Flags override FASTCTX_* variables.",
+    )
+    serve.add_argument("--backend", help="memory:// (default), redis://host:port/db, rediss://…")
+    serve.add_argument("--host", help="address to bind (FASTCTX_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (FASTCTX_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (FASTCTX_WORKERS, default 1)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="FASTCTX_LOG_LEVEL, default info")
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(settings: Settings) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    if urlsplit(settings.backend).scheme == "memory" and settings.workers > 1:
+        print(
+            "fastctx: memory:// keeps contexts inside one process, so it serves with one worker; "
+            f"--workers {settings.workers} would give each worker its own separate data. "
+            "Use a redis:// backend for more workers.",
+            file=sys.stderr,
+        )
+        return 2
+    if not settings.tenants() and not _is_loopback(settings.host):
+        logger.warning(
+            "FASTCTX_API_KEYS is not set and the server binds %s: anyone who can reach it can "
+            "read and change every context",
+            settings.host,
+        )
+    # Workers are separate processes: they build the app from the same settings via the env.
+    os.environ.update(settings.to_env())
+    Granian(
+        "fastctx.http:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        log_level=LogLevels(settings.log_level),
+    ).serve()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            backend=args.backend,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"fastctx: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

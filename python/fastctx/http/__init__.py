@@ -1,0 +1,93 @@
+"""The fastctx ASGI app: `create_app(settings)`, or `fastctx.http:app` configured from the env."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fastctx.backends import Backend, open_backend
+from fastctx.config import Settings
+from fastctx.errors import BackendError
+from fastctx.http import contexts, sessions
+from fastctx.http.auth import TenantMiddleware
+from fastctx.http.metrics import Metrics, MetricsMiddleware
+from fastctx.http.openapi import OPENAPI
+from fastctx.http.problems import EXCEPTION_HANDLERS, problem
+from fastctx.registry import Registry
+from fastctx.sessions import SessionManager
+
+READY_TIMEOUT = 1.0
+_OPENAPI_BODY = msgspec.json.encode(OPENAPI)
+
+
+async def healthz(request: Request) -> Response:
+    return contexts.json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    backend: Backend = request.app.state.backend
+    try:
+        await asyncio.wait_for(backend.ping(), READY_TIMEOUT)
+    except (BackendError, TimeoutError):
+        return problem(BackendError("the backend does not answer"))
+    return contexts.json_response({"status": "ready"})
+
+
+async def openapi(request: Request) -> Response:
+    return Response(_OPENAPI_BODY, media_type="application/json")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """A fresh app with its own backend, registry, cache and metrics."""
+    settings = settings or Settings.from_env()
+    backend = open_backend(settings)
+    registry = Registry(backend, settings)
+    metrics = Metrics(registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    app = Starlette(
+        routes=[
+            *contexts.routes,
+            *sessions.routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(TenantMiddleware, keys=settings.tenants()),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backend = backend
+    app.state.registry = registry
+    app.state.sessions = SessionManager(backend, registry)
+    app.state.metrics = metrics
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `fastctx.http:app` is built on first use, so importing the package reads no environment.
+    if name == "app":
+        globals()["app"] = created = create_app()
+        return created
+    raise AttributeError(name)
