@@ -1,0 +1,218 @@
+"""The Context Serializer and the in-process cache, implemented in Rust (`rust_core/`).
+
+All timestamps are integer milliseconds since the Unix epoch; an `expires_at` of 0 means never.
+"""
+
+from typing import Self, final
+
+__all__ = [
+    "COMPRESS_THRESHOLD",
+    "FRAME_HEADER_SIZE",
+    "VERSION_OFFSET",
+    "Cache",
+    "Frame",
+    "FrameError",
+    "JsonError",
+    "PatchError",
+    "PatchTestFailed",
+    "decode_frame",
+    "encode_frame",
+    "frame_version",
+    "is_token",
+    "json_patch",
+    "merge_patch",
+    "new_token",
+    "validate_json",
+]
+
+__version__: str
+"""The package version, from `rust_core/Cargo.toml`."""
+
+class FrameError(ValueError):
+    """A stored frame is truncated, corrupted or of an unknown format."""
+
+class JsonError(ValueError):
+    """The input is not one valid JSON value in UTF-8 (or nests deeper than 127 levels)."""
+
+class PatchError(ValueError):
+    """A patch document is invalid, or cannot be applied to the document."""
+
+class PatchTestFailed(PatchError):
+    """A JSON Patch `test` operation found a different value, or no value, at its path."""
+
+# tokens
+
+def new_token() -> str:
+    """Return a new token: 128 bits from the OS CSPRNG, base62 (0-9A-Za-z), always 22 characters.
+
+    Raises OSError if the OS random source fails.
+    """
+
+def is_token(value: str) -> bool:
+    """Tell whether `value` is exactly 22 characters of [0-9A-Za-z] encoding a number < 2**128."""
+
+# JSON
+
+def validate_json(data: bytes) -> None:
+    """Raise JsonError unless `data` is one JSON value in UTF-8, with only whitespace around it.
+
+    Strings are fully decoded (invalid escapes and lone surrogates are errors); nesting deeper
+    than 127 arrays/objects is an error. Large inputs are checked with the GIL released.
+    """
+
+# frames
+
+FRAME_HEADER_SIZE: int
+"""Header size of a frame without a session (49); a session adds its length in bytes."""
+
+VERSION_OFFSET: int
+"""Byte offset of the 8-byte little-endian context version in a frame (4)."""
+
+COMPRESS_THRESHOLD: int
+"""Payloads of at least this many bytes are lz4-compressed, when that makes them smaller."""
+
+def encode_frame(
+    payload: bytes,
+    version: int,
+    created_at: int,
+    updated_at: int,
+    expires_at: int,
+    session: str | None = None,
+) -> bytes:
+    """Build a stored frame: a versioned header with a crc32, then the payload.
+
+    The payload is stored as given (it is not validated) and compressed from
+    COMPRESS_THRESHOLD bytes on. Integers must fit in 64 bits unsigned (OverflowError
+    otherwise). Raises ValueError for a payload over 64 MiB or a session id that is empty,
+    not ASCII or longer than 255 bytes.
+    """
+
+@final
+class Frame:
+    """A decoded frame: the context's metadata and its JSON payload. Immutable."""
+
+    @property
+    def version(self) -> int:
+        """The context version."""
+
+    @property
+    def created_at(self) -> int:
+        """When the context was created (ms)."""
+
+    @property
+    def updated_at(self) -> int:
+        """When the context was last written (ms)."""
+
+    @property
+    def expires_at(self) -> int:
+        """When the context expires (ms); 0 = never."""
+
+    @property
+    def session(self) -> str | None:
+        """The session the context belongs to, if any."""
+
+    @property
+    def payload(self) -> bytes:
+        """The JSON bytes, decompressed, exactly as given to encode_frame."""
+
+    @property
+    def size(self) -> int:
+        """len(payload)."""
+
+    @property
+    def stored_size(self) -> int:
+        """len(frame): the bytes the frame takes in storage."""
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the payload is stored compressed."""
+
+def decode_frame(frame: bytes) -> Frame:
+    """Decode and verify a frame (magic, format, flags, lengths, crc32, decompression).
+
+    Raises FrameError on anything wrong; never reads or allocates past sane bounds.
+    """
+
+def frame_version(frame: bytes) -> int:
+    """Return the context version from the header alone.
+
+    Checks the magic, format, flags and that the length matches the header (FrameError
+    otherwise), but not the crc32: use decode_frame to verify the payload.
+    """
+
+# patches
+
+def merge_patch(document: bytes, patch: bytes) -> bytes:
+    """Apply an RFC 7386 JSON merge patch; return the result as compact JSON bytes.
+
+    Object members keep their order (new ones are appended); numbers keep their digits
+    (an exponent is written as e+N / e-N). Raises JsonError if either input is not JSON.
+    """
+
+def json_patch(document: bytes, patch: bytes) -> bytes:
+    """Apply an RFC 6902 JSON Patch atomically; return the result as compact JSON bytes.
+
+    Supports add, remove, replace, move, copy and test (deep equality, numbers by value).
+    Raises JsonError if either input is not JSON; PatchError if the patch is not an array
+    of valid operations (unknown op, missing or repeated member, bad JSON Pointer) or an
+    operation cannot be applied (missing path, index out of bounds, move into its own
+    child, removing the root, a result deeper than 127 levels, copies growing the document
+    past its inputs' size + 1 MiB); PatchTestFailed if a `test` operation fails.
+    """
+
+# cache
+
+@final
+class Cache:
+    """In-process cache of context payloads: LRU, bounded by bytes, with per-entry expiry.
+
+    Thread-safe. An entry costs len(payload) + len(key) + 128 bytes. Stores the payload
+    object itself: get returns the very bytes object that was put.
+    """
+
+    def __new__(cls, max_bytes: int) -> Self:
+        """Create an empty cache whose entries take at most `max_bytes` in all."""
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes the entries may take."""
+
+    @property
+    def bytes_used(self) -> int:
+        """The bytes the entries take now."""
+
+    @property
+    def hits(self) -> int:
+        """Lookups that found a live entry."""
+
+    @property
+    def misses(self) -> int:
+        """Lookups that found nothing, or an expired entry."""
+
+    @property
+    def evictions(self) -> int:
+        """Entries removed to make room for others."""
+
+    def __len__(self) -> int:
+        """The number of entries (expired ones included until looked up)."""
+
+    def get(self, key: str) -> tuple[bytes, int, int, int] | None:
+        """Return (payload, version, expires_at, cached_at) for a live entry, else None.
+
+        An entry whose expires_at has passed is removed. Counts a hit or a miss; a hit
+        makes the entry the most recently used.
+        """
+
+    def put(self, key: str, payload: bytes, version: int, expires_at: int) -> None:
+        """Cache `payload` for `key` at `version`, with cached_at = now.
+
+        Does nothing if a live entry with a newer version is cached. Otherwise replaces any
+        entry for `key`; an entry larger than max_bytes, or already expired, is not kept.
+        Evicts least recently used entries to make room.
+        """
+
+    def invalidate(self, key: str) -> bool:
+        """Drop the entry for `key`; return True if there was one."""
+
+    def clear(self) -> None:
+        """Drop every entry; the counters keep counting."""

@@ -1,0 +1,24 @@
+//! `fastctx._core`: the Context Serializer and the in-process cache, for the Python package.
+
+use pyo3::prelude::*;
+
+pub mod cache;
+pub mod errors;
+pub mod frame;
+pub mod json;
+pub mod patch;
+pub mod pointer;
+pub mod token;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // setattr, not add: `__version__` does not belong in `__all__`.
+    m.setattr("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::init(m)?;
+    token::init(m)?;
+    json::init(m)?;
+    frame::init(m)?;
+    patch::init(m)?;
+    cache::init(m)?;
+    Ok(())
+}
