@@ -1,0 +1,395 @@
+"""merge_patch (RFC 7386) and json_patch (RFC 6902) over JSON bytes."""
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastctx import _core
+from fastctx._core import JsonError, PatchError, PatchTestFailed
+
+keys = st.sampled_from(["a", "b", "c", "d", "ü", "a/b", "m~n", ""]) | st.text(max_size=5)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5),
+    max_leaves=25,
+)
+objects = st.dictionaries(keys, json_values, max_size=6)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def reference_merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 section 2, as written; Python dicts keep insertion order like the result must."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    target = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = reference_merge(target.get(key), value)
+    return target
+
+
+# --- merge patch -------------------------------------------------------------------------------
+
+
+@given(json_values | objects, json_values | objects)
+def test_merge_patch_matches_the_reference(document: Any, patch: Any) -> None:
+    result = _core.merge_patch(dumps(document), dumps(patch))
+    # byte for byte: same members, same order, same number spelling, compact
+    assert result == dumps(reference_merge(document, patch))
+
+
+@given(objects, objects)
+def test_merge_patch_of_pretty_printed_input_is_compact(document: Any, patch: Any) -> None:
+    result = _core.merge_patch(json.dumps(document, indent=2).encode(), json.dumps(patch).encode())
+    assert json.loads(result) == reference_merge(document, patch)
+    assert result == dumps(json.loads(result))
+
+
+@pytest.mark.parametrize(
+    ("document", "patch", "expected"),
+    [  # RFC 7386 Appendix A
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"a": "b"}, ["c"], ["c"]),
+        ({"a": "foo"}, None, None),
+        ({"a": "foo"}, "bar", "bar"),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ],
+)
+def test_merge_patch_rfc7386_examples(document: Any, patch: Any, expected: Any) -> None:
+    assert _core.merge_patch(dumps(document), dumps(patch)) == dumps(expected)
+
+
+def test_merge_patch_keeps_order_and_numbers() -> None:
+    result = _core.merge_patch(
+        b'{"z": 1, "a": 2, "m": 3.50, "big": 123456789012345678901234567890}',
+        b'{"a": null, "z": 5, "new": 1E2}',
+    )
+    assert result == b'{"z":5,"m":3.50,"big":123456789012345678901234567890,"new":1e+2}'
+
+
+@pytest.mark.parametrize(
+    ("document", "patch"),
+    [(b"{", b"{}"), (b"{}", b"{"), (b"{} {}", b"{}"), (b"{}", b""), (b'"\xff"', b"{}")],
+)
+def test_merge_patch_rejects_non_json(document: bytes, patch: bytes) -> None:
+    with pytest.raises(JsonError):
+        _core.merge_patch(document, patch)
+
+
+# --- JSON Patch: RFC 6902 Appendix A ----------------------------------------------------------
+
+RFC6902_EXAMPLES = [
+    (  # A.1 Adding an Object Member
+        {"foo": "bar"},
+        [{"op": "add", "path": "/baz", "value": "qux"}],
+        {"baz": "qux", "foo": "bar"},
+    ),
+    (  # A.2 Adding an Array Element
+        {"foo": ["bar", "baz"]},
+        [{"op": "add", "path": "/foo/1", "value": "qux"}],
+        {"foo": ["bar", "qux", "baz"]},
+    ),
+    (  # A.3 Removing an Object Member
+        {"baz": "qux", "foo": "bar"},
+        [{"op": "remove", "path": "/baz"}],
+        {"foo": "bar"},
+    ),
+    (  # A.4 Removing an Array Element
+        {"foo": ["bar", "qux", "baz"]},
+        [{"op": "remove", "path": "/foo/1"}],
+        {"foo": ["bar", "baz"]},
+    ),
+    (  # A.5 Replacing a Value
+        {"baz": "qux", "foo": "bar"},
+        [{"op": "replace", "path": "/baz", "value": "boo"}],
+        {"baz": "boo", "foo": "bar"},
+    ),
+    (  # A.6 Moving a Value
+        {"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
+        [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}],
+        {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}},
+    ),
+    (  # A.7 Moving an Array Element
+        {"foo": ["all", "grass", "cows", "eat"]},
+        [{"op": "move", "from": "/foo/1", "path": "/foo/3"}],
+        {"foo": ["all", "cows", "eat", "grass"]},
+    ),
+    (  # A.8 Testing a Value: Success
+        {"baz": "qux", "foo": ["a", 2, "c"]},
+        [
+            {"op": "test", "path": "/baz", "value": "qux"},
+            {"op": "test", "path": "/foo/1", "value": 2},
+        ],
+        {"baz": "qux", "foo": ["a", 2, "c"]},
+    ),
+    (  # A.10 Adding a Nested Member Object
+        {"foo": "bar"},
+        [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
+        {"foo": "bar", "child": {"grandchild": {}}},
+    ),
+    (  # A.11 Ignoring Unrecognized Elements
+        {"foo": "bar"},
+        [{"op": "add", "path": "/baz", "value": "qux", "xyz": 123}],
+        {"foo": "bar", "baz": "qux"},
+    ),
+    (  # A.14 ~ Escape Ordering
+        {"/": 9, "~1": 10},
+        [{"op": "test", "path": "/~01", "value": 10}],
+        {"/": 9, "~1": 10},
+    ),
+    (  # A.16 Adding an Array Value
+        {"foo": ["bar"]},
+        [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}],
+        {"foo": ["bar", ["abc", "def"]]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "patch", "expected"), RFC6902_EXAMPLES)
+def test_json_patch_rfc6902_examples(document: Any, patch: Any, expected: Any) -> None:
+    assert json.loads(_core.json_patch(dumps(document), dumps(patch))) == expected
+
+
+def test_rfc6902_a9_testing_a_value_error() -> None:
+    with pytest.raises(PatchTestFailed):
+        _core.json_patch(b'{"baz": "qux"}', b'[{"op": "test", "path": "/baz", "value": "bar"}]')
+
+
+def test_rfc6902_a12_adding_to_a_nonexistent_target() -> None:
+    with pytest.raises(PatchError) as info:
+        _core.json_patch(b'{"foo": "bar"}', b'[{"op": "add", "path": "/baz/bat", "value": "qux"}]')
+    assert not isinstance(info.value, PatchTestFailed)
+
+
+def test_rfc6902_a13_invalid_json_patch_document() -> None:
+    # A repeated "op" makes the operation ambiguous; it is refused, not read as the last one.
+    with pytest.raises(PatchError, match='"op" twice'):
+        _core.json_patch(
+            b'{"foo": "bar"}', b'[{"op": "add", "path": "/baz", "value": "qux", "op": "remove"}]'
+        )
+
+
+def test_rfc6902_a15_comparing_strings_and_numbers() -> None:
+    with pytest.raises(PatchTestFailed):
+        _core.json_patch(b'{"/": 9, "~1": 10}', b'[{"op": "test", "path": "/~01", "value": "10"}]')
+
+
+# --- JSON Patch: more cases -------------------------------------------------------------------
+
+DOC = {"a": {"b": [1, 2, 3]}, "c": "d", "e~f": {"g/h": True}}
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ([], DOC),
+        ([{"op": "add", "path": "", "value": [1]}], [1]),
+        ([{"op": "replace", "path": "", "value": None}], None),
+        ([{"op": "add", "path": "/a/b/3", "value": 4}], {**DOC, "a": {"b": [1, 2, 3, 4]}}),
+        ([{"op": "add", "path": "/a/b/0", "value": 0}], {**DOC, "a": {"b": [0, 1, 2, 3]}}),
+        ([{"op": "add", "path": "/c", "value": 1}], {**DOC, "c": 1}),
+        ([{"op": "add", "path": "/", "value": 1}], {**DOC, "": 1}),
+        ([{"op": "remove", "path": "/e~0f/g~1h"}], {**DOC, "e~f": {}}),
+        ([{"op": "replace", "path": "/a/b/2", "value": {}}], {**DOC, "a": {"b": [1, 2, {}]}}),
+        ([{"op": "move", "from": "/a", "path": "/a"}], DOC),
+        (
+            [{"op": "move", "from": "/a/b", "path": "/b"}],
+            {"a": {}, "c": "d", "e~f": DOC["e~f"], "b": [1, 2, 3]},
+        ),
+        ([{"op": "move", "from": "/a/b/0", "path": "/a/b/-"}], {**DOC, "a": {"b": [2, 3, 1]}}),
+        (
+            [{"op": "copy", "from": "/a/b", "path": "/a/b/1"}],
+            {**DOC, "a": {"b": [1, [1, 2, 3], 2, 3]}},
+        ),
+        ([{"op": "copy", "from": "", "path": "/self"}], {**DOC, "self": DOC}),
+        ([{"op": "test", "path": "", "value": DOC}], DOC),
+        ([{"op": "test", "path": "/a/b/0", "value": 1.0}], DOC),
+        ([{"op": "test", "path": "/e~0f", "value": {"g/h": True}}], DOC),
+        (
+            [
+                {"op": "add", "path": "/x", "value": {}},
+                {"op": "add", "path": "/x/y", "value": [None]},
+                {"op": "remove", "path": "/c"},
+                {"op": "test", "path": "/x", "value": {"y": [None]}},
+            ],
+            {"a": DOC["a"], "e~f": DOC["e~f"], "x": {"y": [None]}},
+        ),
+    ],
+)
+def test_json_patch_applies(patch: list[Any], expected: Any) -> None:
+    result = _core.json_patch(dumps(DOC), dumps(patch))
+    assert json.loads(result) == expected
+    assert result == dumps(json.loads(result))
+
+
+def test_json_patch_keeps_member_order() -> None:
+    result = _core.json_patch(
+        b'{"z":1,"a":2,"m":3}',
+        b'[{"op":"remove","path":"/z"},{"op":"add","path":"/b","value":0},'
+        b'{"op":"replace","path":"/a","value":9}]',
+    )
+    assert result == b'{"a":9,"m":3,"b":0}'
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/n", "1"),
+        ("/n", "1.0"),
+        ("/n", "10e-1"),
+        ("/n", "100E-2"),
+        ("/n", "0.1e+1"),
+        ("/o", '{"y": 2, "x": 1}'),  # member order does not matter
+        ("/z", "0"),
+        ("/z", "-0"),
+    ],
+)
+def test_test_compares_numbers_by_value(path: str, value: str) -> None:
+    document = b'{"n": 1.00, "o": {"x": 1, "y": 2.0e0}, "z": -0.0}'
+    patch = f'[{{"op": "test", "path": "{path}", "value": {value}}}]'.encode()
+    # numbers keep their spelling; only an exponent gains its sign
+    assert _core.json_patch(document, patch) == b'{"n":1.00,"o":{"x":1,"y":2.0e+0},"z":-0.0}'
+
+
+@pytest.mark.parametrize(
+    "test_op",
+    [
+        {"op": "test", "path": "/n", "value": "1"},
+        {"op": "test", "path": "/n", "value": True},
+        {"op": "test", "path": "/n", "value": 1.0000001},
+        {"op": "test", "path": "/o", "value": {"x": 1}},
+        {"op": "test", "path": "/l", "value": [1, 2]},
+        {"op": "test", "path": "/l", "value": [2, 1]},
+        {"op": "test", "path": "/missing", "value": None},
+        {"op": "test", "path": "/l/5", "value": 1},
+    ],
+)
+def test_test_failures(test_op: dict[str, Any]) -> None:
+    with pytest.raises(PatchTestFailed):
+        _core.json_patch(b'{"n": 1, "o": {"x": 1, "y": 2}, "l": [1, 2, 3]}', dumps([test_op]))
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        [{"op": "add", "path": "/missing/x", "value": 1}],
+        [{"op": "add", "path": "/a/b/4", "value": 1}],
+        [{"op": "add", "path": "/a/b/01", "value": 1}],
+        [{"op": "add", "path": "/a/b/-1", "value": 1}],
+        [{"op": "add", "path": "/c/x", "value": 1}],
+        [{"op": "remove", "path": "/missing"}],
+        [{"op": "remove", "path": "/a/b/3"}],
+        [{"op": "remove", "path": "/a/b/-"}],
+        [{"op": "remove", "path": ""}],
+        [{"op": "replace", "path": "/missing", "value": 1}],
+        [{"op": "move", "from": "/a", "path": "/a/x"}],
+        [{"op": "move", "from": "", "path": "/x"}],
+        [{"op": "move", "from": "/missing", "path": "/x"}],
+        [{"op": "copy", "from": "/missing", "path": "/x"}],
+        [{"op": "add", "path": "/x", "value": 1}, {"op": "remove", "path": "/missing"}],
+    ],
+)
+def test_operations_that_cannot_apply(patch: list[Any]) -> None:
+    with pytest.raises(PatchError) as info:
+        _core.json_patch(dumps(DOC), dumps(patch))
+    assert not isinstance(info.value, PatchTestFailed)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"op": "add", "path": "/x", "value": 1},
+        [1],
+        [[]],
+        [{}],
+        [{"path": "/x"}],
+        [{"op": "jump", "path": "/x"}],
+        [{"op": "ADD", "path": "/x", "value": 1}],
+        [{"op": 1, "path": "/x"}],
+        [{"op": "add", "value": 1}],
+        [{"op": "add", "path": "/x"}],
+        [{"op": "replace", "path": "/x"}],
+        [{"op": "test", "path": "/x"}],
+        [{"op": "move", "path": "/x"}],
+        [{"op": "copy", "path": "/x"}],
+        [{"op": "remove", "path": "x"}],
+        [{"op": "remove", "path": "/a~2"}],
+        [{"op": "remove", "path": "/a~"}],
+        [{"op": "remove", "path": None}],
+        [{"op": "move", "path": "/x", "from": 1}],
+    ],
+)
+def test_malformed_patches(patch: Any) -> None:
+    with pytest.raises(PatchError) as info:
+        _core.json_patch(dumps(DOC), dumps(patch))
+    assert not isinstance(info.value, PatchTestFailed)
+
+
+@pytest.mark.parametrize(
+    ("document", "patch"),
+    [
+        (b"{", b"[]"),
+        (b"{}", b"["),
+        (b"{}", b"[] []"),
+        (b"{}", b'{"op": }'),  # the wrong shape, and not JSON either: not JSON wins
+        (b"{}", b'[{"op": "bad", "x": "\\ud800"}]'),
+        (b"\xff", b"[]"),
+    ],
+)
+def test_json_patch_rejects_non_json(document: bytes, patch: bytes) -> None:
+    with pytest.raises(JsonError):
+        _core.json_patch(document, patch)
+
+
+def test_json_patch_bounds_depth_and_growth() -> None:
+    deep = "[" * 125 + "]" * 125  # the deepest value a patch can carry
+    ok = _core.json_patch(b'{"a":{}}', f'[{{"op":"add","path":"/a/b","value":{deep}}}]'.encode())
+    _core.validate_json(ok)
+    with pytest.raises(PatchError, match="deeper"):
+        _core.json_patch(ok, b'[{"op":"copy","from":"/a","path":"/a/b/0"}]')
+    doubling = [{"op": "copy", "from": "", "path": f"/x{i}"} for i in range(64)]
+    with pytest.raises(PatchError, match="too far"):
+        _core.json_patch(b'{"k": "0123456789"}', dumps(doubling))
+
+
+@given(json_values)
+def test_identity_patches(document: Any) -> None:
+    data = dumps(document)
+    assert _core.json_patch(data, b"[]") == data
+    assert _core.json_patch(data, dumps([{"op": "test", "path": "", "value": document}])) == data
+    replaced = _core.json_patch(b"{}", dumps([{"op": "replace", "path": "", "value": document}]))
+    assert replaced == data
+
+
+def test_errors_are_value_errors() -> None:
+    assert issubclass(PatchTestFailed, PatchError)
+    assert issubclass(PatchError, ValueError)
+    assert issubclass(JsonError, ValueError)
+    assert not issubclass(JsonError, PatchError)
