@@ -46,7 +46,7 @@ redis-server:
 	@redis-server --version
 
 test-rust:
-	cargo test --manifest-path rust_core/Cargo.toml --release
+	cargo test --manifest-path rust_core/Cargo.toml
 
 test-python: build redis-server
 	$(BIN)/pytest $(PYTEST_ARGS)

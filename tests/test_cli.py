@@ -1,0 +1,166 @@
+"""The `fastctx serve` command: flags, environment variables, refusals."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+FLAGS = ("--backend", "--host", "--port", "--workers")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_exit(spawned: Any, timeout: float = 30.0) -> int:
+    return int(spawned.proc.wait(timeout=timeout))
+
+
+def _wait_healthy(spawned: Any, port: int, timeout: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert spawned.proc.poll() is None, spawned.output()
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+            if r.status_code == 200:
+                return r
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"no healthy server on port {port}:\n{spawned.output()}")
+
+
+def test_memory_backend_refuses_several_workers(spawn_fastctx: Any) -> None:
+    spawned = spawn_fastctx(
+        "serve", "--backend", "memory://", "--workers", "2", "--port", str(_free_port())
+    )
+    assert _wait_exit(spawned) == 2, spawned.output()
+    assert "worker" in spawned.output().lower()
+
+
+def test_memory_backend_refuses_several_workers_from_env(spawn_fastctx: Any) -> None:
+    spawned = spawn_fastctx("serve", backend="memory://", workers=2, port=_free_port())
+    assert _wait_exit(spawned) == 2, spawned.output()
+    assert "worker" in spawned.output().lower()
+
+
+def test_serve_help_lists_the_flags(spawn_fastctx: Any) -> None:
+    spawned = spawn_fastctx("serve", "--help")
+    assert _wait_exit(spawned) == 0, spawned.output()
+    out = spawned.output()
+    for flag in FLAGS:
+        assert flag in out, (flag, out)
+
+
+def test_top_level_help_names_serve(spawn_fastctx: Any) -> None:
+    spawned = spawn_fastctx("--help")
+    assert _wait_exit(spawned) == 0, spawned.output()
+    assert "serve" in spawned.output()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--port", "not-a-port"),
+        ("serve", "--backend", "ftp://127.0.0.1/"),
+        ("serve", "--workers", "0", "--backend", "redis://127.0.0.1:1/0"),
+        ("serve", "--no-such-flag"),
+        ("no-such-command",),
+    ],
+)
+def test_bad_arguments_exit_non_zero(spawn_fastctx: Any, args: tuple[str, ...]) -> None:
+    spawned = spawn_fastctx(*args)
+    code = _wait_exit(spawned)
+    assert code != 0, spawned.output()
+    assert spawned.output().strip(), "a refusal says why"
+
+
+def test_port_from_environment(spawn_fastctx: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx("serve", port=port, host="127.0.0.1", backend="memory://")
+    _wait_healthy(spawned, port)
+    # A working server, not just a health check: store and read back a context.
+    base = f"http://127.0.0.1:{port}"
+    r = httpx.post(f"{base}/v1/contexts", json={"from": "env"})
+    assert r.status_code == 201
+    assert httpx.get(f"{base}/v1/contexts/{r.json()['token']}").json() == {"from": "env"}
+
+
+def test_flag_overrides_environment(spawn_fastctx: Any) -> None:
+    env_port, flag_port = _free_port(), _free_port()
+    spawned = spawn_fastctx(
+        "serve", "--port", str(flag_port), port=env_port, host="127.0.0.1", backend="memory://"
+    )
+    _wait_healthy(spawned, flag_port)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{env_port}/healthz", timeout=1.0)
+
+
+def test_sigterm_stops_the_server(spawn_fastctx: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx(
+        "serve", "--port", str(port), "--host", "127.0.0.1", backend="memory://"
+    )
+    _wait_healthy(spawned, port)
+    spawned.proc.terminate()
+    assert _wait_exit(spawned, timeout=15) is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+
+
+def test_settings_from_environment_only(spawn_fastctx: Any, redis_server: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx(
+        "serve",
+        port=port,
+        host="127.0.0.1",
+        backend=redis_server.url(5),
+        default_ttl=120,
+        max_context_bytes=100,
+        api_keys="solo:key-solo",
+    )
+    _wait_healthy(spawned, port)
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer key-solo"}
+    assert httpx.post(f"{base}/v1/contexts", json={"a": 1}).status_code == 401
+    big = {"pad": "x" * 200}
+    assert httpx.post(f"{base}/v1/contexts", json=big, headers=auth).status_code == 413
+    before = datetime.now(UTC)
+    r = httpx.post(f"{base}/v1/contexts", json={"from": "env"}, headers=auth)
+    assert r.status_code == 201
+    token = r.json()["token"]
+    expires = datetime.fromisoformat(r.json()["expires_at"])
+    assert abs((expires - before).total_seconds() - 120) < 5
+    # The context went to the Redis DB that FASTCTX_BACKEND named.
+    with redis.Redis(host="127.0.0.1", port=redis_server.port, db=5) as db:
+        assert any(token in key.decode() for key in db.scan_iter(count=1000))
+
+
+def _log_says_unauthenticated(text: str) -> bool:
+    lower = text.lower()
+    return "warn" in lower and ("api_keys" in lower or "api key" in lower or "auth" in lower)
+
+
+def test_warns_when_open_beyond_loopback(spawn_fastctx: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--host", "0.0.0.0", "--port", str(port), log_level="info")
+    _wait_healthy(spawned, port)
+    deadline = time.monotonic() + 5
+    while not _log_says_unauthenticated(spawned.output()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _log_says_unauthenticated(spawned.output()), spawned.output()
+
+
+def test_no_warning_on_loopback(spawn_fastctx: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--host", "127.0.0.1", "--port", str(port), log_level="info")
+    _wait_healthy(spawned, port)
+    assert not _log_says_unauthenticated(spawned.output()), spawned.output()

@@ -1,0 +1,239 @@
+"""The Context Registry and Session Manager over every backend, without HTTP in between."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastctx import _core
+from fastctx.backends import Backend, open_backend
+from fastctx.backends.memory import MemoryBackend
+from fastctx.clock import now_ms
+from fastctx.config import Settings
+from fastctx.errors import BackendError, NotFound, VersionConflict
+from fastctx.registry import Registry
+from fastctx.sessions import SessionManager
+
+pytestmark = pytest.mark.anyio
+
+# DBs the HTTP suite does not use, so flushing here cannot disturb it.
+REGISTRY_DB = 7
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
+    url = "memory://" if request.param == "memory" else redis_server.url(REGISTRY_DB)
+    opened = open_backend(Settings(backend=url))
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def make_registry(backend: Backend, **settings: object) -> Registry:
+    return Registry(backend, Settings(backend="memory://", **settings))  # type: ignore[arg-type]
+
+
+async def test_create_read_keeps_bytes_and_versions(backend: Backend) -> None:
+    registry = make_registry(backend)
+    document = b'{ "a" : [1, 2.50, "\\u00e9"] }'
+    created = await registry.create("t", document)
+    assert _core.is_token(created.token)
+    assert created.version == 1
+    read = await registry.read("t", created.token)
+    assert (read.payload, read.version) == (document, 1)
+    assert await registry.patch("t", created.token, b'{"b": true}', "merge") == 2
+    assert await registry.replace("t", created.token, b"[1]", if_version=2) == 3
+    read = await registry.read("t", created.token, fresh=True)
+    assert (read.payload, read.version) == (b"[1]", 3)
+
+
+async def test_stale_if_match_changes_nothing(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b'{"a": 1}')
+    with pytest.raises(VersionConflict):
+        await registry.patch("t", created.token, b'{"a": 2}', "merge", if_version=7)
+    with pytest.raises(VersionConflict):
+        await registry.delete("t", created.token, if_version=2)
+    read = await registry.read("t", created.token, fresh=True)
+    assert (read.payload, read.version) == (b'{"a": 1}', 1)
+
+
+async def test_tenants_do_not_share_tokens(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("acme", b"{}")
+    with pytest.raises(NotFound):
+        await registry.read("globex", created.token)
+    with pytest.raises(NotFound):
+        await registry.delete("globex", created.token)
+    assert await registry.mget("globex", [created.token]) == [None]
+    assert (await registry.read("acme", created.token)).version == 1
+
+
+async def test_concurrent_patches_on_one_node_all_land(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b"{}")
+    await asyncio.gather(
+        *(registry.patch("t", created.token, b'{"f%d": %d}' % (i, i), "merge") for i in range(50))
+    )
+    read = await registry.read("t", created.token, fresh=True)
+    assert read.version == 51
+    assert json.loads(read.payload) == {f"f{i}": i for i in range(50)}
+
+
+async def test_writers_on_two_nodes_never_lose_an_update(redis_server: Any) -> None:
+    """Two registries (two nodes) on one Redis: the version check in the script decides."""
+    url = redis_server.url(REGISTRY_DB)
+    nodes = [open_backend(Settings(backend=url)) for _ in range(2)]
+    registries = [make_registry(node) for node in nodes]
+    try:
+        created = await registries[0].create("t", b"{}")
+        await asyncio.gather(
+            *(
+                registries[i % 2].patch("t", created.token, b'{"k%d": 1}' % i, "merge")
+                for i in range(40)
+            )
+        )
+        read = await registries[1].read("t", created.token, fresh=True)
+        assert read.version == 41
+        assert set(json.loads(read.payload)) == {f"k{i}" for i in range(40)}
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_session_caps_context_expiry_and_lists_members(backend: Backend) -> None:
+    registry = make_registry(backend)
+    sessions = SessionManager(backend, registry)
+    session, expires_at = await sessions.create("t", ttl=60)
+    assert expires_at - now_ms() <= 60_000
+    inside = await registry.create("t", b"{}", ttl=3600, session=session)
+    assert inside.expires_at <= now_ms() + 60_000  # never outlives the session
+    meta = await registry.meta("t", inside.token)
+    assert meta.session == session
+    other = await registry.create("t", b"{}", session=session)
+    view = await sessions.get("t", session)
+    assert view.contexts == sorted([inside.token, other.token])
+    await registry.delete("t", other.token)
+    assert (await sessions.get("t", session)).contexts == [inside.token]
+
+
+async def test_unknown_session_is_not_found(backend: Backend) -> None:
+    registry = make_registry(backend)
+    with pytest.raises(NotFound):
+        await registry.create("t", b"{}", session=_core.new_token())
+    with pytest.raises(NotFound):
+        await registry.create("t", b"{}", session="not-a-token")
+
+
+async def test_session_delete_cascades_and_empties_the_cache(backend: Backend) -> None:
+    registry = make_registry(backend)
+    sessions = SessionManager(backend, registry)
+    session, _ = await sessions.create("t")
+    tokens = [(await registry.create("t", b"[]", session=session)).token for _ in range(3)]
+    outside = await registry.create("t", b"[]")
+    for token in tokens:
+        await registry.read("t", token)  # now cached on this node, where there is a cache
+    await sessions.delete("t", session)
+    for token in tokens:
+        with pytest.raises(NotFound):
+            await registry.read("t", token)
+    with pytest.raises(NotFound):
+        await sessions.get("t", session)
+    with pytest.raises(NotFound):
+        await sessions.delete("t", session)
+    assert (await registry.read("t", outside.token)).version == 1
+
+
+async def test_contexts_expire(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b"{}", ttl=1)
+    await asyncio.sleep(1.1)
+    with pytest.raises(NotFound):
+        await registry.read("t", created.token, fresh=True)
+
+
+async def test_memory_sweep_drops_expired_contexts_and_sessions() -> None:
+    backend = MemoryBackend()
+    registry = make_registry(backend)
+    sessions = SessionManager(backend, registry)
+    session, _ = await sessions.create("t", ttl=1)
+    await registry.create("t", b"{}", session=session)
+    await registry.create("t", b"{}", ttl=1)
+    kept = await registry.create("t", b"{}", ttl=100)
+    assert backend.sweep(now_ms() + 1500) >= 3
+    assert (await registry.read("t", kept.token)).version == 1
+    assert len(backend._frames) == 1
+    assert len(backend._sessions) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def doomed_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A redis-server of this test's own, which the test may kill."""
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+    try:
+        yield proc, f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
+    doomed_redis: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    proc, url = doomed_redis
+    backend = open_backend(Settings(backend=url, backend_timeout=0.5))
+    registry = make_registry(backend, cache_max_age_ms=0)
+    try:
+        created = await registry.create("t", b'{"kept": true}')
+        never_read = await registry.create("t", b"{}")
+        registry.forget("t", never_read.token)
+        proc.kill()
+        proc.wait()
+        read = await registry.read("t", created.token)
+        assert (read.payload, read.version, read.cache) == (b'{"kept": true}', 1, "stale")
+        with pytest.raises(BackendError):
+            await registry.read("t", never_read.token)
+        started = time.monotonic()
+        with pytest.raises(BackendError):
+            await registry.patch("t", created.token, b"{}", "merge")
+        assert time.monotonic() - started < 5
+    finally:
+        await backend.close()
