@@ -11,16 +11,21 @@ PORT ?= 8000
 BACKEND ?= memory://
 PYTEST_ARGS ?=
 
+# Installs one optional-dependency group of pyproject.toml into the venv.
+extra_requirements = $(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['$(1)']))"
+
 RUST_SOURCES := $(wildcard rust_core/src/*.rs) rust_core/Cargo.toml $(wildcard rust_core/Cargo.lock)
 PY_SOURCES := pyproject.toml
 
-.PHONY: help build serve test test-rust test-python redis-server lint format bench loadtest clean
+.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench loadtest clean
 
 help:
 	@echo "make serve   build (release) and serve on $(HOST):$(PORT) with $(BACKEND)"
 	@echo "make test    build, then cargo test and the pytest suite against a real redis-server"
 	@echo "make lint    ruff, mypy --strict, cargo fmt --check, cargo clippy -D warnings"
 	@echo "make format  apply ruff format and cargo fmt"
+	@echo "make bench   wrk against the floors, fastctx and its peers; micro benchmarks"
+	@echo "make loadtest  locust scenarios, headless, with CSV and HTML reports"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +50,18 @@ redis-server:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version
 
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "wrk not found: installing it from Debian's packages"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+$(VENV)/.extra-%: pyproject.toml | $(STAMP)
+	$(call extra_requirements,$*) > $@.txt
+	$(BIN)/pip install --quiet -r $@.txt
+	touch $@
+
 test-rust:
 	cargo test --manifest-path rust_core/Cargo.toml
 
@@ -64,6 +81,14 @@ format: $(BIN)/python
 	$(BIN)/ruff check --fix . || true
 	$(BIN)/ruff format .
 	cargo fmt --manifest-path rust_core/Cargo.toml
+
+bench: build redis-server wrk $(VENV)/.extra-bench
+	$(BIN)/python benches/run.py $(BENCH_ARGS)
+	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
+		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
+
+loadtest: build $(VENV)/.extra-load
+	$(BIN)/python loadtests/run.py $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) rust_core/target target .pytest_cache .mypy_cache .ruff_cache
