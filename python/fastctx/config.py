@@ -29,10 +29,9 @@ class Settings:
     max_context_bytes: int = 1024 * 1024
     api_keys: str = ""
     log_level: str = "info"
-    # Bound on how long this node serves a cached context without asking the backend; with
-    # no cross-node invalidation yet, it is the window in which another node's write may be
-    # unseen here.
-    cache_max_age_ms: int = 50
+    # Bound on how long this node serves a cached context without asking the backend, on top of
+    # the invalidations the backend pushes when another node writes.
+    cache_max_age_ms: int = 60_000
     # Per-call timeout for backend commands, in seconds.
     backend_timeout: float = 2.0
 

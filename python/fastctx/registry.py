@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
 
 from fastctx import _core
-from fastctx.backends import Backend, Outcome
+from fastctx.backends import Backend, Outcome, context_id
 from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotFound, Unavailable, VersionConflict
@@ -22,6 +22,9 @@ PatchKind = Literal["merge", "json"]
 # per-context lock first, so only writers on other nodes can make it lose.
 MAX_WRITE_ATTEMPTS = 32
 MAX_TTL_SECONDS = 10 * 365 * 86400
+# How long a cached entry may be served when the backend does not report changes made by other
+# nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
+UNTRACKED_MAX_AGE_MS = 50
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
 
 
@@ -71,20 +74,47 @@ class _KeyedLocks:
 
 
 class Registry:
+    """Reads go through this process's cache; writes go to the backend, then into the cache.
+
+    A cached entry is served as a hit while it is fresh: the backend is coherent (it reports
+    other nodes' changes, which drop entries at once) and the entry is younger than
+    `cache_max_age_ms`; without such reports its life is cut to `UNTRACKED_MAX_AGE_MS`, the
+    window in which another node's write may be unseen here. An entry that is no longer fresh
+    is still served, marked stale, when the backend cannot be reached.
+    """
+
     def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
         self.default_ttl = settings.default_ttl
         self.max_age_ms = settings.cache_max_age_ms
-        # An in-process backend is already memory: a cache in front of it would hold every
-        # context twice.
         self.cache: _core.Cache | None = None
-        if not backend.in_process and settings.cache_bytes > 0:
+        if settings.cache_bytes > 0:
             self.cache = _core.Cache(settings.cache_bytes)
+        # Entries cached before this moment were cached while changes may have gone unseen.
+        self._valid_since = 0
         self._locks = _KeyedLocks()
+        backend.watch(self._changed_elsewhere)
 
-    @staticmethod
-    def _key(tenant: str, token: str) -> str:
-        return f"{tenant}/{token}"
+    def _changed_elsewhere(self, ids: list[str] | None) -> None:
+        if self.cache is None:
+            return
+        if ids is None:
+            self._valid_since = now_ms() + 1
+            return
+        for changed in ids:
+            self.cache.invalidate(changed)
+
+    def fresh(self, key: str) -> tuple[bytes, int, int, int] | None:
+        """The cached (payload, version, expires_at, cached_at) of `key`, if it may be served."""
+        if self.cache is None:
+            return None
+        entry = self.cache.get(key)
+        if entry is None or entry[3] < self._valid_since:
+            return None
+        if self.backend.in_process:
+            return entry  # every write to it passes through here
+        max_age = self.max_age_ms if self.backend.coherent else UNTRACKED_MAX_AGE_MS
+        return entry if now_ms() - entry[3] <= max_age else None
 
     def _remember(self, key: str, payload: bytes, version: int, expires_at: int) -> None:
         if self.cache is not None:
@@ -96,7 +126,7 @@ class Registry:
 
     def forget(self, tenant: str, token: str) -> None:
         """Drop this node's cached copy of a context deleted by other means (a session)."""
-        self._forget(self._key(tenant, token))
+        self._forget(context_id(tenant, token))
 
     async def create(
         self, tenant: str, document: bytes, ttl: int | None = None, session: str | None = None
@@ -117,43 +147,42 @@ class Registry:
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
         if not await self.backend.insert(tenant, token, frame, expires_at, session):
             raise NotFound("no such session")
-        self._remember(self._key(tenant, token), document, 1, expires_at)
+        self._remember(context_id(tenant, token), document, 1, expires_at)
         return Created(token, 1, expires_at)
 
     async def read(self, tenant: str, token: str, fresh: bool = False) -> Read:
         """The stored document; `fresh` skips this node's cache (but not its stale fallback)."""
         if not _core.is_token(token):
             raise NotFound("no such context")
-        key = self._key(tenant, token)
-        cached = None if self.cache is None or fresh else self.cache.get(key)
-        if cached is not None and now_ms() - cached[3] <= self.max_age_ms:
-            return Read(cached[0], cached[1], "hit")
+        key = context_id(tenant, token)
+        if not fresh:
+            cached = self.fresh(key)
+            if cached is not None:
+                return Read(cached[0], cached[1], "hit")
         try:
             frame = await self.backend.get(tenant, token)
         except BackendError:
-            if cached is None and self.cache is not None:
-                cached = self.cache.get(key)
-            if cached is None:
+            stale = None if self.cache is None else self.cache.get(key)
+            if stale is None:
                 raise
-            return Read(cached[0], cached[1], "stale")
+            return Read(stale[0], stale[1], "stale")
         if frame is None:
             self._forget(key)
             raise NotFound("no such context")
         decoded = _core.decode_frame(frame)
         self._remember(key, decoded.payload, decoded.version, decoded.expires_at)
-        return Read(decoded.payload, decoded.version, "hit" if self.cache is None else "miss")
+        return Read(decoded.payload, decoded.version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
         """Documents and versions in request order; None for unknown or malformed tokens."""
         found: dict[str, tuple[bytes, int] | None] = {}
         wanted: list[str] = []
-        now = now_ms()
         for token in dict.fromkeys(tokens):
             if not _core.is_token(token):
                 found[token] = None
                 continue
-            cached = None if self.cache is None else self.cache.get(self._key(tenant, token))
-            if cached is not None and now - cached[3] <= self.max_age_ms:
+            cached = self.fresh(context_id(tenant, token))
+            if cached is not None:
                 found[token] = (cached[0], cached[1])
             else:
                 wanted.append(token)
@@ -164,7 +193,7 @@ class Registry:
                 continue
             decoded = _core.decode_frame(frame)
             self._remember(
-                self._key(tenant, token), decoded.payload, decoded.version, decoded.expires_at
+                context_id(tenant, token), decoded.payload, decoded.version, decoded.expires_at
             )
             found[token] = (decoded.payload, decoded.version)
         return [found[token] for token in tokens]
@@ -199,7 +228,7 @@ class Registry:
         return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
-        key = self._key(tenant, token)
+        key = context_id(tenant, token)
         async with self._locks.hold(key):
             for _ in range(MAX_WRITE_ATTEMPTS):
                 frame = await self._load(tenant, token)
@@ -222,7 +251,7 @@ class Registry:
             raise NotFound("no such context")
         frame = await self.backend.get(tenant, token)
         if frame is None:
-            self._forget(self._key(tenant, token))
+            self._forget(context_id(tenant, token))
             raise NotFound("no such context")
         return frame
 
@@ -233,7 +262,7 @@ class Registry:
         if_version: int | None,
         change: Callable[[bytes], bytes],
     ) -> int:
-        key = self._key(tenant, token)
+        key = context_id(tenant, token)
         async with self._locks.hold(key):
             for _ in range(MAX_WRITE_ATTEMPTS):
                 frame = await self._load(tenant, token)

@@ -5,10 +5,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from fastctx.config import Settings
+
+ChangeCallback = Callable[[list[str] | None], None]
+"""Told the ids (`context_id`) of contexts changed elsewhere, or None if changes may be unseen."""
+
+
+def context_id(tenant: str, token: str) -> str:
+    """How a context is named across the process: cache keys, invalidations."""
+    return f"{tenant}/{token}"
 
 
 class Outcome(enum.IntEnum):
@@ -36,6 +44,14 @@ class Backend(abc.ABC):
 
     #: True when the backend lives in this process, so a local cache would only duplicate it.
     in_process: bool = False
+
+    @property
+    def coherent(self) -> bool:
+        """True while every change made by another process reaches the `watch` callback."""
+        return self.in_process
+
+    def watch(self, on_change: ChangeCallback) -> None:  # noqa: B027 - optional hook
+        """Report contexts changed by other processes (an in-process backend has none)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections or start housekeeping; called once before serving."""

@@ -1,24 +1,18 @@
-"""The Redis backend: one server (or primary) over redis-py asyncio with the hiredis parser."""
+"""The Redis backend: one server (or primary), over one auto-pipelined RESP3 connection."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+import hiredis
 
 from fastctx import _core
-from fastctx.backends import Backend, Outcome, SessionRecord
+from fastctx.backends import Backend, ChangeCallback, Outcome, SessionRecord
+from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.errors import BackendError
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # Errors that mean "Redis cannot take this now", as opposed to a bug in a command.
 _UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -26,6 +20,7 @@ _UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", 
 # Lua sees the frame as a string; the version is the 8 bytes after VERSION_OFFSET.
 _V_FIRST = _core.VERSION_OFFSET + 1
 _V_LAST = _core.VERSION_OFFSET + 8
+CONTEXT_PREFIX = "fc:c:"
 
 # KEYS: context[, session, members]  ARGV: frame, expires_at_ms, token
 INSERT = """
@@ -55,6 +50,13 @@ if not current then return 0 end
 if string.sub(current, {_V_FIRST}, {_V_LAST}) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[1])
 if #KEYS > 1 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+# KEYS: session  ARGV: created_at_ms, ttl_ms, meta
+SESSION_CREATE = """
+redis.call('HSET', KEYS[1], 'created_at', ARGV[1], 'ttl', ARGV[2], 'meta', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -95,12 +97,13 @@ return tokens
 
 
 def _context_prefix(tenant: str) -> str:
-    return f"fc:c:{{{tenant}/"
+    return f"{CONTEXT_PREFIX}{{{tenant}/"
 
 
 def context_key(tenant: str, token: str) -> str:
-    # The hash tag keeps every key of one context on one cluster slot.
-    return f"fc:c:{{{tenant}/{token}}}"
+    # The hash tag keeps every key of one context on one cluster slot; its content is the
+    # context's id, which is also what the invalidation of this key names.
+    return f"{CONTEXT_PREFIX}{{{tenant}/{token}}}"
 
 
 def session_key(tenant: str, session: str) -> str:
@@ -111,122 +114,149 @@ def members_key(tenant: str, session: str) -> str:
     return f"fc:m:{{{tenant}/{session}}}"
 
 
-def _translated(
-    method: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Turn Redis being unreachable, slow or refusing writes into `BackendError` (503)."""
+class Script:
+    """A Lua script run by its SHA1, loaded on the first NOSCRIPT (e.g. after a restart)."""
 
-    @functools.wraps(method)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest()
+
+    async def __call__(
+        self, pipeline: Pipeline, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
+    ) -> Any:
         try:
-            return await method(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendError(f"Redis did not answer: {type(exc).__name__}") from exc
-        except ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
-                raise BackendError(f"Redis refused the command: {exc}") from exc
-            raise
-
-    return call
+            return await pipeline.execute(b"EVALSHA", self.sha, len(keys), *keys, *args)
+        except hiredis.ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await pipeline.execute(b"SCRIPT", b"LOAD", self.source)
+        return await pipeline.execute(b"EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 class RedisBackend(Backend):
+    """Every command goes through one auto-pipelined connection per process (see pipeline.py)."""
+
     def __init__(self, url: str, timeout: float = 2.0) -> None:
-        # One retry covers a pooled connection that Redis closed while idle; more would make a
-        # dead Redis cost several timeouts per request.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=False,
+        self._pipeline = Pipeline(
+            Address.from_url(url), timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX]
         )
-        self._insert = self._client.register_script(INSERT)
-        self._swap = self._client.register_script(SWAP)
-        self._remove = self._client.register_script(REMOVE)
-        self._session_touch = self._client.register_script(SESSION_TOUCH)
-        self._session_members = self._client.register_script(SESSION_MEMBERS)
-        self._session_delete = self._client.register_script(SESSION_DELETE)
+        self._on_change: ChangeCallback | None = None
+
+    @property
+    def coherent(self) -> bool:
+        return self._pipeline.tracking
+
+    def watch(self, on_change: ChangeCallback) -> None:
+        self._on_change = on_change
+        self._pipeline.on_invalidate = self._invalidated
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        assert self._on_change is not None
+        if keys is None:
+            self._on_change(None)
+            return
+        start = len(CONTEXT_PREFIX) + 1  # fc:c:{tenant/token} -> tenant/token
+        self._on_change([key[start:-1].decode() for key in keys])
+
+    async def start(self) -> None:
+        # Not fatal: the server starts, /readyz says 503, and it connects when Redis is there.
+        with contextlib.suppress(BackendError):
+            await self._pipeline.execute(b"PING")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._pipeline.close()
 
-    @_translated
+    async def _run(self, *args: bytes | str | int) -> Any:
+        try:
+            return await self._pipeline.execute(*args)
+        except hiredis.ReplyError as exc:
+            raise _translated(exc) from exc
+
+    async def _script(
+        self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
+    ) -> Any:
+        try:
+            return await script(self._pipeline, keys, args)
+        except hiredis.ReplyError as exc:
+            raise _translated(exc) from exc
+
     async def ping(self) -> None:
-        await self._client.ping()
+        await self._run(b"PING")
 
-    @_translated
     async def get(self, tenant: str, token: str) -> bytes | None:
-        # decode_responses=False: replies are bytes, whatever redis-py's annotations allow.
-        return cast(bytes | None, await self._client.get(context_key(tenant, token)))
+        frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
+        return frame
 
-    @_translated
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         if not tokens:
             return []
-        frames = await self._client.mget([context_key(tenant, token) for token in tokens])
-        return cast(list[bytes | None], frames)
+        frames: list[bytes | None] = await self._run(
+            b"MGET", *[context_key(tenant, token) for token in tokens]
+        )
+        return frames
 
-    @_translated
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
         keys = [context_key(tenant, token)]
         if session is not None:
             keys += [session_key(tenant, session), members_key(tenant, session)]
-        done = await self._insert(keys=keys, args=[frame, expires_at, token])
-        return bool(done)
+        return bool(await self._script(_INSERT, keys, [frame, expires_at, token]))
 
-    @_translated
     async def swap(
         self, tenant: str, token: str, expected: bytes, frame: bytes, expires_at: int
     ) -> Outcome:
-        result = await self._swap(
-            keys=[context_key(tenant, token)], args=[expected, frame, expires_at]
-        )
-        return Outcome(int(result))
+        keys = [context_key(tenant, token)]
+        return Outcome(await self._script(_SWAP, keys, [expected, frame, expires_at]))
 
-    @_translated
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
         keys = [context_key(tenant, token)]
         if session is not None:
             keys.append(members_key(tenant, session))
-        result = await self._remove(keys=keys, args=[expected, token])
-        return Outcome(int(result))
+        return Outcome(await self._script(_REMOVE, keys, [expected, token]))
 
-    @_translated
     async def session_create(
         self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
     ) -> None:
-        key = session_key(tenant, session)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"created_at": created_at, "ttl": ttl, "meta": meta})
-            pipe.pexpire(key, ttl)
-            await pipe.execute()
+        await self._script(_SESSION_CREATE, [session_key(tenant, session)], [created_at, ttl, meta])
 
-    @_translated
     async def session_touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
-        reply = await self._session_touch(
-            keys=[session_key(tenant, session), members_key(tenant, session)]
+        reply = await self._script(
+            _SESSION_TOUCH, [session_key(tenant, session), members_key(tenant, session)]
         )
         if not reply:
             return None
         ttl, created_at, meta = int(reply[0]), int(reply[1]), bytes(reply[2])
         return SessionRecord(created_at=created_at, ttl=ttl, expires_at=now + ttl, meta=meta)
 
-    @_translated
     async def session_members(self, tenant: str, session: str) -> list[str]:
-        reply = await self._session_members(
-            keys=[members_key(tenant, session)], args=[_context_prefix(tenant)]
+        reply = await self._script(
+            _SESSION_MEMBERS, [members_key(tenant, session)], [_context_prefix(tenant)]
         )
         return sorted(token.decode() for token in reply)
 
-    @_translated
     async def session_delete(self, tenant: str, session: str) -> list[str] | None:
-        existed, *tokens = await self._session_delete(
-            keys=[session_key(tenant, session), members_key(tenant, session)],
-            args=[_context_prefix(tenant)],
+        existed, *tokens = await self._script(
+            _SESSION_DELETE,
+            [session_key(tenant, session), members_key(tenant, session)],
+            [_context_prefix(tenant)],
         )
         return sorted(token.decode() for token in tokens) if existed else None
+
+
+def _translated(error: hiredis.ReplyError) -> Exception:
+    """Redis refusing for now (out of memory, loading, a replica) is 503; anything else a bug."""
+    if str(error).startswith(_UNAVAILABLE_REPLIES):
+        return BackendError(f"Redis refused the command: {error}")
+    return error
+
+
+_INSERT = Script(INSERT)
+_SWAP = Script(SWAP)
+_REMOVE = Script(REMOVE)
+_SESSION_CREATE = Script(SESSION_CREATE)
+_SESSION_TOUCH = Script(SESSION_TOUCH)
+_SESSION_MEMBERS = Script(SESSION_MEMBERS)
+_SESSION_DELETE = Script(SESSION_DELETE)

@@ -1,0 +1,267 @@
+"""One auto-pipelined Redis connection: commands issued in one event-loop tick go out in one write.
+
+Every coroutine that calls `Pipeline.execute` appends its packed command to a buffer and waits
+on a future; the buffer is written once, at the end of the current loop iteration, and hiredis
+parses the replies, which Redis sends in order, so each is handed to the oldest waiter. Many
+concurrent requests thus cost one syscall each way instead of one each.
+
+The connection speaks RESP3 and subscribes itself to invalidations of its key prefixes
+(`CLIENT TRACKING ON BCAST ... NOLOOP`): Redis pushes them on the same stream as the replies,
+ordered with them, so a reply is never newer than an invalidation that arrives after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+
+from fastctx.errors import BackendError
+
+logger = logging.getLogger("fastctx")
+
+Invalidation = Callable[[list[bytes] | None], None]
+"""Called with the changed keys, or with None when any key may have changed unseen."""
+
+_INCOMPLETE = object()
+# hiredis's stub types the argument as a 1-tuple; it takes a command of any length.
+pack_command = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None  # a unix socket
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> Address:
+        """redis://[user:pass@]host:port/db, rediss://... (TLS), unix:///path?db=N."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        db_text = query.get("db", [parts.path.strip("/") if parts.scheme != "unix" else ""])[0]
+        tls = None
+        if parts.scheme == "rediss":
+            tls = ssl.create_default_context()
+            if query.get("ssl_cert_reqs", [""])[0].lower() in ("none", "optional"):
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            path=parts.path if parts.scheme == "unix" else None,
+            db=int(db_text or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, on_push: Callable[[list[Any]], None], on_lost: Callable[[], None]) -> None:
+        self._reader = hiredis.Reader(notEnoughData=_INCOMPLETE)
+        self._waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._buffer: list[bytes] = []
+        self._on_push = on_push
+        self._on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.timeout = 2.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, though they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self.closed:
+            raise BackendError("Redis connection closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(command)
+        self._waiters.append((future, time.monotonic()))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.timeout, self._check_timeout)
+        return future
+
+    def _flush(self) -> None:
+        if self.transport is not None and not self.closed and self._buffer:
+            self.transport.write(b"".join(self._buffer))
+        self._buffer.clear()
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not _INCOMPLETE:
+                if isinstance(reply, hiredis.PushNotification):
+                    self._on_push(reply)
+                    continue
+                future, _ = self._waiters.popleft()
+                if future.done():  # its caller was cancelled; the reply still had to be read
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:
+            logger.error("Redis sent what cannot be parsed (%s); reconnecting", exc)
+            self.abort()
+
+    def _check_timeout(self) -> None:
+        self._watchdog = None
+        if not self._waiters or self.closed:
+            return
+        oldest = self._waiters[0][1]
+        due = oldest + self.timeout - time.monotonic()
+        if due <= 0:
+            logger.warning("Redis did not answer within %.1f s; reconnecting", self.timeout)
+            self.abort()
+        else:
+            self._watchdog = self._loop.call_later(due, self._check_timeout)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.connection_lost(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        error = BackendError(f"Redis connection lost: {exc}" if exc else "Redis connection lost")
+        while self._waiters:
+            future, _ = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+        self._on_lost()
+
+
+class Pipeline:
+    """A self-healing pipelined connection; `execute` is safe from any task on one event loop."""
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        timeout: float = 2.0,
+        tracking_prefixes: Sequence[str] = (),
+        on_invalidate: Invalidation | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.tracking_prefixes = tuple(tracking_prefixes)
+        self.on_invalidate = on_invalidate
+        #: True while Redis is pushing invalidations for `tracking_prefixes` to this connection.
+        self.tracking = False
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+
+    async def execute(self, *args: bytes | str | int | float) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return await protocol.send(pack_command(args))
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
+
+    def _lost(self) -> None:
+        self.tracking = False
+        if self.on_invalidate is not None:
+            # Invalidations may have been sent while nobody was listening.
+            self.on_invalidate(None)
+
+    def _push(self, message: list[Any]) -> None:
+        if message and message[0] == b"invalidate" and self.on_invalidate is not None:
+            self.on_invalidate(message[1])
+
+    async def _connect(self) -> _Protocol:
+        # One connection attempt at a time; every caller waiting meanwhile shares its outcome.
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        task = self._connecting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        address = self.address
+        try:
+            async with asyncio.timeout(self.timeout):
+                if address.path is not None:
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _Protocol(self._push, self._lost), address.path
+                    )
+                else:
+                    _, protocol = await loop.create_connection(
+                        lambda: _Protocol(self._push, self._lost),
+                        address.host,
+                        address.port,
+                        ssl=address.tls,
+                    )
+                protocol.timeout = self.timeout
+                await self._handshake(protocol)
+        except (OSError, TimeoutError) as exc:
+            raise BackendError(f"cannot connect to Redis: {exc or type(exc).__name__}") from exc
+        self._protocol = protocol
+        return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        address = self.address
+        hello: list[bytes | str] = [b"HELLO", b"3"]
+        if address.password is not None:
+            hello += [b"AUTH", address.username or "default", address.password]
+        try:
+            await protocol.send(pack_command(tuple(hello)))
+            resp3 = True
+        except hiredis.ReplyError as exc:
+            if "NOPROTO" not in str(exc) and "unknown command" not in str(exc).lower():
+                raise BackendError(f"Redis refused the connection: {exc}") from exc
+            resp3 = False  # Redis before 6: no RESP3, so no invalidation pushes either
+            if address.password is not None:
+                auth = [
+                    b"AUTH",
+                    *([address.username] if address.username else []),
+                    address.password,
+                ]
+                await protocol.send(pack_command(tuple(auth)))
+        if address.db:
+            await protocol.send(pack_command((b"SELECT", address.db)))
+        self.tracking = False
+        if resp3 and self.tracking_prefixes:
+            command: list[bytes | str] = [b"CLIENT", b"TRACKING", b"ON", b"BCAST"]
+            for prefix in self.tracking_prefixes:
+                command += [b"PREFIX", prefix]
+            command.append(b"NOLOOP")
+            try:
+                await protocol.send(pack_command(tuple(command)))
+                self.tracking = True
+            except hiredis.ReplyError as exc:
+                logger.warning("Redis cannot track keys for this node's cache: %s", exc)
+        if self.on_invalidate is not None:
+            # Whatever was cached before this connection existed was not tracked by it.
+            self.on_invalidate(None)
