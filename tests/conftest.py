@@ -375,3 +375,26 @@ def spawn_fastctx(tmp_path: Path) -> Iterator[Any]:
     yield spawn
     for s in started:
         stop_process(s.proc)
+
+
+# Two nodes on one Redis: the DB is theirs alone, so the cache-coherence tests see only
+# their own writes (and those they make through redis-cli on purpose).
+NODES_DB = 3
+
+
+@pytest.fixture(scope="session")
+def redis_nodes(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GranianServer, GranianServer]]:
+    """Two `fastctx serve` processes (granian) on the same Redis database."""
+    log_dir = tmp_path_factory.mktemp("nodes")
+    url = redis_server.url(NODES_DB)
+    first = GranianServer.start(log_dir, url)
+    try:
+        second = GranianServer.start(log_dir, url)
+        try:
+            yield first, second
+        finally:
+            second.stop()
+    finally:
+        first.stop()

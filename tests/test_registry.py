@@ -17,6 +17,7 @@ import pytest
 from fastctx import _core
 from fastctx.backends import Backend, open_backend
 from fastctx.backends.memory import MemoryBackend
+from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotFound, VersionConflict
@@ -235,5 +236,27 @@ async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
         with pytest.raises(BackendError):
             await registry.patch("t", created.token, b"{}", "merge")
         assert time.monotonic() - started < 5
+    finally:
+        await backend.close()
+
+
+async def test_redis_invalidations_remove_entries_written_elsewhere(redis_server: Any) -> None:
+    """Another writer's change removes the entry from this node's cache (age alone would not)."""
+    backend = open_backend(Settings(backend=redis_server.url(REGISTRY_DB)))
+    await backend.start()
+    registry = make_registry(backend)
+    try:
+        created = await registry.create("t", b'{"v": 1}')
+        assert backend.coherent
+        assert registry.cache is not None
+        key = f"t/{created.token}"
+        assert registry.cache.get(key) is not None
+        elsewhere = Pipeline(Address.from_url(redis_server.url(REGISTRY_DB)))
+        await elsewhere.execute("PEXPIRE", f"fc:c:{{t/{created.token}}}", 600_000)
+        await elsewhere.close()
+        deadline = time.monotonic() + 2
+        while registry.cache.get(key) is not None:
+            assert time.monotonic() < deadline, "the invalidation never arrived"
+            await asyncio.sleep(0.002)
     finally:
         await backend.close()

@@ -1,0 +1,213 @@
+"""The auto-pipelined connection against a real redis-server: batching, tracking, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import hiredis
+import pytest
+
+from fastctx.backends.pipeline import Address, Pipeline
+from fastctx.backends.redis import RedisBackend, Script
+from fastctx.errors import BackendError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server of the test's own, which it may stop and start again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        assert exe is not None
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, check=True, text=True
+        )
+        return out.stdout.strip()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def pipeline(own_redis: OwnRedis) -> AsyncIterator[Pipeline]:
+    connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_replies_reach_their_callers_in_order(pipeline: Pipeline) -> None:
+    await asyncio.gather(*(pipeline.execute("SET", f"k{i}", i) for i in range(500)))
+    values = await asyncio.gather(*(pipeline.execute("GET", f"k{i}") for i in range(500)))
+    assert values == [str(i).encode() for i in range(500)]
+
+
+def _reads_processed(redis: OwnRedis) -> int:
+    return int(redis.cli("INFO", "stats").split("total_reads_processed:")[1].split()[0])
+
+
+async def test_one_tick_of_commands_is_one_write(own_redis: OwnRedis, pipeline: Pipeline) -> None:
+    await pipeline.execute("PING")
+    before = _reads_processed(own_redis)
+    await asyncio.gather(*(pipeline.execute("INCR", "counter") for _ in range(200)))
+    after = _reads_processed(own_redis)
+    assert await pipeline.execute("GET", "counter") == b"200"
+    # 200 commands, one write: Redis read them in a handful of reads (the INFO calls of
+    # redis-cli count too), not 200.
+    assert after - before <= 10
+    clients = [
+        line for line in own_redis.cli("CLIENT", "LIST").splitlines() if "cmd=client" not in line
+    ]
+    assert len(clients) == 1  # one connection carried them all, no pool behind the scenes
+
+
+async def test_error_replies_go_to_their_caller_only(pipeline: Pipeline) -> None:
+    await pipeline.execute("SET", "s", "text")
+    results = await asyncio.gather(
+        pipeline.execute("GET", "s"),
+        pipeline.execute("INCR", "s"),
+        pipeline.execute("GET", "s"),
+        return_exceptions=True,
+    )
+    assert results[0] == b"text"
+    assert isinstance(results[1], hiredis.ReplyError)
+    assert results[2] == b"text"
+
+
+async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: OwnRedis) -> None:
+    seen: list[list[bytes] | None] = []
+    connection = Pipeline(
+        Address.from_url(own_redis.url), tracking_prefixes=["fc:c:"], on_invalidate=seen.append
+    )
+    try:
+        await connection.execute("SET", "fc:c:{t/own}", "1")  # our own write: NOLOOP, no push
+        assert connection.tracking
+        assert seen == [None]  # connecting says: whatever was cached before is unverified
+        own_redis.cli("SET", "fc:c:{t/a}", "x")
+        own_redis.cli("SET", "other:key", "x")
+        await _until(lambda: len(seen) >= 2)
+        await connection.execute("PING")  # anything pushed before the reply is in by now
+        assert seen[1:] == [[b"fc:c:{t/a}"]]
+        own_redis.cli("FLUSHALL")
+        await _until(lambda: len(seen) >= 3)
+        assert seen[2] is None
+    finally:
+        await connection.close()
+
+
+async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: OwnRedis) -> None:
+    seen: list[list[bytes] | None] = []
+    connection = Pipeline(
+        Address.from_url(own_redis.url),
+        timeout=1.0,
+        tracking_prefixes=["fc:c:"],
+        on_invalidate=seen.append,
+    )
+    try:
+        await connection.execute("SET", "k", "v")
+        own_redis.stop()
+        with pytest.raises(BackendError):
+            await connection.execute("GET", "k")
+        assert not connection.tracking
+        assert seen.count(None) == 2  # once on connecting, once on losing the connection
+        own_redis.start()
+        assert await connection.execute("GET", "k") is None  # a new, empty Redis
+        assert connection.tracking
+    finally:
+        await connection.close()
+
+
+async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: OwnRedis) -> None:
+    connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
+    try:
+        await connection.execute("PING")
+        own_redis.cli("CLIENT", "PAUSE", "1500", "ALL")
+        started = time.monotonic()
+        with pytest.raises(BackendError):
+            await connection.execute("GET", "k")
+        assert time.monotonic() - started < 1.2
+    finally:
+        await connection.close()
+
+
+async def test_scripts_reload_after_script_flush(own_redis: OwnRedis, pipeline: Pipeline) -> None:
+    script = Script("return ARGV[1] .. KEYS[1]")
+    assert await script(pipeline, ["k"], ["v"]) == b"vk"
+    own_redis.cli("SCRIPT", "FLUSH")
+    assert await script(pipeline, ["k"], ["w"]) == b"wk"
+
+
+async def test_backend_survives_a_dead_redis_at_start(own_redis: OwnRedis) -> None:
+    own_redis.stop()
+    backend = RedisBackend(own_redis.url, timeout=0.5)
+    await backend.start()  # does not raise: /readyz reports it instead
+    with pytest.raises(BackendError):
+        await backend.ping()
+    own_redis.start()
+    await backend.ping()
+    await backend.close()
+
+
+async def _until(condition: object, within: float = 2.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
