@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,8 +17,9 @@ from fastctx.backends import Backend, open_backend
 from fastctx.config import Settings
 from fastctx.errors import BackendError
 from fastctx.http import contexts, sessions
-from fastctx.http.auth import TenantMiddleware
-from fastctx.http.metrics import Metrics, MetricsMiddleware
+from fastctx.http.auth import Tenants
+from fastctx.http.front import Front
+from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
 from fastctx.registry import Registry
@@ -46,12 +46,13 @@ async def openapi(request: Request) -> Response:
     return Response(_OPENAPI_BODY, media_type="application/json")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> Front:
     """A fresh app with its own backend, registry, cache and metrics."""
     settings = settings or Settings.from_env()
     backend = open_backend(settings)
     registry = Registry(backend, settings)
     metrics = Metrics(registry)
+    read = contexts.ReadContext(registry, metrics.stats)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,16 +64,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            *contexts.routes,
+            *contexts.routes(read),
             *sessions.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-        ],
-        middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(TenantMiddleware, keys=settings.tenants()),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
@@ -82,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.registry = registry
     app.state.sessions = SessionManager(backend, registry)
     app.state.metrics = metrics
-    return app
+    return Front(app, Tenants(settings.tenants()), metrics.stats, read)
 
 
 def __getattr__(name: str) -> Any:

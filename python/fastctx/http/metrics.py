@@ -1,17 +1,25 @@
-"""Prometheus metrics: requests and latency per route, and the in-process cache's counters."""
+"""Prometheus metrics: requests and latency per route, context reads, and the cache's counters.
+
+Counting happens in plain dicts on the event loop (one worker is one thread), which costs a
+fraction of prometheus_client's locked metric objects on every request; a collector turns the
+dicts into metric families only when /metrics is scraped.
+"""
 
 from __future__ import annotations
 
-import time
+import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastctx.registry import Registry
 
@@ -21,16 +29,64 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-class _CacheCollector(Collector):
-    def __init__(self, registry: Registry) -> None:
+class RequestStats:
+    """Request counts by (route, method, status), latency histograms by (route, method)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        # (route, method) -> [count per bucket ..., +Inf count, sum of seconds]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.reads: dict[str, int] = {"hit": 0, "miss": 0, "stale": 0}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.latency.get((route, method))
+        if histogram is None:
+            histogram = self.latency[(route, method)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        histogram[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+
+class _Collector(Collector):
+    def __init__(self, stats: RequestStats, registry: Registry) -> None:
+        self.stats = stats
         self.registry = registry
 
     def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "fastctx_requests",
+            "HTTP requests by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(self.stats.requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "fastctx_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            labels=["route", "method"],
+        )
+        bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
+        for (route, method), histogram in sorted(self.stats.latency.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, observed in zip(bounds, histogram, strict=False):  # the last item is the sum
+                cumulative += observed
+                buckets.append((bound, cumulative))
+            latency.add_metric([route, method], buckets, sum_value=histogram[-1])
+        yield latency
+        reads = CounterMetricFamily(
+            "fastctx_context_reads", "Context reads by how the cache answered.", labels=["cache"]
+        )
+        for state, count in self.stats.reads.items():
+            reads.add_metric([state], count)
+        yield reads
         cache = self.registry.cache
         if cache is None:
             return
         for name, value, doc in (
-            ("hits", cache.hits, "Reads answered by the in-process cache."),
+            ("hits", cache.hits, "Cache lookups that found an entry."),
             ("misses", cache.misses, "Cache lookups that found nothing usable."),
             ("evictions", cache.evictions, "Entries evicted to stay within the byte bound."),
         ):
@@ -41,63 +97,9 @@ class _CacheCollector(Collector):
 
 class Metrics:
     def __init__(self, registry: Registry) -> None:
+        self.stats = RequestStats()
         self.collectors = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "fastctx_requests",
-            "HTTP requests by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.collectors,
-        )
-        self.latency = Histogram(
-            "fastctx_request_duration_seconds",
-            "Time from the request's arrival to the end of its response.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.collectors,
-        )
-        self.reads = Counter(
-            "fastctx_context_reads",
-            "Context reads by how the cache answered (X-Cache).",
-            ["cache"],
-            registry=self.collectors,
-        )
-        self.collectors.register(_CacheCollector(registry))
+        self.collectors.register(_Collector(self.stats, registry))
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)
-
-
-def _route_label(route: BaseRoute | None) -> str:
-    # Templates, not paths: one series per route however many tokens there are.
-    return route.path if isinstance(route, Route) else "unmatched"
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if scope.get("route") is not None and scope["path"].startswith("/v1/contexts/"):
-                    for name, value in message.get("headers", ()):
-                        if name == b"x-cache":
-                            self.metrics.reads.labels(value.decode()).inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = _route_label(scope.get("route"))
-            method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)

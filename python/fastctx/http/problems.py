@@ -8,7 +8,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ExceptionHandler
+from starlette.types import ExceptionHandler, Send
 
 from fastctx import _core
 from fastctx.errors import (
@@ -27,6 +27,15 @@ def problem(error: FastctxError) -> Response:
         {"type": error.type, "title": error.title, "status": error.status, "detail": error.detail}
     )
     return Response(body, error.status, headers=error.headers, media_type=PROBLEM_JSON)
+
+
+async def send_problem(send: Send, error: FastctxError) -> None:
+    """`problem(error)` for code that speaks ASGI directly."""
+    response = problem(error)
+    await send(
+        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
 
 
 async def _fastctx_error(request: Request, exc: Exception) -> Response:
