@@ -84,6 +84,7 @@ format: $(BIN)/python
 
 bench: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
+	$(BIN)/python benches/coherence.py
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
 
