@@ -22,14 +22,12 @@ _V_FIRST = _core.VERSION_OFFSET + 1
 _V_LAST = _core.VERSION_OFFSET + 8
 CONTEXT_PREFIX = "fc:c:"
 
-# KEYS: context[, session, members]  ARGV: frame, expires_at_ms, token
+# KEYS: context, session, members  ARGV: frame, expires_at_ms, token
 INSERT = """
-if #KEYS > 1 then
-  local pttl = redis.call('PTTL', KEYS[2])
-  if pttl < 0 then return 0 end
-  redis.call('SADD', KEYS[3], ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], pttl)
-end
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl < 0 then return 0 end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], pttl)
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
 """
@@ -198,9 +196,14 @@ class RedisBackend(Backend):
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
-        keys = [context_key(tenant, token)]
-        if session is not None:
-            keys += [session_key(tenant, session), members_key(tenant, session)]
+        key = context_key(tenant, token)
+        if session is None:
+            # A plain SET costs Redis a fraction of a script; NX refuses to overwrite, though
+            # with 128 random bits a taken token means a broken random source.
+            if await self._run(b"SET", key, frame, b"PXAT", expires_at, b"NX") is None:
+                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            return True
+        keys = [key, session_key(tenant, session), members_key(tenant, session)]
         return bool(await self._script(_INSERT, keys, [frame, expires_at, token]))
 
     async def swap(
