@@ -16,12 +16,14 @@ from starlette.routing import Route
 from fastctx.backends import Backend, open_backend
 from fastctx.config import Settings
 from fastctx.errors import BackendError
-from fastctx.http import contexts, sessions
+from fastctx.http import sessions
 from fastctx.http.auth import Tenants
+from fastctx.http.contexts import ContextRoutes
 from fastctx.http.front import Front
 from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
+from fastctx.http.responses import json_response
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
@@ -30,7 +32,7 @@ _OPENAPI_BODY = msgspec.json.encode(OPENAPI)
 
 
 async def healthz(request: Request) -> Response:
-    return contexts.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
@@ -39,7 +41,7 @@ async def readyz(request: Request) -> Response:
         await asyncio.wait_for(backend.ping(), READY_TIMEOUT)
     except (BackendError, TimeoutError):
         return problem(BackendError("the backend does not answer"))
-    return contexts.json_response({"status": "ready"})
+    return json_response({"status": "ready"})
 
 
 async def openapi(request: Request) -> Response:
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Front:
     backend = open_backend(settings)
     registry = Registry(backend, settings)
     metrics = Metrics(registry)
-    read = contexts.ReadContext(registry, metrics.stats)
+    context_routes = ContextRoutes(registry, settings, metrics.stats)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,7 +66,6 @@ def create_app(settings: Settings | None = None) -> Front:
 
     app = Starlette(
         routes=[
-            *contexts.routes(read),
             *sessions.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Front:
     app.state.registry = registry
     app.state.sessions = SessionManager(backend, registry)
     app.state.metrics = metrics
-    return Front(app, Tenants(settings.tenants()), metrics.stats, read)
+    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -11,36 +11,39 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def require_media_type(request: Request, *accepted: str) -> str:
-    kind = media_type(request)
+def require_media_type(content_type: bytes | str | None, *accepted: str) -> str:
+    """The media type of a Content-Type value, if it is one of `accepted`; else 415."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    kind = (content_type or "").partition(";")[0].strip().lower()
     if kind not in accepted:
         shown = kind or "no Content-Type"
         raise UnsupportedMediaType(f"{shown} is not accepted here; send {' or '.join(accepted)}")
     return kind
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, content_length: bytes | str | None, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes.
 
     A declared Content-Length over the limit is refused before reading anything; a chunked
     body is refused at the first chunk that crosses the limit, so at most `limit` bytes plus
     one chunk are ever held.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
+    if content_length is not None:
+        if not content_length.isdigit():
             raise BadRequest("Content-Length must be a non-negative integer")
-        if int(declared) > limit:
+        if int(content_length) > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client closed the connection before sending the whole body")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

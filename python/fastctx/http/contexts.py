@@ -1,42 +1,41 @@
-"""REST endpoints for contexts: /v1/contexts and /v1/contexts/{token}[/meta]."""
+"""REST endpoints for contexts: /v1/contexts[/mget] and /v1/contexts/{token}[/meta].
+
+These are the hot routes, so they are bare ASGI handlers that `Front` calls by path shape and
+method, without Starlette's routing or a Request object: a cache hit sends the stored bytes
+with no JSON work at all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
-from fastctx.errors import BadRequest, FastctxError, PayloadTooLarge, UnsupportedMediaType
-from fastctx.http.body import JSON, JSON_PATCH, MERGE_PATCH, read_body, require_media_type
+from fastctx.config import Settings
+from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from fastctx.http.body import JSON, JSON_PATCH, MERGE_PATCH, require_media_type
+from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
-from fastctx.http.preconditions import etag, expected_version, none_match
-from fastctx.http.problems import send_problem
-from fastctx.http.state import TENANT_SCOPE_KEY, registry, settings, tenant
+from fastctx.http.preconditions import expected_version, none_match
+from fastctx.http.responses import encode
 from fastctx.registry import MAX_TTL_SECONDS, PatchKind, Registry
 
 MGET_LIMIT = 1000
-_encode = msgspec.json.Encoder().encode
+PREFIX = "/v1/contexts/"
 _PATCH_KINDS: dict[str, PatchKind] = {MERGE_PATCH: "merge", JSON_PATCH: "json"}
+_ACCEPT_PATCH = f"{MERGE_PATCH}, {JSON_PATCH}"
+
+Handler = Callable[[Exchange, str, str], Awaitable[int]]
+"""(exchange, tenant, token) -> the status sent."""
 
 
 class MgetRequest(msgspec.Struct):
     tokens: list[str]
 
 
-def json_response(
-    content: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(_encode(content), status, headers=headers, media_type=JSON)
-
-
-def _ttl(request: Request) -> int | None:
-    raw = request.query_params.get("ttl")
+def _ttl(raw: str | None) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_TTL_SECONDS:
@@ -44,146 +43,132 @@ def _ttl(request: Request) -> int | None:
     return int(raw)
 
 
-def _bypasses_cache(cache_control: bytes) -> bool:
+def _bypasses_cache(cache_control: bytes | None) -> bool:
+    if cache_control is None:
+        return False
     directives = cache_control.lower().replace(b" ", b"").split(b",")
     return b"no-cache" in directives or b"max-age=0" in directives
 
 
-async def create(request: Request) -> Response:
-    require_media_type(request, JSON)
-    ttl = _ttl(request)
-    document = await read_body(request, settings(request).max_context_bytes)
-    created = await registry(request).create(
-        tenant(request), document, ttl, request.query_params.get("session")
-    )
-    return json_response(
-        {"token": created.token, "version": 1, "expires_at": rfc3339(created.expires_at)},
-        201,
-        {"Location": f"/v1/contexts/{created.token}", "ETag": etag(1)},
-    )
+def _written(token: str, version: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = b'{"token":"%s","version":%d}' % (token.encode(), version)
+    return body, [(b"etag", b'"%d"' % version)]
 
 
-class ReadContext:
-    """GET and HEAD /v1/contexts/{token} as a bare ASGI app: the hottest route, kept short.
-
-    A cache hit sends the stored bytes with no JSON work and no Request object. `Front` calls
-    `respond` directly; as a Starlette route it serves the same way.
-    """
-
-    def __init__(self, registry: Registry, stats: RequestStats) -> None:
+class ContextRoutes:
+    def __init__(self, registry: Registry, settings: Settings, stats: RequestStats) -> None:
         self.registry = registry
+        self.max_bytes = settings.max_context_bytes
         self.stats = stats
+        self._collection: dict[str, Handler] = {"POST": self.create}
+        self._mget: dict[str, Handler] = {"POST": self.mget}
+        self._item: dict[str, Handler] = {
+            "GET": self.read,
+            "HEAD": self.read,
+            "PUT": self.replace,
+            "PATCH": self.patch,
+            "DELETE": self.delete,
+        }
+        self._meta: dict[str, Handler] = {"GET": self.meta, "HEAD": self.meta}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.respond(scope, send, scope[TENANT_SCOPE_KEY], scope["path_params"]["token"])
+    def route(self, path: str) -> tuple[str, dict[str, Handler], str] | None:
+        """(route template, handlers by method, token) for a context path; None for others."""
+        if path == "/v1/contexts":
+            return "/v1/contexts", self._collection, ""
+        if not path.startswith(PREFIX):
+            return None
+        rest = path[len(PREFIX) :]
+        if rest == "mget":
+            return "/v1/contexts/mget", self._mget, ""
+        token, slash, tail = rest.partition("/")
+        if not slash:
+            return "/v1/contexts/{token}", self._item, token
+        if tail == "meta":
+            return "/v1/contexts/{token}/meta", self._meta, token
+        return None
 
-    async def respond(self, scope: Scope, send: Send, tenant: str, token: str) -> int:
-        """Send the response; returns its status."""
-        fresh = False
-        if_none_match = None
-        for name, value in scope["headers"]:
-            if name == b"cache-control":
-                fresh = _bypasses_cache(value)
-            elif name == b"if-none-match":
-                if_none_match = value
+    async def create(self, ex: Exchange, tenant: str, _: str) -> int:
+        require_media_type(ex.header(b"content-type"), JSON)
+        ttl = _ttl(ex.query("ttl"))
+        document = await ex.body(self.max_bytes)
+        created = await self.registry.create(tenant, document, ttl, ex.query("session"))
+        token = created.token.encode()
+        body = b'{"token":"%s","version":1,"expires_at":"%s"}' % (
+            token,
+            rfc3339(created.expires_at).encode(),
+        )
+        headers = [(b"location", PREFIX.encode() + token), (b"etag", b'"1"')]
+        return await ex.respond(201, body, headers)
+
+    async def read(self, ex: Exchange, tenant: str, token: str) -> int:
+        fresh = _bypasses_cache(ex.header(b"cache-control"))
         entry = None if fresh else self.registry.fresh(context_id(tenant, token))
         if entry is not None:
             payload, version, state = entry[0], entry[1], "hit"
         else:
-            try:
-                found = await self.registry.read(tenant, token, fresh=fresh)
-            except FastctxError as error:
-                await send_problem(send, error)
-                return error.status
+            found = await self.registry.read(tenant, token, fresh=fresh)
             payload, version, state = found.payload, found.version, found.cache
         self.stats.reads[state] += 1
         headers = [(b"etag", b'"%d"' % version), (b"x-cache", state.encode())]
-        if if_none_match is not None and none_match(if_none_match.decode("latin-1"), version):
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return 304
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(payload)),
+        if_none_match = ex.header(b"if-none-match")
+        if if_none_match is not None and none_match(if_none_match, version):
+            return await ex.respond(304, headers=headers)
+        return await ex.respond(200, payload, headers)
+
+    async def replace(self, ex: Exchange, tenant: str, token: str) -> int:
+        require_media_type(ex.header(b"content-type"), JSON)
+        if_version = expected_version(ex.header(b"if-match"))
+        document = await ex.body(self.max_bytes)
+        version = await self.registry.replace(tenant, token, document, if_version)
+        return await ex.respond(200, *_written(token, version))
+
+    async def patch(self, ex: Exchange, tenant: str, token: str) -> int:
+        try:
+            kind = _PATCH_KINDS[require_media_type(ex.header(b"content-type"), *_PATCH_KINDS)]
+        except UnsupportedMediaType as exc:
+            exc.headers["Accept-Patch"] = _ACCEPT_PATCH
+            raise
+        if_version = expected_version(ex.header(b"if-match"))
+        patch = await ex.body(self.max_bytes)
+        version = await self.registry.patch(tenant, token, patch, kind, if_version)
+        return await ex.respond(200, *_written(token, version))
+
+    async def delete(self, ex: Exchange, tenant: str, token: str) -> int:
+        if_version = expected_version(ex.header(b"if-match"))
+        await self.registry.delete(tenant, token, if_version)
+        return await ex.respond(204)
+
+    async def meta(self, ex: Exchange, tenant: str, token: str) -> int:
+        found = await self.registry.meta(tenant, token)
+        body = encode(
+            {
+                "token": found.token,
+                "version": found.version,
+                "size": found.size,
+                "stored_size": found.stored_size,
+                "created_at": rfc3339(found.created_at),
+                "updated_at": rfc3339(found.updated_at),
+                "expires_at": rfc3339(found.expires_at),
+                "session": found.session,
+            }
+        )
+        return await ex.respond(200, body, [(b"etag", b'"%d"' % found.version)])
+
+    async def mget(self, ex: Exchange, tenant: str, _: str) -> int:
+        require_media_type(ex.header(b"content-type"), JSON)
+        body = await ex.body(self.max_bytes)
+        try:
+            tokens = msgspec.json.decode(body, type=MgetRequest).tokens
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f'the body must be {{"tokens": [string, ...]}}: {exc}') from None
+        if len(tokens) > MGET_LIMIT:
+            raise PayloadTooLarge(f"at most {MGET_LIMIT} tokens per request")
+        items = await self.registry.mget(tenant, tokens)
+        # The stored documents are spliced in as they are: no decode, no re-encode.
+        parts = [
+            b"null"
+            if item is None
+            else b'{"token":%s,"version":%d,"data":%s}' % (encode(token), item[1], item[0])
+            for token, item in zip(tokens, items, strict=True)
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        body = b"" if scope["method"] == "HEAD" else payload
-        await send({"type": "http.response.body", "body": body})
-        return 200
-
-
-async def replace(request: Request) -> Response:
-    require_media_type(request, JSON)
-    token = request.path_params["token"]
-    if_version = expected_version(request.headers)
-    document = await read_body(request, settings(request).max_context_bytes)
-    version = await registry(request).replace(tenant(request), token, document, if_version)
-    return json_response({"token": token, "version": version}, headers={"ETag": etag(version)})
-
-
-async def patch(request: Request) -> Response:
-    try:
-        kind = _PATCH_KINDS[require_media_type(request, MERGE_PATCH, JSON_PATCH)]
-    except UnsupportedMediaType as exc:
-        exc.headers["Accept-Patch"] = f"{MERGE_PATCH}, {JSON_PATCH}"
-        raise
-    token = request.path_params["token"]
-    if_version = expected_version(request.headers)
-    body = await read_body(request, settings(request).max_context_bytes)
-    version = await registry(request).patch(tenant(request), token, body, kind, if_version)
-    return json_response({"token": token, "version": version}, headers={"ETag": etag(version)})
-
-
-async def delete(request: Request) -> Response:
-    if_version = expected_version(request.headers)
-    await registry(request).delete(tenant(request), request.path_params["token"], if_version)
-    return Response(status_code=204)
-
-
-async def meta(request: Request) -> Response:
-    found = await registry(request).meta(tenant(request), request.path_params["token"])
-    return json_response(
-        {
-            "token": found.token,
-            "version": found.version,
-            "size": found.size,
-            "stored_size": found.stored_size,
-            "created_at": rfc3339(found.created_at),
-            "updated_at": rfc3339(found.updated_at),
-            "expires_at": rfc3339(found.expires_at),
-            "session": found.session,
-        },
-        headers={"ETag": etag(found.version)},
-    )
-
-
-async def mget(request: Request) -> Response:
-    require_media_type(request, JSON)
-    body = await read_body(request, settings(request).max_context_bytes)
-    try:
-        tokens = msgspec.json.decode(body, type=MgetRequest).tokens
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f'the body must be {{"tokens": [string, ...]}}: {exc}') from None
-    if len(tokens) > MGET_LIMIT:
-        raise PayloadTooLarge(f"at most {MGET_LIMIT} tokens per request")
-    items = await registry(request).mget(tenant(request), tokens)
-    # The stored documents are spliced in as they are: no decode, no re-encode.
-    parts = [
-        b"null"
-        if item is None
-        else b'{"token":%s,"version":%d,"data":%s}' % (_encode(token), item[1], item[0])
-        for token, item in zip(tokens, items, strict=True)
-    ]
-    return Response(b'{"items":[' + b",".join(parts) + b"]}", media_type=JSON)
-
-
-def routes(read: ReadContext) -> list[Route]:
-    return [
-        Route("/v1/contexts", create, methods=["POST"]),
-        Route("/v1/contexts/mget", mget, methods=["POST"]),
-        Route("/v1/contexts/{token}", read, methods=["GET", "HEAD"]),
-        Route("/v1/contexts/{token}", replace, methods=["PUT"]),
-        Route("/v1/contexts/{token}", patch, methods=["PATCH"]),
-        Route("/v1/contexts/{token}", delete, methods=["DELETE"]),
-        Route("/v1/contexts/{token}/meta", meta, methods=["GET"]),
-    ]
+        return await ex.respond(200, b'{"items":[' + b",".join(parts) + b"]}")

@@ -1,12 +1,15 @@
-"""The ASGI entry: tenant and metrics for every request, and the hottest route before routing.
+"""The ASGI entry: tenant and metrics for every request, and the context routes before routing.
 
-Starlette's routing and middleware stack cost more than a cached read itself, so reads of a
-context are answered here, after the same tenant check every /v1 request gets; everything
-else goes on to the Starlette app. It stays one ASGI app: `create_app` returns this object.
+Starlette's route scan and middleware stack cost about as much as the whole floor of a
+request, so the context routes (`ContextRoutes`) are answered here, by path shape and method,
+after the same tenant check every /v1 request gets. Everything else (sessions, probes,
+metrics, OpenAPI, 404s) goes on to the Starlette app. It stays one ASGI app: `create_app`
+returns this object.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,25 +17,25 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from fastctx.errors import FastctxError
+from fastctx.errors import FastctxError, MethodNotAllowed
 from fastctx.http.auth import Tenants, is_protected
-from fastctx.http.contexts import ReadContext
+from fastctx.http.contexts import ContextRoutes
+from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
-from fastctx.http.problems import send_problem
+from fastctx.http.problems import as_problem
 from fastctx.http.state import TENANT_SCOPE_KEY
 
-CONTEXT_PREFIX = "/v1/contexts/"
-READ_ROUTE = "/v1/contexts/{token}"
+logger = logging.getLogger("fastctx")
 
 
 class Front:
     def __init__(
-        self, app: Starlette, tenants: Tenants, stats: RequestStats, read: ReadContext
+        self, app: Starlette, tenants: Tenants, stats: RequestStats, contexts: ContextRoutes
     ) -> None:
         self.app = app
         self.tenants = tenants
         self.stats = stats
-        self.read = read
+        self.contexts = contexts
 
     @property
     def state(self) -> Any:
@@ -47,19 +50,18 @@ class Front:
         path: str = scope["path"]
         method: str = scope["method"]
         if is_protected(path):
+            route = self.contexts.route(path)
+            ex = Exchange(scope, receive, send)
+            label = route[0] if route is not None else "unmatched"
             try:
                 tenant = scope[TENANT_SCOPE_KEY] = self.tenants.resolve(scope["headers"])
+                if route is not None:
+                    status = await self._context(ex, method, tenant, *route[1:])
+                    self.stats.observe(label, method, status, time.perf_counter() - started)
+                    return
             except FastctxError as error:
-                await send_problem(send, error)
-                self.stats.observe("unmatched", method, error.status, time.perf_counter() - started)
-                return
-            if (
-                (method == "GET" or method == "HEAD")
-                and path.startswith(CONTEXT_PREFIX)
-                and path.find("/", len(CONTEXT_PREFIX)) < 0
-            ):
-                status = await self.read.respond(scope, send, tenant, path[len(CONTEXT_PREFIX) :])
-                self.stats.observe(READ_ROUTE, method, status, time.perf_counter() - started)
+                status = await ex.fail(error)
+                self.stats.observe(label, method, status, time.perf_counter() - started)
                 return
         status = 500
 
@@ -72,7 +74,26 @@ class Front:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = scope.get("route")
+            found = scope.get("route")
             # Templates, not paths: one series per route however many tokens there are.
-            label = route.path if isinstance(route, Route) else "unmatched"
+            label = found.path if isinstance(found, Route) else "unmatched"
             self.stats.observe(label, method, status, time.perf_counter() - started)
+
+    async def _context(
+        self, ex: Exchange, method: str, tenant: str, handlers: dict[str, Any], token: str
+    ) -> int:
+        handler = handlers.get(method)
+        if handler is None:
+            allowed = ", ".join(handlers)
+            raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
+        try:
+            status: int = await handler(ex, tenant, token)
+        except Exception as exc:
+            if ex.started:
+                raise  # the response is under way: the server closes it and logs the error
+            error = as_problem(exc)
+            if error is None:
+                logger.exception("unexpected error on %s %s", method, ex.scope["path"])
+                error = FastctxError("the server failed on this request; it has been logged")
+            return await ex.fail(error)
+        return status

@@ -8,7 +8,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ExceptionHandler, Send
+from starlette.types import ExceptionHandler
 
 from fastctx import _core
 from fastctx.errors import (
@@ -27,15 +27,6 @@ def problem(error: FastctxError) -> Response:
         {"type": error.type, "title": error.title, "status": error.status, "detail": error.detail}
     )
     return Response(body, error.status, headers=error.headers, media_type=PROBLEM_JSON)
-
-
-async def send_problem(send: Send, error: FastctxError) -> None:
-    """`problem(error)` for code that speaks ASGI directly."""
-    response = problem(error)
-    await send(
-        {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}
-    )
-    await send({"type": "http.response.body", "body": response.body})
 
 
 async def _fastctx_error(request: Request, exc: Exception) -> Response:
@@ -60,12 +51,21 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem(error)
 
 
-async def _malformed_json(request: Request, exc: Exception) -> Response:
-    return problem(MalformedJson(str(exc)))
+def as_problem(exc: Exception) -> FastctxError | None:
+    """The client error an exception stands for, or None for one that is the server's fault."""
+    if isinstance(exc, FastctxError):
+        return exc
+    if isinstance(exc, _core.JsonError | msgspec.DecodeError):
+        return MalformedJson(str(exc))
+    if isinstance(exc, _core.PatchError):
+        return InvalidPatch(str(exc))
+    return None
 
 
-async def _invalid_patch(request: Request, exc: Exception) -> Response:
-    return problem(InvalidPatch(str(exc)))
+async def _client_error(request: Request, exc: Exception) -> Response:
+    error = as_problem(exc)
+    assert error is not None
+    return problem(error)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -77,8 +77,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
     FastctxError: _fastctx_error,
     HTTPException: _http_exception,
-    _core.JsonError: _malformed_json,
-    msgspec.DecodeError: _malformed_json,
-    _core.PatchError: _invalid_patch,
+    _core.JsonError: _client_error,
+    msgspec.DecodeError: _client_error,
+    _core.PatchError: _client_error,
     Exception: _unexpected,
 }

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from fastctx.clock import rfc3339
 from fastctx.errors import BadRequest
 from fastctx.http.body import JSON, read_body, require_media_type
-from fastctx.http.contexts import json_response
+from fastctx.http.responses import json_response
 from fastctx.http.state import sessions, settings, tenant
 from fastctx.registry import MAX_TTL_SECONDS
 
@@ -25,8 +25,12 @@ class SessionCreate(msgspec.Struct):
 async def create(request: Request) -> Response:
     body = b""
     if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
-        require_media_type(request, JSON)
-        body = await read_body(request, settings(request).max_context_bytes)
+        require_media_type(request.headers.get("content-type"), JSON)
+        body = await read_body(
+            request.receive,
+            request.headers.get("content-length"),
+            settings(request).max_context_bytes,
+        )
     spec = SessionCreate()
     if body.strip():
         try:

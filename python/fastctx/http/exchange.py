@@ -1,0 +1,70 @@
+"""One request and its response at the ASGI level: what the context routes need, nothing more."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.types import Receive, Scope, Send
+
+from fastctx.errors import FastctxError
+from fastctx.http.body import JSON, read_body
+from fastctx.http.problems import problem
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Exchange:
+    __slots__ = ("_query", "receive", "scope", "send", "started")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.started = False
+        self._query: dict[str, str] | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a request header, by its lower-case name."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    def query(self, name: str) -> str | None:
+        if self._query is None:
+            raw: bytes = self.scope["query_string"]
+            self._query = {}
+            if raw:
+                for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                    self._query.setdefault(key, value)
+        return self._query.get(name)
+
+    async def body(self, limit: int) -> bytes:
+        return await read_body(self.receive, self.header(b"content-length"), limit)
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: Headers | None = None,
+        content_type: bytes = JSON.encode(),
+    ) -> int:
+        """Send a whole response (for HEAD, its headers only); returns its status."""
+        headers = headers or []
+        if status not in (204, 304):
+            headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        if self.scope["method"] == "HEAD":
+            body = b""
+        await self.send({"type": "http.response.body", "body": body})
+        return status
+
+    async def fail(self, error: FastctxError) -> int:
+        response = problem(error)
+        # respond() sets the framing headers itself.
+        framing = (b"content-length", b"content-type")
+        headers = [(k, v) for k, v in response.raw_headers if k not in framing]
+        return await self.respond(
+            error.status, bytes(response.body), headers, b"application/problem+json"
+        )
