@@ -145,8 +145,12 @@ def frame_version(frame: bytes) -> int:
 def merge_patch(document: bytes, patch: bytes) -> bytes:
     """Apply an RFC 7386 JSON merge patch; return the result as compact JSON bytes.
 
-    Object members keep their order (new ones are appended); numbers keep their digits
-    (an exponent is written as e+N / e-N). Raises JsonError if either input is not JSON.
+    Object members keep their order (new ones are appended in the patch's order). Members the
+    patch does not touch, and the patch's own values, are copied as written (numbers and string
+    escapes keep their spelling), without insignificant whitespace. A key repeated in the
+    document is patched at each occurrence; in the patch, its last value counts. Raises
+    JsonError if either input is not JSON (the whole document is checked) or nests deeper
+    than 127 levels.
     """
 
 def json_patch(document: bytes, patch: bytes) -> bytes:

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod json;
 pub mod patch;
 pub mod pointer;
+pub mod scan;
 pub mod token;
 
 #[pymodule]

@@ -55,11 +55,53 @@ def test_merge_patch_matches_the_reference(document: Any, patch: Any) -> None:
     assert result == dumps(reference_merge(document, patch))
 
 
-@given(objects, objects)
-def test_merge_patch_of_pretty_printed_input_is_compact(document: Any, patch: Any) -> None:
-    result = _core.merge_patch(json.dumps(document, indent=2).encode(), json.dumps(patch).encode())
+@st.composite
+def patches_for(draw: st.DrawFn, document: Any, depth: int = 0) -> Any:
+    """A patch aimed at `document`: it removes, replaces and descends into existing members
+    (where the raw merge does its work), and adds new ones."""
+    if not isinstance(document, dict) or depth > 3 or draw(st.integers(0, 9)) == 0:
+        return draw(json_values | objects)
+    patch: dict[str, Any] = {}
+    for key, value in document.items():
+        action = draw(st.sampled_from(["keep", "keep", "remove", "replace", "descend"]))
+        if action == "remove":
+            patch[key] = None
+        elif action == "replace":
+            patch[key] = draw(json_values)
+        elif action == "descend":
+            patch[key] = draw(patches_for(value, depth + 1))
+    patch.update(draw(objects))
+    return dict(draw(st.permutations(list(patch.items()))))
+
+
+@given(st.data())
+def test_merge_patch_of_targeted_patches_matches_the_reference(data: st.DataObject) -> None:
+    document = data.draw(objects | st.dictionaries(keys, objects, max_size=4))
+    patch = data.draw(patches_for(document))
+    assert _core.merge_patch(dumps(document), dumps(patch)) == dumps(
+        reference_merge(document, patch)
+    )
+
+
+@given(
+    st.data(),
+    json_values | objects,
+    st.sampled_from([None, 0, 2, "\t"]),
+    st.booleans(),
+)
+def test_merge_patch_of_spaced_input_is_compact(
+    data: st.DataObject, document: Any, indent: int | str | None, ensure_ascii: bool
+) -> None:
+    patch = data.draw(patches_for(document))
+    spaced = json.dumps(document, indent=indent, ensure_ascii=ensure_ascii).encode()
+    spaced_patch = json.dumps(patch, indent=indent, ensure_ascii=ensure_ascii).encode()
+    result = _core.merge_patch(b" \r\n" + spaced + b"\n", b"\t" + spaced_patch + b" ")
     assert json.loads(result) == reference_merge(document, patch)
-    assert result == dumps(json.loads(result))
+    # compact, with strings and numbers spelled as in the inputs
+    assert (
+        result
+        == json.dumps(json.loads(result), separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,19 +130,172 @@ def test_merge_patch_rfc7386_examples(document: Any, patch: Any, expected: Any) 
 
 def test_merge_patch_keeps_order_and_numbers() -> None:
     result = _core.merge_patch(
-        b'{"z": 1, "a": 2, "m": 3.50, "big": 123456789012345678901234567890}',
-        b'{"a": null, "z": 5, "new": 1E2}',
+        b'{"z": 1, "a": 2, "m": 3.50, "big": 123456789012345678901234567890, "e": 1E2}',
+        b'{"a": null, "z": 5, "new": 1E2, "x": -0.0e-0}',
     )
-    assert result == b'{"z":5,"m":3.50,"big":123456789012345678901234567890,"new":1e+2}'
+    assert result == (
+        b'{"z":5,"m":3.50,"big":123456789012345678901234567890,"e":1E2,"new":1E2,"x":-0.0e-0}'
+    )
+
+
+def test_merge_patch_copies_strings_as_written() -> None:
+    document = b'{"s": "caf\\u00e9 \\ud83d\\ude00 \\/", "t": "\xc3\xa9", "k": {"a b": [1, 2]}}'
+    result = _core.merge_patch(document, b'{"t": "\\u00e8", "u": ["\\n", {"v": null}]}')
+    assert result == (
+        b'{"s":"caf\\u00e9 \\ud83d\\ude00 \\/","t":"\\u00e8","k":{"a b":[1,2]},'
+        b'"u":["\\n",{"v":null}]}'
+    )
+
+
+def test_merge_patch_matches_escaped_keys() -> None:
+    assert _core.merge_patch(b'{"\\u0061": 1, "b": 2}', b'{"a": null}') == b'{"b":2}'
+    assert _core.merge_patch(b'{"a": {"x": 1}}', b'{"\\u0061": {"y": 2}}') == b'{"a":{"x":1,"y":2}}'
+    # a new member is written with the patch's spelling of its key
+    assert _core.merge_patch(b"{}", b'{"\\u00e9": 1}') == b'{"\\u00e9":1}'
+
+
+def test_merge_patch_with_repeated_keys() -> None:
+    # A repeated key the patch does not name is copied as written, every occurrence.
+    assert _core.merge_patch(b'{"a": 1, "b": 0, "a": 2}', b'{"b": 1}') == b'{"a":1,"b":1,"a":2}'
+    # One the patch names: the document is read as serde_json and json.loads read it, the
+    # last value counting (in the first place), and merged once.
+    document = b'{"a": {"x": 1}, "b": 2, "a": {"y": 2}}'
+    result = _core.merge_patch(document, b'{"a": {"z": 3}}')
+    assert result == b'{"a":{"y":2,"z":3},"b":2}'
+    assert json.loads(result) == reference_merge(json.loads(document), {"a": {"z": 3}})
+    assert _core.merge_patch(document, b'{"a": null}') == b'{"b":2}'
+    assert _core.merge_patch(document, b'{"a": 0}') == b'{"a":0,"b":2}'
+    nested = b'{"k": {"a": 1, "a": 2, "b": 3}, "l": [1]}'
+    assert _core.merge_patch(nested, b'{"k": {"a": 4}}') == b'{"k":{"a":4,"b":3},"l":[1]}'
+    # The patch is read the same way.
+    assert _core.merge_patch(b'{"a": 0, "b": 1}', b'{"a": 1, "b": 2, "a": null}') == b'{"b":2}'
+    assert _core.merge_patch(b"{}", b'{"a": null, "b": 1, "a": 2}') == b'{"a":2,"b":1}'
+    # Repeats cannot multiply the patch: the result stays about as large as the inputs.
+    many = b"{" + b'"a":0,' * 10_000 + b'"b":0}'
+    assert _core.merge_patch(many, b'{"a": "' + b"x" * 10_000 + b'"}') == (
+        b'{"a":"' + b"x" * 10_000 + b'","b":0}'
+    )
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), json_values | objects), max_size=6),
+    st.dictionaries(st.sampled_from(["a", "b", "d"]), json_values | objects, max_size=3),
+)
+def test_merge_patch_of_repeated_keys_matches_the_reference(
+    members: list[tuple[str, Any]], patch: dict[str, Any]
+) -> None:
+    document = b"{" + b",".join(dumps(key) + b":" + dumps(value) for key, value in members) + b"}"
+    result = _core.merge_patch(document, dumps(patch))
+    assert json.loads(result) == reference_merge(json.loads(document), patch)
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_merge_patch_limits_depth(opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+
+    def nested(n: int) -> bytes:
+        return (opener * n + "1" * (opener != "[") + closer * n).encode()
+
+    assert _core.merge_patch(nested(127), b'{"b": 1}')
+    assert _core.merge_patch(b"{}", nested(127)) == nested(127)
+    for document, patch in [(nested(128), b"{}"), (b"{}", nested(128)), (nested(10**5), b"1")]:
+        with pytest.raises(JsonError, match="deeper"):
+            _core.merge_patch(document, patch)
+
+
+def test_merge_patch_descends_to_the_depth_limit() -> None:
+    # the patch descends into the document: both count their levels from the root
+    def deep(innermost: bytes) -> bytes:
+        return b'{"a":' * 126 + innermost + b"}" * 126
+
+    result = _core.merge_patch(deep(b'{"b":1}'), deep(b'{"c":2}'))
+    assert result == deep(b'{"b":1,"c":2}')
+    _core.validate_json(result)
+    with pytest.raises(JsonError, match="deeper"):
+        _core.merge_patch(deep(b'{"b":1}'), deep(b'{"c":[]}'))
+    with pytest.raises(JsonError, match="deeper"):
+        _core.merge_patch(deep(b'{"b":[]}'), deep(b'{"c":2}'))
 
 
 @pytest.mark.parametrize(
     ("document", "patch"),
-    [(b"{", b"{}"), (b"{}", b"{"), (b"{} {}", b"{}"), (b"{}", b""), (b'"\xff"', b"{}")],
+    [
+        (b"{", b"{}"),
+        (b"{}", b"{"),
+        (b"{} {}", b"{}"),
+        (b"{}", b""),
+        (b'"\xff"', b"{}"),
+        # the untouched parts of the document are checked too
+        (b'{"a": 1, "b": [1,]}', b'{"a": 2}'),
+        (b'{"a": 1, "b": "\\ud800"}', b'{"a": 2}'),
+        (b'{"a": 1, "b": "\x01"}', b'{"a": 2}'),
+        (b'{"a": 1, "b": 01}', b'{"a": 2}'),
+        (b'{"a": [1, 2}', b'{"a": 2}'),
+        (b'{"a": x}', b'{"a": null}'),
+        (b'{"a": 1', b'{"a": {"b": 1}}'),
+        (b"[1, 2", b'{"a": 1}'),
+        (b"nul", b"1"),
+        (b'{"a": 1}', b'{"a": [1,]}'),
+        (b'{"a": 1}', b'{"a": {"b": nul}}'),
+        (b"{}", b'{"\\ud800": 1}'),
+    ],
 )
 def test_merge_patch_rejects_non_json(document: bytes, patch: bytes) -> None:
     with pytest.raises(JsonError):
         _core.merge_patch(document, patch)
+
+
+mutations = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "replace", "delete", "truncate"]),
+        st.integers(min_value=0),
+        st.sampled_from([*b' {}[],:"\\/-+.0123456789eEaflnrstu', 0, 0x1F, 0x7F, 0xC3, 0xFF]),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def mutate(data: bytes, changes: list[tuple[str, int, int]]) -> bytes:
+    buffer = bytearray(data)
+    for kind, at, byte in changes:
+        at %= len(buffer) + 1
+        if kind == "insert":
+            buffer.insert(at, byte)
+        elif kind == "replace" and at < len(buffer):
+            buffer[at] = byte
+        elif kind == "delete" and at < len(buffer):
+            del buffer[at]
+        elif kind == "truncate":
+            del buffer[at:]
+    return bytes(buffer)
+
+
+def is_json(data: bytes) -> bool:
+    try:
+        _core.validate_json(data)
+    except JsonError:
+        return False
+    return True
+
+
+@given(st.data(), objects, mutations, st.booleans())
+def test_merge_patch_accepts_exactly_valid_json(
+    data: st.DataObject, document: Any, changes: list[tuple[str, int, int]], in_patch: bool
+) -> None:
+    patch = data.draw(patches_for(document))
+    document_bytes, patch_bytes = dumps(document), dumps(patch)
+    if in_patch:
+        patch_bytes = mutate(patch_bytes, changes)
+    else:
+        document_bytes = mutate(document_bytes, changes)
+    if is_json(document_bytes) and is_json(patch_bytes):
+        result = _core.merge_patch(document_bytes, patch_bytes)
+        expected = reference_merge(json.loads(document_bytes), json.loads(patch_bytes))
+        assert json.loads(result) == expected
+    else:
+        with pytest.raises(JsonError):
+            _core.merge_patch(document_bytes, patch_bytes)
 
 
 # --- JSON Patch: RFC 6902 Appendix A ----------------------------------------------------------
