@@ -9,10 +9,14 @@ from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+_EXACT = {kind: kind.encode() for kind in (JSON, MERGE_PATCH, JSON_PATCH)}
 
 
 def require_media_type(content_type: bytes | str | None, *accepted: str) -> str:
     """The media type of a Content-Type value, if it is one of `accepted`; else 415."""
+    for kind in accepted:
+        if content_type == _EXACT[kind]:  # what clients send nearly always: no parsing
+            return kind
     if isinstance(content_type, bytes):
         content_type = content_type.decode("latin-1")
     kind = (content_type or "").partition(";")[0].strip().lower()

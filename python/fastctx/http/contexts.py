@@ -26,6 +26,8 @@ MGET_LIMIT = 1000
 PREFIX = "/v1/contexts/"
 _PATCH_KINDS: dict[str, PatchKind] = {MERGE_PATCH: "merge", JSON_PATCH: "json"}
 _ACCEPT_PATCH = f"{MERGE_PATCH}, {JSON_PATCH}"
+_JSON = JSON.encode()
+_CACHE_STATES = {state: state.encode() for state in ("hit", "miss", "stale")}
 
 Handler = Callable[[Exchange, str, str], Awaitable[int]]
 """(exchange, tenant, token) -> the status sent."""
@@ -43,9 +45,7 @@ def _ttl(raw: str | None) -> int | None:
     return int(raw)
 
 
-def _bypasses_cache(cache_control: bytes | None) -> bool:
-    if cache_control is None:
-        return False
+def _bypasses_cache(cache_control: bytes) -> bool:
     directives = cache_control.lower().replace(b" ", b"").split(b",")
     return b"no-cache" in directives or b"max-age=0" in directives
 
@@ -101,7 +101,13 @@ class ContextRoutes:
         return await ex.respond(201, body, headers)
 
     async def read(self, ex: Exchange, tenant: str, token: str) -> int:
-        fresh = _bypasses_cache(ex.header(b"cache-control"))
+        cache_control = if_none_match = None
+        for name, value in ex.scope["headers"]:
+            if name == b"cache-control":
+                cache_control = value
+            elif name == b"if-none-match":
+                if_none_match = value
+        fresh = cache_control is not None and _bypasses_cache(cache_control)
         entry = None if fresh else self.registry.fresh(context_id(tenant, token))
         if entry is not None:
             payload, version, state = entry[0], entry[1], "hit"
@@ -109,11 +115,17 @@ class ContextRoutes:
             found = await self.registry.read(tenant, token, fresh=fresh)
             payload, version, state = found.payload, found.version, found.cache
         self.stats.reads[state] += 1
-        headers = [(b"etag", b'"%d"' % version), (b"x-cache", state.encode())]
-        if_none_match = ex.header(b"if-none-match")
+        headers = [(b"etag", b'"%d"' % version), (b"x-cache", _CACHE_STATES[state])]
         if if_none_match is not None and none_match(if_none_match, version):
             return await ex.respond(304, headers=headers)
-        return await ex.respond(200, payload, headers)
+        # The hottest response of all is sent here rather than through ex.respond: one
+        # coroutine less per cached read.
+        headers += [(b"content-type", _JSON), (b"content-length", b"%d" % len(payload))]
+        ex.started = True
+        await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = b"" if ex.scope["method"] == "HEAD" else payload
+        await ex.send({"type": "http.response.body", "body": body})
+        return 200
 
     async def replace(self, ex: Exchange, tenant: str, token: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)

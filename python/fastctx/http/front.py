@@ -56,11 +56,15 @@ class Front:
             try:
                 tenant = scope[TENANT_SCOPE_KEY] = self.tenants.resolve(scope["headers"])
                 if route is not None:
-                    status = await self._context(ex, method, tenant, *route[1:])
+                    handler = route[1].get(method)
+                    if handler is None:
+                        allowed = ", ".join(route[1])
+                        raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
+                    status = await handler(ex, tenant, route[2])
                     self.stats.observe(label, method, status, time.perf_counter() - started)
                     return
-            except FastctxError as error:
-                status = await ex.fail(error)
+            except Exception as exc:
+                status = await self._failed(ex, exc)
                 self.stats.observe(label, method, status, time.perf_counter() - started)
                 return
         status = 500
@@ -79,21 +83,14 @@ class Front:
             label = found.path if isinstance(found, Route) else "unmatched"
             self.stats.observe(label, method, status, time.perf_counter() - started)
 
-    async def _context(
-        self, ex: Exchange, method: str, tenant: str, handlers: dict[str, Any], token: str
-    ) -> int:
-        handler = handlers.get(method)
-        if handler is None:
-            allowed = ", ".join(handlers)
-            raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
-        try:
-            status: int = await handler(ex, tenant, token)
-        except Exception as exc:
-            if ex.started:
-                raise  # the response is under way: the server closes it and logs the error
-            error = as_problem(exc)
-            if error is None:
-                logger.exception("unexpected error on %s %s", method, ex.scope["path"])
-                error = FastctxError("the server failed on this request; it has been logged")
-            return await ex.fail(error)
-        return status
+    async def _failed(self, ex: Exchange, exc: Exception) -> int:
+        """Answer with the problem `exc` stands for; returns the status sent."""
+        if ex.started:
+            raise exc  # the response is under way: the server closes it and logs the error
+        error = as_problem(exc)
+        if error is None:
+            logger.error(
+                "unexpected error on %s %s", ex.scope["method"], ex.scope["path"], exc_info=exc
+            )
+            error = FastctxError("the server failed on this request; it has been logged")
+        return await ex.fail(error)
