@@ -1,0 +1,475 @@
+"""`make bench`: drive the floors, fastctx and its peers with wrk side by side; print and save."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import http.client
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import report
+from load import OtherLoad, Quiet, Request, Result, write_requests, wrk
+from report import Target, errors, p99, ratio, times
+from servers import BENCHES, Stack, http_request, serving_worker
+
+RESULTS = BENCHES / "results" / "latest.json"
+CONTEXT_BYTES = 1024
+TOKENS = 500
+JSON = {"Content-Type": "application/json"}
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+# A row during which other processes used more CPU than this (in cores) is flagged as noisy.
+NOISY_CORES = 0.25
+
+# Where wrk, Redis and the server under test run on this 2-core machine (--pin).
+PINNINGS: dict[str, dict[str, str | None]] = {
+    "client": {"server": None, "wrk": "1", "redis": "1"},
+    "split": {"server": "0", "wrk": "1", "redis": "1"},
+    "none": {"server": None, "wrk": None, "redis": None},
+}
+PINNING_WHY = {
+    "split": (
+        "the server under test alone on core 0, wrk and redis-server on core 1: of the three "
+        "layouts it gave the steadiest figures here (4 runs each: GET cache hit varied 0.6% "
+        "split, 6% with only the client pinned, 11% unpinned). It costs the bare floor about a "
+        "quarter, as granian's Rust I/O thread then shares the core with Python: "
+        "floor-bare-unpinned shows the difference in each run"
+    ),
+    "client": "wrk and redis-server on core 1; the server under test free to use both cores",
+    "none": "no pinning: the scheduler places everything",
+}
+
+
+def context_document(size: int = CONTEXT_BYTES) -> bytes:
+    """A plausible transaction context, padded to exactly `size` bytes of compact JSON."""
+    document = {
+        "order": 421337,
+        "customer": {"id": "c-20931", "tier": "gold", "country": "NL"},
+        "items": [{"sku": f"SKU-{i:04d}", "qty": i % 3 + 1, "price": 9.99 + i} for i in range(6)],
+        "status": "pending",
+        "trace": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "notes": "",
+    }
+    filler = size - len(json.dumps(document, separators=(",", ":")))
+    if filler < 0:
+        raise ValueError(f"a context cannot be smaller than {size - filler} bytes")
+    document["notes"] = "x" * filler
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+CONTEXT = context_document()
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table: a kind of server (servers.SERVERS) and what wrk sends it."""
+
+    name: str
+    server: str
+    method: str = "GET"
+    path: str = "/"  # "{token}": one per context created before the row, cycled through
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes | None = None
+    paced_from: str | None = None  # run at half the rate that row reached, to read its p99
+    pin: str | None = None  # a PINNINGS layout for this row instead of the run's --pin
+    # Bodies with "{step}" come in this many versions, so that each request to a context
+    # differs from the one before it and a write is never a no-op.
+    steps: int = 1
+
+    @property
+    def needs_contexts(self) -> bool:
+        return "{token}" in self.path
+
+    def requests(self, tokens: Sequence[str]) -> list[Request]:
+        paths = [self.path.format(token=t) for t in tokens] if self.needs_contexts else [self.path]
+        return [
+            Request(self.method, path, self.headers, self._body(step))
+            for step in range(self.steps)
+            for path in paths
+        ]
+
+    def _body(self, step: int) -> bytes | None:
+        return None if self.body is None else self.body.replace(b"{step}", b"%d" % step)
+
+
+TOKEN_PATH = "/v1/contexts/{token}"
+ROWS = [
+    Row("floor-bare", "floor-bare"),
+    # For scale: the same floor with the scheduler free to place everything.
+    Row("floor-bare-unpinned", "floor-bare", pin="none"),
+    Row("floor-starlette", "floor-starlette"),
+    Row("fastctx-memory-get", "fastctx-memory", path=TOKEN_PATH),
+    Row("fastctx-redis-get-hit", "fastctx-redis", path=TOKEN_PATH),
+    Row(
+        "fastctx-redis-get-half-rate",
+        "fastctx-redis",
+        path=TOKEN_PATH,
+        paced_from="fastctx-redis-get-hit",
+    ),
+    Row(
+        "fastctx-redis-get-nocache",
+        "fastctx-redis",
+        path=TOKEN_PATH,
+        headers={"Cache-Control": "no-cache"},
+    ),
+    Row(
+        "fastctx-redis-patch",
+        "fastctx-redis",
+        "PATCH",
+        TOKEN_PATH,
+        MERGE_PATCH,
+        b'{"status":"paid","step":{step}}',
+        steps=2,
+    ),
+    # Last for its server: it leaves a few hundred thousand contexts behind.
+    Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT),
+    Row("peer-fastapi-get", "peer-fastapi", path=TOKEN_PATH),
+    Row("peer-fastapi-post", "peer-fastapi", "POST", "/v1/contexts", JSON, CONTEXT),
+]
+BARE = "floor-bare"
+MEMORY = "fastctx-redis-memory"
+ROW_NAMES = [*(row.name for row in ROWS), MEMORY]
+
+TARGETS = [
+    Target("GET cache hit / bare floor", ratio("fastctx-redis-get-hit"), 0.75),
+    Target("GET no-cache / bare floor", ratio("fastctx-redis-get-nocache"), 0.55),
+    Target("POST / bare floor", ratio("fastctx-redis-post"), 0.40),
+    Target("merge PATCH / bare floor", ratio("fastctx-redis-patch"), 0.25),
+    Target(
+        "GET / FastAPI peer GET", times("fastctx-redis-get-hit", "peer-fastapi-get"), 10, unit="x"
+    ),
+    Target(
+        "POST / FastAPI peer POST", times("fastctx-redis-post", "peer-fastapi-post"), 10, unit="x"
+    ),
+    Target("GET p99 at half the max rate", p99("fastctx-redis-get-half-rate"), 2, True, " ms"),
+    Target("RSS growth / payload, 1 KiB contexts", ratio(MEMORY), 2, at_most=True),
+    Target("error responses and failed rows", errors, 0, at_most=True),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    duration: int
+    warmup: int
+    connections: int
+    memory_contexts: int
+    pin: dict[str, str | None]
+    quiet: Quiet
+
+    def wrk(
+        self,
+        port: int,
+        requests_file: Path,
+        seconds: float,
+        delay_ms: float | None = None,
+        stop_after: int | None = None,
+    ) -> Result:
+        summary = wrk(
+            port, requests_file, seconds, self.connections, self.pin["wrk"], delay_ms, stop_after
+        )
+        return Result.from_wrk(requests_file.stem, summary)
+
+
+def create_contexts(port: int, count: int) -> list[str]:
+    """Create `count` 1 KiB contexts over one keep-alive connection and read each back once."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    tokens = []
+    try:
+        for _ in range(count):
+            connection.request("POST", "/v1/contexts", CONTEXT, JSON)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 201:
+                raise RuntimeError(f"creating a context answered {response.status}: {body[:200]!r}")
+            tokens.append(json.loads(body)["token"])
+        # The GET rows measure warm reads: this puts every context in the serving node's cache.
+        for token in tokens:
+            connection.request("GET", f"/v1/contexts/{token}")
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"reading a fresh context answered {response.status}")
+    finally:
+        connection.close()
+    return tokens
+
+
+def cache_reads(port: int) -> dict[str, float]:
+    """fastctx's reads by X-Cache value, from /metrics; empty for servers without it."""
+    counts: dict[str, float] = {}
+    try:
+        status, body = http_request(port, "GET", "/metrics")
+    except (OSError, http.client.HTTPException):
+        return counts
+    for line in body.decode(errors="replace").splitlines() if status == 200 else []:
+        if line.startswith("fastctx_context_reads_total{") and 'cache="' in line:
+            labels, _, value = line.rpartition(" ")
+            counts[labels.split('cache="')[1].split('"')[0]] = float(value)
+    return counts
+
+
+def cache_note(before: Mapping[str, float], after: Mapping[str, float]) -> str:
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    total = sum(delta.values())
+    shares = [f"{k} {v / total:.1%}" for k, v in sorted(delta.items()) if v] if total else []
+    return f"X-Cache {', '.join(shares)}" if shares else ""
+
+
+def measure(
+    port: int, options: Options, requests_file: Path, delay_ms: float | None = None
+) -> Result:
+    """One measured wrk run in a quiet moment, rerun while the budget lasts if it was not quiet.
+
+    The machine is shared (builds, test runs): a row measured while something else took a core
+    would be reported as the server's speed, so the CPU used by other processes is measured
+    around each run and kept with the result.
+    """
+    waited, attempts = 0.0, 0
+    while True:
+        waited += options.quiet.wait()
+        attempts += 1
+        other = OtherLoad()
+        before = cache_reads(port)
+        result = options.wrk(port, requests_file, options.duration, delay_ms)
+        reads = cache_reads(port)
+        load = other.cores()
+        if not options.quiet.noisy(load) or not options.quiet.afford(options.duration):
+            break
+    result.details |= {"other_cpu_cores": round(load, 3), "attempts": attempts}
+    result.details["waited_for_quiet_s"] = round(waited, 1)
+    notes = [cache_note(before, reads)]
+    if options.quiet.noisy(load):
+        notes.append(f"NOISY: other processes used {load:.2f} cores")
+    result.note = "; ".join(n for n in notes if n)
+    return result
+
+
+def run_row(
+    row: Row, port: int, options: Options, workdir: Path, done: dict[str, Result]
+) -> Result:
+    tokens = create_contexts(port, TOKENS) if row.needs_contexts else []
+    requests_file = workdir / f"{row.name}.lua"
+    write_requests(row.requests(tokens), requests_file)
+    if row.paced_from is not None:
+        return run_paced(port, options, requests_file, done[row.paced_from])
+    options.wrk(port, requests_file, options.warmup)
+    return measure(port, options, requests_file)
+
+
+def run_paced(port: int, options: Options, requests_file: Path, maximum: Result) -> Result:
+    """wrk at about half of `maximum`'s rate, by a pause on each connection before each request.
+
+    The pacing is approximate: wrk's delay() counts whole milliseconds (dithered in
+    requests.lua to a fractional mean) and the pause adds to the response time, so a few short
+    trial runs steer the pause towards the wanted rate before the measured run.
+    """
+    target = maximum.rps / 2
+    cycle_ms = options.connections * 1000 / target
+    delay_ms = max(0.0, cycle_ms - maximum.p50_ms)
+    for _ in range(4):
+        trial = options.wrk(port, requests_file, max(options.warmup, 2), delay_ms=delay_ms)
+        if not trial.rps or abs(trial.rps / target - 1) < 0.03:
+            break
+        delay_ms = max(0.0, delay_ms + cycle_ms - options.connections * 1000 / trial.rps)
+    result = measure(port, options, requests_file, delay_ms=delay_ms)
+    share = result.rps / maximum.rps
+    result.note = "; ".join(n for n in (f"paced at {share:.0%} of the max", result.note) if n)
+    result.details |= {"target_rps": round(target), "mean_pause_ms": round(delay_ms, 3)}
+    return result
+
+
+def run_memory(stack: Stack, options: Options) -> Result:
+    """RSS growth of the serving worker while it creates (and so caches) N 1 KiB contexts."""
+    requests_file = stack.workdir / f"{MEMORY}.lua"
+    write_requests([Request("POST", "/v1/contexts", JSON, CONTEXT)], requests_file)
+    with stack.server("fastctx-redis", options.pin["server"]) as (port, process):
+        # A first batch settles the allocator and the parts of the app built on first use.
+        warm = min(5000, options.memory_contexts)
+        options.wrk(port, requests_file, 300, stop_after=warm)
+        worker = serving_worker(process)
+        time.sleep(0.5)
+        keys_before, rss_before = int(stack.redis_cli("DBSIZE")), worker.memory_info().rss
+        result = options.wrk(port, requests_file, 600, stop_after=options.memory_contexts)
+        time.sleep(0.5)
+        # Redis counts what was created, including the requests in flight when wrk stopped.
+        keys_after, rss_after = int(stack.redis_cli("DBSIZE")), worker.memory_info().rss
+        entries = metric(port, "fastctx_cache_entries")
+    # One Redis key per context today; if that changes, fall back on wrk's count (which misses
+    # only the requests in flight when it stopped).
+    created = keys_after - keys_before
+    if not result.requests <= created <= result.requests + options.connections:
+        created = result.requests
+    growth = rss_after - rss_before
+    result.row = MEMORY
+    result.ratio = growth / (created * CONTEXT_BYTES) if created else None
+    result.note = f"+{growth / 2**20:.1f} MiB RSS for {created:,} contexts of {CONTEXT_BYTES} B"
+    result.details = {
+        "contexts_created": created,
+        "payload_bytes": created * CONTEXT_BYTES,
+        "worker_pid": worker.pid,
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "cache_entries_after": entries,
+        "warmup_contexts": warm,
+    }
+    return result
+
+
+def metric(port: int, name: str) -> float | None:
+    try:
+        status, body = http_request(port, "GET", "/metrics")
+    except (OSError, http.client.HTTPException):
+        return None
+    for line in body.decode(errors="replace").splitlines() if status == 200 else []:
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    # Whole seconds: wrk's -d takes no fractions.
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per row")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--only", help=f"rows, comma-separated ({BARE} always runs, for ratios)")
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--memory-contexts", type=int, default=100_000, metavar="N")
+    parser.add_argument("--pin", choices=sorted(PINNINGS), default="split", help="core pinning")
+    parser.add_argument(
+        "--noise-budget",
+        type=float,
+        default=90,
+        metavar="S",
+        help="seconds this run may spend waiting for, and rerunning after, other processes' load",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON to write")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 3, 1
+        args.memory_contexts = min(args.memory_contexts, 20_000)
+    return args
+
+
+def selected(only: str | None) -> list[str]:
+    """Names of the rows to run, in table order."""
+    if not only:
+        return ROW_NAMES
+    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    if unknown := wanted - set(ROW_NAMES):
+        raise SystemExit(f"unknown rows {sorted(unknown)}; the rows are {', '.join(ROW_NAMES)}")
+    wanted |= {BARE} | {row.paced_from for row in ROWS if row.name in wanted and row.paced_from}
+    return [name for name in ROW_NAMES if name in wanted]
+
+
+def run(names: Sequence[str], options: Options, workdir: Path) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    rows = [row for row in ROWS if row.name in names]
+    stack = Stack(workdir, options.pin["redis"])
+    try:
+        for kind, layout in dict.fromkeys((row.server, row.pin) for row in rows):
+            group = [row for row in rows if (row.server, row.pin) == (kind, layout)]
+            setting = (
+                options if layout is None else dataclasses.replace(options, pin=PINNINGS[layout])
+            )
+            try:
+                with stack.server(kind, setting.pin["server"]) as (port, _):
+                    for row in group:
+                        print(f"  {row.name} ...", end=" ", flush=True)
+                        results[row.name] = run_row(row, port, setting, workdir, results)
+                        print(f"{results[row.name].rps:,.0f} req/s", flush=True)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                print(f"FAILED\n{exc}", flush=True)
+                for row in group:
+                    results.setdefault(row.name, Result(row.name, failed=str(exc)))
+        if MEMORY in names:
+            print(f"  {MEMORY} ...", end=" ", flush=True)
+            try:
+                results[MEMORY] = run_memory(stack, options)
+                print(results[MEMORY].note, flush=True)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                print(f"FAILED\n{exc}", flush=True)
+                results[MEMORY] = Result(MEMORY, failed=str(exc))
+    finally:
+        stack.close()
+    bare = results.get(BARE)
+    for row in rows:
+        result = results[row.name]
+        if bare and bare.rps and not result.failed and row.paced_from is None:
+            result.ratio = result.rps / bare.rps
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = selected(args.only)
+    pin = PINNINGS[args.pin]
+    quiet = Quiet(NOISY_CORES, args.noise_budget)
+    options = Options(
+        args.duration, args.warmup, args.connections, args.memory_contexts, pin, quiet
+    )
+    for tool in ("wrk", "redis-server", "redis-cli", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not on the PATH (make bench installs wrk, redis-server)")
+    layout = ", ".join(f"{part} on {cores or 'any core'}" for part, cores in pin.items())
+    print(
+        textwrap.fill(
+            f"wrk -t1 -c{options.connections}, {options.duration:g} s per row after "
+            f"{options.warmup:g} s of warm-up; {CONTEXT_BYTES} B contexts; one server worker. "
+            f"Pinning {args.pin!r} ({layout}): {PINNING_WHY[args.pin]}.",
+            100,
+        ),
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="fastctx-bench-") as tmp:
+        results = run(names, options, Path(tmp))
+    ordered = [results[name] for name in ROW_NAMES if name in results]
+    evaluated = report.evaluate(TARGETS, {r.row: r for r in ordered})
+    print(f"\n{report.results_table(ordered)}\n\n{report.targets_table(evaluated)}")
+
+    failures = [r for r in ordered if r.failed or r.errors]
+    noisy = [r.row for r in ordered if quiet.noisy(r.details.get("other_cpu_cores", 0))]
+    saved = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benches/run.py", *(sys.argv[1:] if argv is None else argv)]),
+        "options": {
+            "duration_s": options.duration,
+            "warmup_s": options.warmup,
+            "connections": options.connections,
+            "wrk_threads": 1,
+            "server_workers": 1,
+            "context_bytes": CONTEXT_BYTES,
+            "contexts_per_row": TOKENS,
+            "memory_contexts": options.memory_contexts,
+        },
+        "pinning": {"mode": args.pin, **pin, "why": PINNING_WHY[args.pin]},
+        "machine": report.machine(),
+        "rows": [dataclasses.asdict(r) | {"error_count": r.error_count} for r in ordered],
+        "targets": evaluated,
+        "noisy_rows": noisy,
+        "ok": not failures,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(saved, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    if noisy:
+        print(f"other processes were busy during {', '.join(noisy)}: rerun those for figures")
+    if failures:
+        print("\nrows with errors (a run with errors measures nothing):", file=sys.stderr)
+        for r in failures:
+            problem = r.failed.splitlines()[0] if r.failed else json.dumps(r.errors)
+            print(f"  {r.row}: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Start, wait for and stop the processes of the HTTP benchmark: Redis and the servers tested."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+
+BENCHES = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def _granian(target: str) -> list[str]:
+    # The options `fastctx serve` gives granian, so the floors differ from it only by the app.
+    return [
+        str(BIN / "granian"),
+        *("--interface", "asgi", "--workers", "1", "--loop", "uvloop"),
+        *("--log-level", "warning", "--host", "127.0.0.1", "--port", "{port}", target),
+    ]
+
+
+def _fastctx(backend: str) -> list[str]:
+    return [str(BIN / "fastctx"), "serve", "--backend", backend, "--port", "{port}"]
+
+
+# Each kind of server: its command ("{port}" and "{redis}" filled in at start), its health path.
+SERVERS: dict[str, tuple[list[str], str]] = {
+    "floor-bare": (_granian("floors:bare"), "/"),
+    "floor-starlette": (_granian("floors:starlette"), "/"),
+    "fastctx-memory": (_fastctx("memory://"), "/healthz"),
+    "fastctx-redis": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
+    # uvicorn's fastest documented set-up: uvloop, httptools, no access log, one worker.
+    "peer-fastapi": (
+        [
+            str(BIN / "uvicorn"),
+            "peers.fastapi_redis:app",
+            *("--loop", "uvloop", "--http", "httptools", "--workers", "1"),
+            *("--no-access-log", "--log-level", "warning", "--port", "{port}"),
+        ],
+        "/healthz",
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cores: str | None, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cores, *command] if cores else command
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+class Process:
+    """A child process in its own process group, stopped with the whole group."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        with self.log_path.open("wb") as log:
+            self.popen = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=BENCHES,
+                start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def tree(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(self.popen.pid)
+            return [parent, *parent.children(recursive=True)]
+        return []
+
+    def wait_ready(self, port: int, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if http_request(port, "GET", path)[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+class Stack:
+    """One redis-server (never 6379) for the whole run; each kind of server started on demand."""
+
+    def __init__(self, workdir: Path, redis_cores: str | None) -> None:
+        self.workdir = workdir
+        self.redis_port = free_port()
+        command = [
+            "redis-server",
+            *("--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(workdir)),
+            *("--save", "", "--appendonly", "no"),
+        ]
+        self.redis = Process("redis", pinned(redis_cores, command), dict(os.environ), workdir)
+        deadline = time.monotonic() + 10
+        while self.redis_cli("PING") != "PONG":
+            if time.monotonic() > deadline or self.redis.popen.poll() is not None:
+                self.redis.stop()
+                raise RuntimeError(f"redis-server did not start:\n{self.redis.log_tail()}")
+            time.sleep(0.05)
+
+    def redis_cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.redis_port), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    @contextlib.contextmanager
+    def server(self, kind: str, cores: str | None) -> Iterator[tuple[int, Process]]:
+        self.redis_cli("FLUSHALL")  # each kind of server starts from an empty Redis
+        port = free_port()
+        template, health = SERVERS[kind]
+        command = [part.format(port=port, redis=self.redis_port) for part in template]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(BENCHES),
+            "FASTCTX_LOG_LEVEL": "warning",
+            "PEER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+        }
+        process = Process(kind, pinned(cores, command), env, self.workdir)
+        try:
+            process.wait_ready(port, health)
+            yield port, process
+        finally:
+            process.stop()
+
+    def close(self) -> None:
+        self.redis.stop()
+
+
+def serving_worker(process: Process) -> psutil.Process:
+    """The granian worker that answers requests: the busiest process of the server's tree."""
+    return max(process.tree(), key=lambda p: sum(p.cpu_times()[:2]))
