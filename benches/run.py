@@ -106,6 +106,8 @@ ROWS = [
     # For scale: the same floor with the scheduler free to place everything.
     Row("floor-bare-unpinned", "floor-bare", pin="none"),
     Row("floor-starlette", "floor-starlette"),
+    # What granian alone charges for receiving a 1 KiB POST: the ceiling of any create.
+    Row("floor-bare-post", "floor-bare", "POST", "/", JSON, CONTEXT),
     Row("fastctx-memory-get", "fastctx-memory", path=TOKEN_PATH),
     Row("fastctx-redis-get-hit", "fastctx-redis", path=TOKEN_PATH),
     Row(
