@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from conftest import OwnRedis
 from fastctx import _core
 from fastctx.backends import Backend, open_backend
 from fastctx.backends.memory import MemoryBackend
@@ -183,44 +180,8 @@ async def test_memory_sweep_drops_expired_contexts_and_sessions() -> None:
     assert len(backend._sessions) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def doomed_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A redis-server of this test's own, which the test may kill."""
-    exe = shutil.which("redis-server")
-    assert exe is not None
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-    try:
-        yield proc, f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
-    doomed_redis: tuple[subprocess.Popen[bytes], str],
-) -> None:
-    proc, url = doomed_redis
-    backend = open_backend(Settings(backend=url, backend_timeout=0.5))
+async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(own_redis: OwnRedis) -> None:
+    backend = open_backend(Settings(backend=own_redis.url, backend_timeout=0.5))
     await backend.start()
     registry = make_registry(backend)
     try:
@@ -228,8 +189,7 @@ async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
         never_read = await registry.create("t", b"{}")
         registry.forget("t", never_read.token)
         assert (await registry.read("t", created.token)).cache == "hit"
-        proc.kill()
-        proc.wait()
+        own_redis.stop()
         # Once the node sees the connection drop, nothing it cached is fresh any more: it may
         # have missed invalidations. The cached copy is still served, as stale.
         deadline = time.monotonic() + 2

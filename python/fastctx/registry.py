@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal, TypeVar
 
 from fastctx import _core
 from fastctx.backends import Backend, Outcome, context_id
@@ -15,6 +15,7 @@ from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotFound, Unavailable, VersionConflict
 
+T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
 PatchKind = Literal["merge", "json"]
 
@@ -228,23 +229,12 @@ class Registry:
         return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
-        key = context_id(tenant, token)
-        async with self._locks.hold(key):
-            for _ in range(MAX_WRITE_ATTEMPTS):
-                frame = await self._load(tenant, token)
-                decoded = _core.decode_frame(frame)
-                if if_version is not None and decoded.version != if_version:
-                    raise VersionConflict(f"context is at version {decoded.version}")
-                outcome = await self.backend.remove(tenant, token, frame[_VERSION], decoded.session)
-                self._forget(key)
-                if outcome is Outcome.DONE:
-                    return
-                if outcome is Outcome.MISSING:
-                    raise NotFound("no such context")
-                if if_version is not None:
-                    raise VersionConflict("context changed while deleting")
-                await _backoff()
-        raise Unavailable("too many concurrent writers on this context", retry_after=1)
+        async def remove(frame: bytes, current: _core.Frame) -> tuple[Outcome, None]:
+            outcome = await self.backend.remove(tenant, token, frame[_VERSION], current.session)
+            self._forget(context_id(tenant, token))
+            return outcome, None
+
+        await self._conditional(tenant, token, if_version, remove)
 
     async def _load(self, tenant: str, token: str) -> bytes:
         if not _core.is_token(token):
@@ -262,24 +252,41 @@ class Registry:
         if_version: int | None,
         change: Callable[[bytes], bytes],
     ) -> int:
+        async def swap(frame: bytes, old: _core.Frame) -> tuple[Outcome, int]:
+            document = change(old.payload)
+            version = old.version + 1
+            new = _core.encode_frame(
+                document, version, old.created_at, now_ms(), old.expires_at, old.session
+            )
+            outcome = await self.backend.swap(tenant, token, frame[_VERSION], new, old.expires_at)
+            if outcome is Outcome.DONE:
+                self._remember(context_id(tenant, token), document, version, old.expires_at)
+            return outcome, version
+
+        return await self._conditional(tenant, token, if_version, swap)
+
+    async def _conditional(
+        self,
+        tenant: str,
+        token: str,
+        if_version: int | None,
+        attempt: Callable[[bytes, _core.Frame], Awaitable[tuple[Outcome, T]]],
+    ) -> T:
+        """Read the context, check If-Match, then `attempt` the conditional write.
+
+        The write names the version it read, so it fails rather than overwrite another
+        writer's change; the loser re-reads and tries again unless the client fixed a version.
+        """
         key = context_id(tenant, token)
         async with self._locks.hold(key):
             for _ in range(MAX_WRITE_ATTEMPTS):
                 frame = await self._load(tenant, token)
-                old = _core.decode_frame(frame)
-                if if_version is not None and old.version != if_version:
-                    raise VersionConflict(f"context is at version {old.version}")
-                document = change(old.payload)
-                version = old.version + 1
-                new = _core.encode_frame(
-                    document, version, old.created_at, now_ms(), old.expires_at, old.session
-                )
-                outcome = await self.backend.swap(
-                    tenant, token, frame[_VERSION], new, old.expires_at
-                )
+                current = _core.decode_frame(frame)
+                if if_version is not None and current.version != if_version:
+                    raise VersionConflict(f"context is at version {current.version}")
+                outcome, result = await attempt(frame, current)
                 if outcome is Outcome.DONE:
-                    self._remember(key, document, version, old.expires_at)
-                    return version
+                    return result
                 self._forget(key)
                 if outcome is Outcome.MISSING:
                     raise NotFound("no such context")
