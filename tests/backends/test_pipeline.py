@@ -149,3 +149,13 @@ async def _until(condition: object, within: float = 2.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+async def test_a_full_redis_is_unavailable_rather_than_a_bug(
+    own_redis: OwnRedis, pipeline: Pipeline
+) -> None:
+    await pipeline.execute("SET", "before", "1")
+    own_redis.cli("CONFIG", "SET", "maxmemory", "1")
+    with pytest.raises(BackendError, match="OOM"):
+        await pipeline.execute("SET", "k", "v")
+    assert await pipeline.execute("GET", "before") == b"1"  # reads still answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import hiredis
@@ -13,9 +13,6 @@ from fastctx import _core
 from fastctx.backends import Backend, ChangeCallback, Outcome, SessionRecord
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.errors import BackendError
-
-# Errors that mean "Redis cannot take this now", as opposed to a bug in a command.
-_UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 # Lua sees the frame as a string; the version is the 8 bytes after VERSION_OFFSET.
 _V_FIRST = _core.VERSION_OFFSET + 1
@@ -164,19 +161,13 @@ class RedisBackend(Backend):
     async def close(self) -> None:
         await self._pipeline.close()
 
-    async def _run(self, *args: bytes | str | int) -> Any:
-        try:
-            return await self._pipeline.execute(*args)
-        except hiredis.ReplyError as exc:
-            raise _translated(exc) from exc
+    def _run(self, *args: bytes | str | int) -> Awaitable[Any]:
+        return self._pipeline.execute(*args)
 
     async def _script(
         self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
     ) -> Any:
-        try:
-            return await script(self._pipeline, keys, args)
-        except hiredis.ReplyError as exc:
-            raise _translated(exc) from exc
+        return await script(self._pipeline, keys, args)
 
     async def ping(self) -> None:
         await self._run(b"PING")
@@ -247,13 +238,6 @@ class RedisBackend(Backend):
             [_context_prefix(tenant)],
         )
         return sorted(token.decode() for token in tokens) if existed else None
-
-
-def _translated(error: hiredis.ReplyError) -> Exception:
-    """Redis refusing for now (out of memory, loading, a replica) is 503; anything else a bug."""
-    if str(error).startswith(_UNAVAILABLE_REPLIES):
-        return BackendError(f"Redis refused the command: {error}")
-    return error
 
 
 _INSERT = Script(INSERT)
