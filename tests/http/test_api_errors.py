@@ -230,3 +230,19 @@ def test_problem_documents_name_their_kind(client: httpx.Client) -> None:
         types.add(doc["type"])
     assert len(types) == len(cases), types  # each kind of error has its own type
     assert get_state(client, token)[2] == '"1"'
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/v1/sessions", b'{"meta": %s}'),
+        ("/v1/contexts/mget", b'{"tokens": %s}'),
+        ("/v1/contexts", b"%s"),
+    ],
+)
+def test_deep_nesting_is_400_not_a_crash(client: httpx.Client, path: str, template: bytes) -> None:
+    """JSON nested far past any real document, within the size limit, is refused cleanly."""
+    n = 100_000
+    nested = template % (b'{"a":' * n + b"1" + b"}" * n)
+    assert_problem(client.post(path, content=nested, headers=JSON), 400)
+    assert client.get("/healthz").status_code == 200

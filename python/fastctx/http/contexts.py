@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from fastctx._core import validate_json
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
@@ -169,6 +170,7 @@ class ContextRoutes:
     async def mget(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
         body = await ex.body(self.max_bytes)
+        validate_json(body)  # bounds nesting before msgspec recurses into it
         try:
             tokens = msgspec.json.decode(body, type=MgetRequest).tokens
         except msgspec.ValidationError as exc:

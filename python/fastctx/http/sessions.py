@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastctx import _core
 from fastctx.clock import rfc3339
 from fastctx.errors import BadRequest
 from fastctx.http.body import JSON, read_body, require_media_type
@@ -33,6 +34,8 @@ async def create(request: Request) -> Response:
         )
     spec = SessionCreate()
     if body.strip():
+        # The Rust validator bounds nesting (127 levels) before msgspec recurses into it.
+        _core.validate_json(body)
         try:
             spec = msgspec.json.decode(body, type=SessionCreate)
         except msgspec.ValidationError as exc:
