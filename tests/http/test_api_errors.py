@@ -246,3 +246,17 @@ def test_deep_nesting_is_400_not_a_crash(client: httpx.Client, path: str, templa
     nested = template % (b'{"a":' * n + b"1" + b"}" * n)
     assert_problem(client.post(path, content=nested, headers=JSON), 400)
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "\u00b2", "1\u00b9"])
+def test_numbers_int_would_refuse_are_client_errors(client: httpx.Client, number: str) -> None:
+    """Too many digits for int(), or Latin-1 digits that isdigit() passes: 4xx, never 500."""
+    assert_problem(client.post(f"/v1/contexts?ttl={number}", content=b"{}", headers=JSON), 400)
+    token = create(client, {"v": 1})
+    put = client.put(
+        f"/v1/contexts/{token}",
+        content=b"{}",
+        headers={**JSON, "If-Match": f'"{number}"'.encode("latin-1")},
+    )
+    assert_problem(put, 412)
+    assert client.get(f"/v1/contexts/{token}").json() == {"v": 1}

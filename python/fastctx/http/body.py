@@ -12,6 +12,21 @@ JSON_PATCH = "application/json-patch+json"
 _EXACT = {kind: kind.encode() for kind in (JSON, MERGE_PATCH, JSON_PATCH)}
 
 
+def whole_number(text: bytes | str, max_digits: int = 19) -> int | None:
+    """A non-negative decimal from a header or query value; None if it is not one.
+
+    ASCII digits only (str.isdigit() also passes superscripts that int() refuses) and at most
+    `max_digits` of them (int() refuses more than 4300): neither may reach int() and fail.
+    """
+    if isinstance(text, str):
+        if not text.isascii():
+            return None
+        text = text.encode()
+    if not text.isdigit() or len(text) > max_digits:
+        return None
+    return int(text)
+
+
 def require_media_type(content_type: bytes | str | None, *accepted: str) -> str:
     """The media type of a Content-Type value, if it is one of `accepted`; else 415."""
     for kind in accepted:
@@ -34,9 +49,10 @@ async def read_body(receive: Receive, content_length: bytes | str | None, limit:
     one chunk are ever held.
     """
     if content_length is not None:
-        if not content_length.isdigit():
+        declared = whole_number(content_length, max_digits=40)
+        if declared is None:
             raise BadRequest("Content-Length must be a non-negative integer")
-        if int(content_length) > limit:
+        if declared > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0

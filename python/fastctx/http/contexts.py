@@ -16,7 +16,7 @@ from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
 from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from fastctx.http.body import JSON, JSON_PATCH, MERGE_PATCH, require_media_type
+from fastctx.http.body import JSON, JSON_PATCH, MERGE_PATCH, require_media_type, whole_number
 from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
 from fastctx.http.preconditions import expected_version, none_match
@@ -41,9 +41,10 @@ class MgetRequest(msgspec.Struct):
 def _ttl(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TTL_SECONDS:
+    ttl = whole_number(raw, max_digits=10)
+    if ttl is None or not 1 <= ttl <= MAX_TTL_SECONDS:
         raise BadRequest(f"ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}")
-    return int(raw)
+    return ttl
 
 
 def _bypasses_cache(cache_control: bytes) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastctx.errors import VersionConflict
+from fastctx.http.body import whole_number
 
 
 def etag(version: int) -> str:
@@ -20,8 +21,10 @@ def expected_version(value: bytes | None) -> int | None:
     tag = value.decode("latin-1").strip()
     if tag == "*":
         return None
-    if len(tag) >= 3 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-        return int(tag[1:-1])
+    if len(tag) >= 3 and tag[0] == tag[-1] == '"':
+        version = whole_number(tag[1:-1], max_digits=20)  # versions are 64-bit
+        if version is not None:
+            return version
     raise VersionConflict(f'If-Match {tag!r} does not name a version like "3"')
 
 
