@@ -23,7 +23,11 @@ class SessionView:
 class SessionManager:
     """Every use of a session (reading it, creating a context in it) extends its life by its
     ttl; its contexts expire no later than the session did when they were created, and are
-    deleted with it."""
+    deleted with it.
+
+    MCP sessions (the protocol's own, opened by `initialize`) are kept here too, apart from
+    these: a record the MCP endpoint gives, which lives while requests keep using it.
+    """
 
     def __init__(self, backend: Backend, registry: Registry) -> None:
         self.backend = backend
@@ -57,3 +61,21 @@ class SessionManager:
             raise NotFound("no such session")
         for token in deleted:
             self.registry.forget(tenant, token)
+
+    async def open_mcp(self, tenant: str, record: bytes, idle_ms: int) -> str:
+        """A new MCP session holding `record`; its id is 128 bits from the OS CSPRNG."""
+        session = _core.new_token()
+        await self.backend.mcp_session_put(tenant, session, record, idle_ms)
+        return session
+
+    async def use_mcp(self, tenant: str, session: str, idle_ms: int) -> bytes | None:
+        """The MCP session's record, its life extended by `idle_ms`; None when there is none."""
+        if not _core.is_token(session):
+            return None
+        return await self.backend.mcp_session_touch(tenant, session, idle_ms)
+
+    async def end_mcp(self, tenant: str, session: str) -> bool:
+        """End an MCP session on every node; False when there was none."""
+        if not _core.is_token(session):
+            return False
+        return await self.backend.mcp_session_delete(tenant, session)

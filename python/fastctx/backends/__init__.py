@@ -104,6 +104,18 @@ class Backend(abc.ABC):
     async def session_delete(self, tenant: str, session: str) -> list[str] | None:
         """Delete the session and every context in it; the tokens deleted, None if no session."""
 
+    @abc.abstractmethod
+    async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
+        """Store an MCP session's record; it expires after `idle` ms without use."""
+
+    @abc.abstractmethod
+    async def mcp_session_touch(self, tenant: str, session: str, idle: int) -> bytes | None:
+        """The MCP session's record, its idle expiry pushed `idle` ms on; None when gone."""
+
+    @abc.abstractmethod
+    async def mcp_session_delete(self, tenant: str, session: str) -> bool:
+        """End an MCP session; False when it did not exist."""
+
 
 def open_backend(settings: Settings) -> Backend:
     """The backend named by `settings.backend` (not yet started)."""

@@ -35,7 +35,10 @@ class MemoryBackend(Backend):
         # (tenant, token) -> (frame, expires_at, session)
         self._frames: dict[tuple[str, str], tuple[bytes, int, str | None]] = {}
         self._sessions: dict[tuple[str, str], _Session] = {}
-        # (expires_at, kind, tenant, id); entries whose deadline moved are skipped when popped.
+        # MCP sessions: (tenant, id) -> (record, expires_at)
+        self._mcp: dict[tuple[str, str], tuple[bytes, int]] = {}
+        # (expires_at, kind, tenant, id), kind c(ontext), s(ession) or m(cp session); entries
+        # whose deadline moved are skipped (or, for MCP sessions, pushed again) when popped.
         self._deadlines: list[tuple[int, str, str, str]] = []
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -154,6 +157,37 @@ class MemoryBackend(Backend):
         self._drop_session(key)
         return sorted(record.members)
 
+    async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
+        key = (tenant, session)
+        expires_at = now_ms() + idle
+        if key not in self._mcp:
+            heapq.heappush(self._deadlines, (expires_at, "m", tenant, session))
+        self._mcp[key] = (record, expires_at)
+
+    async def mcp_session_touch(self, tenant: str, session: str, idle: int) -> bytes | None:
+        key = (tenant, session)
+        now = now_ms()
+        record = self._live_mcp(key, now)
+        if record is not None:
+            # Every request touches its session: the sweep finds the moved deadline rather
+            # than the heap taking one entry per request.
+            self._mcp[key] = (record, now + idle)
+        return record
+
+    async def mcp_session_delete(self, tenant: str, session: str) -> bool:
+        found = self._live_mcp((tenant, session), now_ms()) is not None
+        self._mcp.pop((tenant, session), None)
+        return found
+
+    def _live_mcp(self, key: tuple[str, str], now: int) -> bytes | None:
+        item = self._mcp.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self._mcp[key]
+            return None
+        return item[0]
+
     def sweep(self, now: int, limit: int = SWEEP_BATCH) -> int:
         """Drop up to `limit` expired contexts and sessions; returns how many deadlines it saw."""
         seen = 0
@@ -162,8 +196,13 @@ class MemoryBackend(Backend):
             seen += 1
             if kind == "c":
                 self._live_frame((tenant, ident), now)
-            else:
+            elif kind == "s":
                 self._live_session((tenant, ident), now)
+            elif self._live_mcp((tenant, ident), now) is not None:
+                # Used since this deadline was set: look again at its current one.
+                heapq.heappush(
+                    self._deadlines, (self._mcp[(tenant, ident)][1], kind, tenant, ident)
+                )
         return seen
 
     async def _sweep_forever(self) -> None:

@@ -105,6 +105,10 @@ def session_key(tenant: str, session: str) -> str:
     return f"fc:s:{{{tenant}/{session}}}"
 
 
+def mcp_session_key(tenant: str, session: str) -> str:
+    return f"fc:mcp:{{{tenant}/{session}}}"
+
+
 def members_key(tenant: str, session: str) -> str:
     return f"fc:m:{{{tenant}/{session}}}"
 
@@ -238,6 +242,19 @@ class RedisBackend(Backend):
             [_context_prefix(tenant)],
         )
         return sorted(token.decode() for token in tokens) if existed else None
+
+    async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
+        await self._run(b"SET", mcp_session_key(tenant, session), record, b"PX", idle)
+
+    async def mcp_session_touch(self, tenant: str, session: str, idle: int) -> bytes | None:
+        # GETEX reads and slides the expiry in one command (Redis 6.2+).
+        record: bytes | None = await self._run(
+            b"GETEX", mcp_session_key(tenant, session), b"PX", idle
+        )
+        return record
+
+    async def mcp_session_delete(self, tenant: str, session: str) -> bool:
+        return bool(await self._run(b"DEL", mcp_session_key(tenant, session)))
 
 
 _INSERT = Script(INSERT)
