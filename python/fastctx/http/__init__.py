@@ -24,6 +24,7 @@ from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
 from fastctx.http.responses import json_response
+from fastctx.mcp import McpEndpoint
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
@@ -78,9 +79,10 @@ def create_app(settings: Settings | None = None) -> Front:
     app.state.settings = settings
     app.state.backend = backend
     app.state.registry = registry
-    app.state.sessions = SessionManager(backend, registry)
+    app.state.sessions = session_manager = SessionManager(backend, registry)
     app.state.metrics = metrics
-    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes)
+    mcp = McpEndpoint(registry, session_manager, settings)
+    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp)
 
 
 def __getattr__(name: str) -> Any:

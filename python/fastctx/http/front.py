@@ -2,8 +2,8 @@
 
 Starlette's route scan and middleware stack cost about as much as the whole floor of a
 request, so the context routes (`ContextRoutes`) are answered here, by path shape and method,
-after the same tenant check every /v1 request gets. Everything else (sessions, probes,
-metrics, OpenAPI, 404s) goes on to the Starlette app. It stays one ASGI app: `create_app`
+after the same tenant check every /v1 request gets; so is /mcp. Everything else (sessions,
+probes, metrics, OpenAPI, 404s) goes on to the Starlette app. It stays one ASGI app: `create_app`
 returns this object.
 """
 
@@ -24,18 +24,25 @@ from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
 from fastctx.http.problems import as_problem
 from fastctx.http.state import TENANT_SCOPE_KEY
+from fastctx.mcp import McpEndpoint
 
 logger = logging.getLogger("fastctx")
 
 
 class Front:
     def __init__(
-        self, app: Starlette, tenants: Tenants, stats: RequestStats, contexts: ContextRoutes
+        self,
+        app: Starlette,
+        tenants: Tenants,
+        stats: RequestStats,
+        contexts: ContextRoutes,
+        mcp: McpEndpoint,
     ) -> None:
         self.app = app
         self.tenants = tenants
         self.stats = stats
         self.contexts = contexts
+        self.mcp = mcp
 
     @property
     def state(self) -> Any:
@@ -61,6 +68,11 @@ class Front:
                         allowed = ", ".join(route[1])
                         raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
                     status = await handler(ex, tenant, route[2])
+                    self.stats.observe(label, method, status, time.perf_counter() - started)
+                    return
+                if path == "/mcp":
+                    label = path
+                    status = await self.mcp(ex, tenant)
                     self.stats.observe(label, method, status, time.perf_counter() - started)
                     return
             except Exception as exc:

@@ -1,0 +1,278 @@
+"""Streamable HTTP at /mcp: POST, GET and DELETE, each request routed to its protocol era.
+
+A request whose `MCP-Protocol-Version` names 2026-07-28 is self-contained (its envelope is in
+`params._meta`); everything else belongs to the session era, where `initialize` opens a session
+that lives in the backend, so any node can continue it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from fastctx.clock import now_ms
+from fastctx.config import Settings
+from fastctx.errors import BackendError
+from fastctx.http.body import JSON, require_media_type
+from fastctx.http.exchange import Exchange, Headers
+from fastctx.mcp import jsonrpc
+from fastctx.mcp.jsonrpc import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    Message,
+    RpcError,
+)
+from fastctx.mcp.protocol import (
+    HANDSHAKE_VERSIONS,
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+    SUPPORTED_VERSIONS,
+    Era,
+    Methods,
+    SessionRecord,
+)
+from fastctx.mcp.tools import Tools
+from fastctx.registry import Registry
+from fastctx.sessions import SessionManager
+
+# A session no request has used for this long is gone (every request slides it).
+SESSION_IDLE_MS = 3600 * 1000
+PING_INTERVAL = 15.0
+# Room for the JSON-RPC envelope around a context of the largest allowed size.
+ENVELOPE_BYTES = 64 * 1024
+ALLOWED_METHODS = "GET, POST, DELETE"
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+# Methods whose 2026-07-28 Mcp-Name header mirrors this member of params.
+_NAMED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+# 2026-07-28 sends JSON-RPC errors with an HTTP status of their own.
+_MODERN_STATUS = {METHOD_NOT_FOUND: 404}
+_SSE_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_record_decoder = msgspec.json.Decoder(SessionRecord)
+
+
+def _header_value(raw: bytes | None) -> str | None:
+    """A header as text; 2026-07-28 wraps values that are not plain ASCII as =?base64?...?=."""
+    if raw is None:
+        return None
+    text = raw.decode("latin-1")
+    if text.startswith("=?base64?") and text.endswith("?="):
+        try:
+            return base64.b64decode(text[9:-2], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return text
+
+
+def _origin_allowed(origin: bytes | None) -> bool:
+    # Browsers send Origin; a page elsewhere (or a DNS-rebound name) must not reach /mcp.
+    if origin is None:
+        return True
+    host = urlsplit(origin.decode("latin-1")).hostname
+    return host in _LOOPBACK
+
+
+class McpEndpoint:
+    def __init__(self, registry: Registry, sessions: SessionManager, settings: Settings) -> None:
+        self.sessions = sessions
+        self.methods = Methods(Tools(registry, sessions))
+        self.max_bytes = settings.max_context_bytes + ENVELOPE_BYTES
+
+    async def __call__(self, ex: Exchange, tenant: str) -> int:
+        """Answer one request to /mcp; returns the HTTP status sent."""
+        method = ex.scope["method"]
+        try:
+            if not _origin_allowed(ex.header(b"origin")):
+                raise RpcError(INVALID_REQUEST, "this Origin may not use /mcp", status=403)
+            if method == "POST":
+                return await self._post(ex, tenant)
+            if method == "GET":
+                return await self._get(ex, tenant)
+            if method == "DELETE":
+                return await self._delete(ex, tenant)
+            raise RpcError(INVALID_REQUEST, f"use {ALLOWED_METHODS}", status=405)
+        except RpcError as exc:
+            headers = [(b"allow", ALLOWED_METHODS.encode())] if exc.status == 405 else []
+            return await ex.respond(exc.status, jsonrpc.error(None, exc), headers)
+
+    async def _session(self, ex: Exchange, tenant: str) -> tuple[str, SessionRecord]:
+        """The request's session and its record (now used, so it lives on): 400 or 404."""
+        raw = ex.header(b"mcp-session-id")
+        if raw is None:
+            if ex.header(b"mcp-protocol-version") is None:
+                raise RpcError(
+                    INVALID_REQUEST,
+                    "send MCP-Protocol-Version: 2026-07-28, or the Mcp-Session-Id of a session "
+                    "opened with initialize",
+                    status=400,
+                )
+            raise RpcError(INVALID_REQUEST, "missing Mcp-Session-Id header", status=400)
+        session = raw.decode("latin-1")
+        record = await self.sessions.use_mcp(tenant, session, SESSION_IDLE_MS)
+        if record is None:
+            raise RpcError(INVALID_REQUEST, "no such session: initialize again", status=404)
+        return session, _record_decoder.decode(record)
+
+    async def _delete(self, ex: Exchange, tenant: str) -> int:
+        """End the session; on every node at once, since it lives in the backend."""
+        session, _ = await self._session(ex, tenant)
+        if not await self.sessions.end_mcp(tenant, session):
+            raise RpcError(INVALID_REQUEST, "no such session", status=404)
+        return await ex.respond(204)
+
+    async def _post(self, ex: Exchange, tenant: str) -> int:
+        accept = (ex.header(b"accept") or b"*/*").lower()
+        wants_json = b"application/json" in accept or b"*/*" in accept
+        if not wants_json and b"text/event-stream" not in accept:
+            raise RpcError(
+                INVALID_REQUEST, "accept application/json or text/event-stream", status=406
+            )
+        require_media_type(ex.header(b"content-type"), JSON)
+        message = jsonrpc.decode(await ex.body(self.max_bytes))
+        version = ex.header(b"mcp-protocol-version")
+        if message.method == "initialize":
+            return await self._initialize(ex, tenant, message, wants_json)
+        if version is not None and version.decode("latin-1") in MODERN_VERSIONS:
+            return await self._modern(ex, tenant, message, wants_json)
+        if version is not None and version.decode("latin-1") not in HANDSHAKE_VERSIONS:
+            requested = version.decode("latin-1")
+            raise RpcError(
+                UNSUPPORTED_PROTOCOL_VERSION,
+                f"unsupported MCP-Protocol-Version {requested!r}",
+                {"supported": list(SUPPORTED_VERSIONS), "requested": requested},
+                status=400,
+            )
+        await self._session(ex, tenant)
+        if isinstance(message.id, msgspec.UnsetType) or isinstance(
+            message.method, msgspec.UnsetType
+        ):
+            return await ex.respond(202)  # a notification, or a response to us: accepted
+        return await self._answer(ex, tenant, message, "session", wants_json)
+
+    async def _initialize(
+        self, ex: Exchange, tenant: str, message: Message, wants_json: bool
+    ) -> int:
+        if isinstance(message.id, msgspec.UnsetType):
+            raise RpcError(INVALID_REQUEST, "initialize is a request: give it an id", status=400)
+        try:
+            version, result = self.methods.initialize(message.params)
+        except RpcError as exc:
+            return await self._reply(ex, jsonrpc.error(message.id, exc), 200, wants_json)
+        params = message.params if isinstance(message.params, dict) else {}
+        record = SessionRecord(
+            version, now_ms(), params.get("clientInfo"), params.get("capabilities")
+        )
+        session = await self.sessions.open_mcp(tenant, jsonrpc.encode(record), SESSION_IDLE_MS)
+        body = jsonrpc.result(message.id, result)
+        return await self._reply(ex, body, 200, wants_json, [(b"mcp-session-id", session.encode())])
+
+    async def _modern(self, ex: Exchange, tenant: str, message: Message, wants_json: bool) -> int:
+        if isinstance(message.id, msgspec.UnsetType):
+            return await ex.respond(202)  # 2026-07-28 gives client notifications nothing to do
+        if isinstance(message.method, msgspec.UnsetType):
+            raise RpcError(INVALID_REQUEST, "a client does not send responses", status=400)
+        try:
+            _check_envelope(ex, message.method, message.params)
+        except RpcError as exc:
+            return await self._reply(ex, jsonrpc.error(message.id, exc), 400, wants_json)
+        return await self._answer(ex, tenant, message, "modern", wants_json)
+
+    async def _answer(
+        self, ex: Exchange, tenant: str, message: Message, era: Era, wants_json: bool
+    ) -> int:
+        assert isinstance(message.method, str)
+        try:
+            result = await self.methods.call(tenant, message.method, message.params, era)
+        except RpcError as exc:
+            # The session era reports method errors in the body; 2026-07-28 in the status too.
+            status = 200 if era == "session" else _MODERN_STATUS.get(exc.code, 400)
+            return await self._reply(ex, jsonrpc.error(message.id, exc), status, wants_json)
+        return await self._reply(ex, jsonrpc.result(message.id, result), 200, wants_json)
+
+    async def _reply(
+        self,
+        ex: Exchange,
+        body: bytes,
+        status: int,
+        wants_json: bool,
+        headers: Headers | None = None,
+    ) -> int:
+        """One JSON-RPC message: as JSON if the client takes it, else as a one-event stream."""
+        if wants_json:
+            return await ex.respond(status, body, headers)
+        event = b"event: message\ndata: " + body + b"\n\n"
+        return await ex.respond(status, event, (headers or []) + _SSE_HEADERS, b"text/event-stream")
+
+    async def _get(self, ex: Exchange, tenant: str) -> int:
+        version = ex.header(b"mcp-protocol-version")
+        if version is not None and version.decode("latin-1") in MODERN_VERSIONS:
+            # 2026-07-28 has no standing stream: subscriptions/listen replaces it.
+            raise RpcError(INVALID_REQUEST, "use POST", status=405)
+        session, _ = await self._session(ex, tenant)
+        if b"text/event-stream" not in (ex.header(b"accept") or b""):
+            raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
+        return await self._stream(ex, tenant, session)
+
+    async def _stream(self, ex: Exchange, tenant: str, session: str) -> int:
+        """The session's stream for server-initiated messages: for now, only keep-alives.
+
+        It ends when the client goes, or at the first ping after the session ended (a DELETE
+        through any node).
+        """
+        headers = [(b"content-type", b"text/event-stream"), *_SSE_HEADERS]
+        ex.started = True
+        await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(_disconnected(ex))
+        try:
+            while True:
+                await ex.send(
+                    {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                )
+                done, _ = await asyncio.wait([gone], timeout=PING_INTERVAL)
+                if done:
+                    return 200
+                try:
+                    alive = await self.sessions.use_mcp(tenant, session, SESSION_IDLE_MS)
+                except BackendError:
+                    alive = None  # the client reconnects, and learns then what became of it
+                if alive is None:
+                    await ex.send({"type": "http.response.body", "body": b""})
+                    return 200
+        except OSError:
+            return 200  # the client went while we wrote (ASGI raises an OSError then)
+        finally:
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+
+
+async def _disconnected(ex: Exchange) -> None:
+    while (await ex.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
+    """2026-07-28: the per-request envelope in params._meta, mirrored by the routing headers."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        raise RpcError(INVALID_PARAMS, f"params._meta must carry {META_PROTOCOL_VERSION}")
+    missing = [k for k in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if k not in meta]
+    if missing:
+        raise RpcError(INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}")
+    if _header_value(ex.header(b"mcp-protocol-version")) != meta[META_PROTOCOL_VERSION]:
+        raise RpcError(HEADER_MISMATCH, "MCP-Protocol-Version differs from params._meta")
+    if _header_value(ex.header(b"mcp-method")) != method:
+        raise RpcError(HEADER_MISMATCH, "Mcp-Method differs from the request's method")
+    named = _NAMED.get(method)
+    value = None if named is None else params.get(named)
+    if value is not None and _header_value(ex.header(b"mcp-name")) != value:
+        raise RpcError(HEADER_MISMATCH, f"Mcp-Name differs from params.{named}")
