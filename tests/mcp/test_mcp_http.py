@@ -1,0 +1,285 @@
+"""/mcp on the wire, by hand: JSON-RPC errors, protocol versions, sessions, Origin, tenants."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ServerPool
+
+ACCEPT = "application/json, text/event-stream"
+BASE = {"Content-Type": "application/json", "Accept": ACCEPT}
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+UNKNOWN_SESSION = "0AbCdEfGhIjKlMnOpQrStU"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def mcp(server_pool: ServerPool, request: pytest.FixtureRequest) -> httpx.Client:
+    return server_pool.client(request.param, "granian")
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, id: int | None = 1) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    if id is not None:
+        message["id"] = id
+    return json.dumps(message).encode()
+
+
+def initialize(client: httpx.Client, version: str = LEGACY) -> str:
+    params = {
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
+    r = client.post("/mcp", content=rpc("initialize", params), headers=BASE)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["protocolVersion"] == version
+    session = r.headers["mcp-session-id"]
+    assert len(session) == 22
+    r = client.post(
+        "/mcp",
+        content=rpc("notifications/initialized", id=None),
+        headers={**BASE, "Mcp-Session-Id": session, "MCP-Protocol-Version": version},
+    )
+    assert r.status_code == 202, r.text
+    return session
+
+
+def in_session(session: str, version: str = LEGACY) -> dict[str, str]:
+    return {**BASE, "Mcp-Session-Id": session, "MCP-Protocol-Version": version}
+
+
+def modern(method: str, name: str | None = None) -> dict[str, str]:
+    headers = {**BASE, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def error_code(r: httpx.Response) -> int:
+    body = r.json()
+    assert body["jsonrpc"] == "2.0", body
+    return int(body["error"]["code"])
+
+
+def test_malformed_json_is_a_parse_error(mcp: httpx.Client) -> None:
+    r = mcp.post("/mcp", content=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=BASE)
+    assert r.status_code == 400
+    assert error_code(r) == -32700
+    assert r.json()["id"] is None
+
+
+def test_batches_and_bad_envelopes_are_invalid_requests(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    batch = b"[" + rpc("tools/list") + b"]"
+    for body in (batch, b'{"jsonrpc": "1.0", "id": 1, "method": "ping"}', b'"ping"'):
+        r = mcp.post("/mcp", content=body, headers=in_session(session))
+        assert r.status_code == 400, body
+        assert error_code(r) == -32600, body
+
+
+def test_unknown_method_and_wrong_params(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    r = mcp.post("/mcp", content=rpc("tools/frobnicate"), headers=in_session(session))
+    assert r.status_code == 200
+    assert error_code(r) == -32601
+    for method, params in [
+        ("tools/call", {"name": "no_such_tool", "arguments": {}}),
+        ("tools/call", {"arguments": {}}),
+        ("resources/read", {"uri": 42}),
+    ]:
+        r = mcp.post("/mcp", content=rpc(method, params), headers=in_session(session))
+        assert error_code(r) == -32602, (method, params, r.text)
+    r = mcp.post("/mcp", content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}',
+                 headers=in_session(session))  # fmt: skip
+    assert error_code(r) == -32602
+
+
+def test_a_modern_unknown_method_is_404_and_bad_params_400(mcp: httpx.Client) -> None:
+    r = mcp.post(
+        "/mcp",
+        content=rpc("tools/frobnicate", {"_meta": ENVELOPE}),
+        headers=modern("tools/frobnicate"),
+    )
+    assert r.status_code == 404
+    assert error_code(r) == -32601
+    r = mcp.post("/mcp", content=rpc("tools/list", {}), headers=modern("tools/list"))
+    assert r.status_code == 400
+    assert error_code(r) == -32602  # no _meta envelope
+
+
+def test_modern_headers_must_match_the_body(mcp: httpx.Client) -> None:
+    params = {"_meta": ENVELOPE, "name": "context_get", "arguments": {"token": UNKNOWN_SESSION}}
+    for headers in (modern("tools/list", "context_get"), modern("tools/call", "context_create")):
+        r = mcp.post("/mcp", content=rpc("tools/call", params), headers=headers)
+        assert r.status_code == 400
+        assert error_code(r) == -32020
+    r = mcp.post(
+        "/mcp", content=rpc("tools/call", params), headers=modern("tools/call", "context_get")
+    )
+    assert r.status_code == 200
+    assert r.json()["result"]["isError"] is True
+
+
+def test_server_discover_names_every_revision(mcp: httpx.Client) -> None:
+    r = mcp.post(
+        "/mcp",
+        content=rpc("server/discover", {"_meta": ENVELOPE}),
+        headers=modern("server/discover"),
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert result["supportedVersions"] == ["2025-06-18", "2025-11-25", "2026-07-28"]
+    assert "mcp-session-id" not in r.headers
+    assert set(result["capabilities"]) == {"tools", "resources"}
+
+
+def test_missing_or_unsupported_protocol_version_is_400(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    r = mcp.post("/mcp", content=rpc("tools/list"), headers=BASE)
+    assert r.status_code == 400  # no version, no session: neither era
+    assert "MCP-Protocol-Version" in r.json()["error"]["message"]
+    r = mcp.post("/mcp", content=rpc("tools/list"), headers=in_session(session, "1999-01-01"))
+    assert r.status_code == 400
+    assert error_code(r) == -32022
+    assert "2025-11-25" in r.json()["error"]["data"]["supported"]
+    # A session without the header keeps the version it negotiated, as the spec says.
+    r = mcp.post("/mcp", content=rpc("tools/list"), headers={**BASE, "Mcp-Session-Id": session})
+    assert r.status_code == 200
+    assert len(r.json()["result"]["tools"]) == 6
+
+
+def test_initialize_offers_its_newest_revision_for_one_it_does_not_speak(mcp: httpx.Client) -> None:
+    params = {"protocolVersion": "2024-11-05", "capabilities": {}}
+    r = mcp.post("/mcp", content=rpc("initialize", params), headers=BASE)
+    assert r.json()["result"]["protocolVersion"] == LEGACY
+    assert r.json()["result"]["serverInfo"]["name"] == "fastctx"
+
+
+def test_sessions_missing_unknown_and_ended(mcp: httpx.Client) -> None:
+    r = mcp.post(
+        "/mcp", content=rpc("tools/list"), headers={**BASE, "MCP-Protocol-Version": LEGACY}
+    )
+    assert r.status_code == 400
+    for unknown in (UNKNOWN_SESSION, "not-a-session"):
+        r = mcp.post("/mcp", content=rpc("tools/list"), headers=in_session(unknown))
+        assert r.status_code == 404
+    session = initialize(mcp)
+    assert mcp.post("/mcp", content=rpc("ping"), headers=in_session(session)).json()["result"] == {}
+    assert mcp.delete("/mcp", headers=in_session(session)).status_code == 204
+    assert mcp.post("/mcp", content=rpc("ping"), headers=in_session(session)).status_code == 404
+    assert mcp.delete("/mcp", headers=in_session(session)).status_code == 404
+    assert mcp.get("/mcp", headers=in_session(session)).status_code == 404
+    assert mcp.delete("/mcp", headers=BASE).status_code == 400
+
+
+def test_a_bad_origin_is_403(mcp: httpx.Client) -> None:
+    r = mcp.post("/mcp", content=rpc("initialize", {"protocolVersion": LEGACY}),
+                 headers={**BASE, "Origin": "https://evil.example"})  # fmt: skip
+    assert r.status_code == 403
+    r = mcp.post("/mcp", content=rpc("initialize", {"protocolVersion": LEGACY}),
+                 headers={**BASE, "Origin": "http://localhost:3000"})  # fmt: skip
+    assert r.status_code == 200
+
+
+def test_the_reply_follows_accept(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    headers = {**in_session(session), "Accept": "text/event-stream"}
+    r = mcp.post("/mcp", content=rpc("ping", id=7), headers=headers)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    data = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(data[0]) == {"jsonrpc": "2.0", "id": 7, "result": {}}
+    r = mcp.post(
+        "/mcp", content=rpc("ping"), headers={**in_session(session), "Accept": "text/html"}
+    )
+    assert r.status_code == 406
+
+
+def test_the_get_stream_opens_with_a_ping(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    headers = {**in_session(session), "Accept": "text/event-stream"}
+    with mcp.stream("GET", "/mcp", headers=headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert next(r.iter_text()).startswith(": ping")
+    modern_get = {**BASE, "MCP-Protocol-Version": MODERN}
+    assert mcp.get("/mcp", headers=modern_get).status_code == 405
+
+
+def test_mcp_acts_within_the_callers_tenant(server_pool: ServerPool) -> None:
+    client = server_pool.client("memory", "granian", "tenants")
+    assert client.post("/mcp", content=rpc("server/discover"), headers=BASE).status_code == 401
+    acme = {**modern("tools/call", "context_create"), "Authorization": "Bearer key-acme"}
+    params = {"_meta": ENVELOPE, "name": "context_create", "arguments": {"data": [1]}}
+    created = client.post("/mcp", content=rpc("tools/call", params), headers=acme).json()
+    token = created["result"]["structuredContent"]["token"]
+    for key, found in (("key-acme", True), ("key-globex", False)):
+        headers = {**modern("resources/read", f"ctx://{token}"), "Authorization": f"Bearer {key}"}
+        read = {"_meta": ENVELOPE, "uri": f"ctx://{token}"}
+        r = client.post("/mcp", content=rpc("resources/read", read), headers=headers)
+        assert ("result" in r.json()) is found, r.text
+
+
+def call_tool(client: httpx.Client, name: str, arguments: Any) -> dict[str, Any]:
+    params = {"_meta": ENVELOPE, "name": name, "arguments": arguments}
+    r = client.post("/mcp", content=rpc("tools/call", params), headers=modern("tools/call", name))
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["resultType"] == "complete"
+    return r.json()["result"]  # type: ignore[no-any-return]
+
+
+def test_bad_tool_arguments_are_results_the_model_can_read(mcp: httpx.Client) -> None:
+    for name, arguments, words in [
+        ("context_create", {}, "data"),
+        ("context_create", {"data": 1, "ttl": 0}, "ttl"),
+        ("context_create", {"data": 1, "colour": "red"}, "colour"),
+        ("context_create", {"data": 1, "session": UNKNOWN_SESSION}, "no such session"),
+        ("context_update", {"token": UNKNOWN_SESSION, "patch": {}}, "no such context"),
+        ("session_get", {"session": UNKNOWN_SESSION}, "no such session"),
+        ("session_create", {"meta": [1]}, "meta"),
+    ]:
+        result = call_tool(mcp, name, arguments)
+        assert result["isError"] is True, (name, arguments)
+        assert "structuredContent" not in result
+        assert words in result["content"][0]["text"], (name, arguments, result)
+
+
+def test_a_context_of_any_json_round_trips_through_the_tools(mcp: httpx.Client) -> None:
+    for data in (None, 0, "text", [1, {"a": None}], {"nested": {"deep": [True, 1.5]}}):
+        created = call_tool(mcp, "context_create", {"data": data, "ttl": 60})["structuredContent"]
+        got = call_tool(mcp, "context_get", {"token": created["token"]})
+        assert got["structuredContent"]["data"] == data
+        assert json.loads(got["content"][0]["text"]) == got["structuredContent"]
+
+
+def test_an_unknown_resource_is_an_error_in_both_eras(mcp: httpx.Client) -> None:
+    uri = f"ctx://{UNKNOWN_SESSION}"
+    session = initialize(mcp)
+    r = mcp.post("/mcp", content=rpc("resources/read", {"uri": uri}), headers=in_session(session))
+    assert error_code(r) == -32002
+    read = {"_meta": ENVELOPE, "uri": uri}
+    r = mcp.post("/mcp", content=rpc("resources/read", read), headers=modern("resources/read", uri))
+    assert r.status_code == 400
+    assert error_code(r) == -32602
+
+
+def test_a_session_belongs_to_the_tenant_that_opened_it(server_pool: ServerPool) -> None:
+    client = server_pool.client("redis", "granian", "tenants")
+    params = {"protocolVersion": LEGACY, "capabilities": {}}
+    acme = {**BASE, "Authorization": "Bearer key-acme"}
+    r = client.post("/mcp", content=rpc("initialize", params), headers=acme)
+    session = r.headers["mcp-session-id"]
+    for key, status in (("key-globex", 404), ("key-acme", 200)):
+        headers = {**in_session(session), "Authorization": f"Bearer {key}"}
+        assert client.post("/mcp", content=rpc("ping"), headers=headers).status_code == status

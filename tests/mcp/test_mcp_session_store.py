@@ -1,0 +1,68 @@
+"""The backends' MCP session store: put, touch (which slides the idle expiry), delete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conftest import RedisServer
+from fastctx.backends import Backend
+from fastctx.backends.memory import MemoryBackend
+from fastctx.backends.redis import RedisBackend
+from fastctx.clock import now_ms
+
+pytestmark = pytest.mark.anyio
+IDLE_MS = 300
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[Backend]:
+    store: Backend = (
+        MemoryBackend() if request.param == "memory" else RedisBackend(redis_server.url(4))
+    )
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_record_lives_while_used_and_ends_when_deleted(backend: Backend) -> None:
+    await backend.mcp_session_put("t", "s1", b'{"version":"2025-11-25"}', IDLE_MS)
+    for _ in range(4):  # each use slides the expiry: 4 x 100 ms outlives one idle period
+        await asyncio.sleep(0.1)
+        assert await backend.mcp_session_touch("t", "s1", IDLE_MS) == b'{"version":"2025-11-25"}'
+    assert await backend.mcp_session_touch("other-tenant", "s1", IDLE_MS) is None
+    assert await backend.mcp_session_delete("t", "s1") is True
+    assert await backend.mcp_session_touch("t", "s1", IDLE_MS) is None
+    assert await backend.mcp_session_delete("t", "s1") is False
+
+
+async def test_an_idle_record_expires(backend: Backend) -> None:
+    await backend.mcp_session_put("t", "s2", b"{}", 50)
+    await asyncio.sleep(0.15)
+    assert await backend.mcp_session_touch("t", "s2", IDLE_MS) is None
+    assert await backend.mcp_session_delete("t", "s2") is False
+
+
+async def test_the_memory_sweep_keeps_used_sessions_and_drops_idle_ones() -> None:
+    store = MemoryBackend()
+    await store.mcp_session_put("t", "used", b"{}", 50)
+    await store.mcp_session_put("t", "idle", b"{}", 50)
+    for _ in range(100):  # many uses leave one deadline each in the heap, not one per use
+        assert await store.mcp_session_touch("t", "used", 10_000) == b"{}"
+    assert len(store._deadlines) == 2
+    await asyncio.sleep(0.1)
+    store.sweep(now_ms())
+    assert await store.mcp_session_touch("t", "used", 10_000) == b"{}"
+    assert await store.mcp_session_delete("t", "idle") is False
+    assert len(store._deadlines) == 1
