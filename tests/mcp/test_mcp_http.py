@@ -79,6 +79,17 @@ def test_malformed_json_is_a_parse_error(mcp: httpx.Client) -> None:
     assert r.json()["id"] is None
 
 
+def test_deeply_nested_json_is_a_parse_error_not_a_crash(mcp: httpx.Client) -> None:
+    n = 100_000
+    arguments = b'{"data": ' + b"[" * n + b"]" * n + b"}"
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
+    body += b'{"name": "context_create", "arguments": ' + arguments + b"}}"
+    r = mcp.post("/mcp", content=body, headers=BASE)
+    assert r.status_code == 400
+    assert error_code(r) == -32700
+    assert mcp.get("/healthz").status_code == 200
+
+
 def test_batches_and_bad_envelopes_are_invalid_requests(mcp: httpx.Client) -> None:
     session = initialize(mcp)
     batch = b"[" + rpc("tools/list") + b"]"

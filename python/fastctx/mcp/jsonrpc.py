@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from fastctx import _core
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -49,6 +51,11 @@ encode = msgspec.json.Encoder().encode
 
 def decode(body: bytes) -> Message:
     """The message in a POST body; `RpcError` for bad JSON, batches or a malformed envelope."""
+    try:
+        # The Rust validator bounds nesting (127 levels) before msgspec recurses into it.
+        _core.validate_json(body)
+    except _core.JsonError as exc:
+        raise RpcError(PARSE_ERROR, f"parse error: {exc}", status=400) from None
     try:
         message = _decoder.decode(body)
     except msgspec.ValidationError as exc:
