@@ -34,6 +34,9 @@ class Settings:
     cache_max_age_ms: int = 60_000
     # Per-call timeout for backend commands, in seconds.
     backend_timeout: float = 2.0
+    # Origins (scheme://host[:port], comma-separated, or "*") whose browser pages may use /mcp
+    # besides loopback ones; requests without an Origin header (non-browser clients) always may.
+    mcp_origins: str = ""
 
     def __post_init__(self) -> None:
         positive = ("port", "workers", "default_ttl", "max_context_bytes")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -24,7 +24,9 @@ from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
 from fastctx.http.problems import as_problem
 from fastctx.http.state import TENANT_SCOPE_KEY
-from fastctx.mcp import McpEndpoint
+
+if TYPE_CHECKING:  # fastctx.mcp builds on fastctx.http: importing it here would be a cycle
+    from fastctx.mcp import McpEndpoint
 
 logger = logging.getLogger("fastctx")
 

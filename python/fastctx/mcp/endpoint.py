@@ -73,12 +73,22 @@ def _header_value(raw: bytes | None) -> str | None:
     return text
 
 
-def _origin_allowed(origin: bytes | None) -> bool:
-    # Browsers send Origin; a page elsewhere (or a DNS-rebound name) must not reach /mcp.
-    if origin is None:
-        return True
-    host = urlsplit(origin.decode("latin-1")).hostname
-    return host in _LOOPBACK
+class Origins:
+    """Which browser origins may use /mcp: loopback ones, and those FASTCTX_MCP_ORIGINS names.
+
+    Browsers send Origin; a page elsewhere (or a DNS-rebound name) must not reach /mcp.
+    """
+
+    def __init__(self, allowed: str) -> None:
+        names = {item.strip().rstrip("/").lower() for item in allowed.split(",") if item.strip()}
+        self.any = "*" in names
+        self.names = frozenset(names)
+
+    def allow(self, origin: bytes | None) -> bool:
+        if origin is None or self.any:
+            return True
+        text = origin.decode("latin-1").strip().rstrip("/").lower()
+        return text in self.names or urlsplit(text).hostname in _LOOPBACK
 
 
 class McpEndpoint:
@@ -86,12 +96,13 @@ class McpEndpoint:
         self.sessions = sessions
         self.methods = Methods(Tools(registry, sessions))
         self.max_bytes = settings.max_context_bytes + ENVELOPE_BYTES
+        self.origins = Origins(settings.mcp_origins)
 
     async def __call__(self, ex: Exchange, tenant: str) -> int:
         """Answer one request to /mcp; returns the HTTP status sent."""
         method = ex.scope["method"]
         try:
-            if not _origin_allowed(ex.header(b"origin")):
+            if not self.origins.allow(ex.header(b"origin")):
                 raise RpcError(INVALID_REQUEST, "this Origin may not use /mcp", status=403)
             if method == "POST":
                 return await self._post(ex, tenant)
