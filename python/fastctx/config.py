@@ -37,9 +37,11 @@ class Settings:
     # Origins (scheme://host[:port], comma-separated, or "*") whose browser pages may use /mcp
     # besides loopback ones; requests without an Origin header (non-browser clients) always may.
     mcp_origins: str = ""
+    # Seconds an MCP session lives without a request; every request starts the count again.
+    mcp_session_idle: int = 3600
 
     def __post_init__(self) -> None:
-        positive = ("port", "workers", "default_ttl", "max_context_bytes")
+        positive = ("port", "workers", "default_ttl", "max_context_bytes", "mcp_session_idle")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a positive integer")

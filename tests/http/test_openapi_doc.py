@@ -13,7 +13,7 @@ from fastctx.http.openapi import OPENAPI
 
 HTTP_METHODS = ("get", "head", "put", "post", "patch", "delete", "options", "trace")
 
-# Every row of SPEC.md's HTTP table except the SSE `/events` rows and `/mcp`.
+# Every row of SPEC.md's HTTP table except the SSE `/events` rows (not built yet).
 EXPECTED_OPERATIONS = {
     ("/v1/contexts", "post"),
     ("/v1/contexts/mget", "post"),
@@ -30,6 +30,9 @@ EXPECTED_OPERATIONS = {
     ("/readyz", "get"),
     ("/metrics", "get"),
     ("/openapi.json", "get"),
+    ("/mcp", "post"),
+    ("/mcp", "get"),
+    ("/mcp", "delete"),
 }
 
 # Statuses each operation must document (at least), from SPEC.md and the design notes.
@@ -49,7 +52,12 @@ EXPECTED_STATUSES = {
     ("/readyz", "get"): {"200", "503"},
     ("/metrics", "get"): {"200"},
     ("/openapi.json", "get"): {"200"},
+    ("/mcp", "post"): {"200", "202", "400", "401", "403", "404", "406", "413", "415", "503"},
+    ("/mcp", "get"): {"200", "400", "401", "403", "404", "405"},
+    ("/mcp", "delete"): {"204", "400", "401", "403", "404"},
 }
+
+MCP_JSONRPC_ERRORS = {"400", "403", "404", "405", "406"}
 
 TOKEN_PATTERN = "^[0-9A-Za-z]{22}$"
 
@@ -110,7 +118,7 @@ def test_document_is_plain_json() -> None:
 def test_every_operation_of_the_table_and_nothing_else() -> None:
     found = {(path, method) for path, method, _ in operations()}
     assert found == EXPECTED_OPERATIONS
-    assert not any(path.endswith("/events") or path.startswith("/mcp") for path, _ in found)
+    assert not any(path.endswith("/events") for path, _ in found)
 
 
 def test_every_ref_resolves() -> None:
@@ -157,7 +165,10 @@ def test_responses(path: str, method: str) -> None:
         response = deref(response)
         assert response["description"]
         if status.startswith(("4", "5")) and "content" in response:
-            assert set(response["content"]) == {"application/problem+json"}
+            # /mcp answers its own errors as JSON-RPC error objects, the rest as problems.
+            jsonrpc = path == "/mcp" and status in MCP_JSONRPC_ERRORS
+            expected = "application/json" if jsonrpc else "application/problem+json"
+            assert set(response["content"]) == {expected}
         if status == "503" and path.startswith("/v1/"):
             assert deref(response["headers"]["Retry-After"])["required"] is True
         if status == "401":
@@ -187,7 +198,7 @@ def test_path_parameters_declared(path: str, method: str) -> None:
 def test_security_only_on_v1(path: str, method: str) -> None:
     operation = OPENAPI["paths"][path][method]
     effective = operation.get("security", OPENAPI.get("security", []))
-    if path.startswith("/v1/"):
+    if path.startswith(("/v1/", "/mcp")):
         assert effective == [{"bearer": []}, {}]
     else:
         assert effective == []

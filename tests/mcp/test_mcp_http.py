@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -294,3 +295,18 @@ def test_a_session_belongs_to_the_tenant_that_opened_it(server_pool: ServerPool)
     for key, status in (("key-globex", 404), ("key-acme", 200)):
         headers = {**in_session(session), "Authorization": f"Bearer {key}"}
         assert client.post("/mcp", content=rpc("ping"), headers=headers).status_code == status
+
+
+def test_an_idle_session_ends_after_fastctx_mcp_session_idle() -> None:
+    from starlette.testclient import TestClient
+
+    from fastctx.config import Settings
+    from fastctx.http import create_app
+
+    with TestClient(create_app(Settings(mcp_session_idle=1))) as client:
+        session = initialize(client)
+        r = client.post("/mcp", content=rpc("ping"), headers=in_session(session))
+        assert r.status_code == 200  # in use: each request starts the idle time again
+        time.sleep(1.2)
+        r = client.post("/mcp", content=rpc("ping"), headers=in_session(session))
+        assert r.status_code == 404

@@ -24,7 +24,6 @@ from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
 from fastctx.http.responses import json_response
-from fastctx.mcp import McpEndpoint
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
@@ -51,6 +50,10 @@ async def openapi(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None) -> Front:
     """A fresh app with its own backend, registry, cache and metrics."""
+    # Imported here: fastctx.mcp builds on fastctx.http's modules, so a module-level import
+    # would make importing fastctx.mcp first a cycle.
+    from fastctx.mcp import McpEndpoint
+
     settings = settings or Settings.from_env()
     backend = open_backend(settings)
     registry = Registry(backend, settings)

@@ -592,6 +592,91 @@ _OPS_PATHS: dict[str, Any] = {
     },
 }
 
+# /mcp speaks JSON-RPC 2.0 (the Model Context Protocol, Streamable HTTP): its own errors are
+# JSON-RPC error objects, not problem documents; auth, size and backend errors are problems.
+_JSONRPC = _json({"type": "object", "description": "One JSON-RPC 2.0 message of MCP."})
+
+
+def _rpc_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _JSONRPC}
+
+
+def _mcp_header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string"}}  # fmt: skip
+
+
+_MCP_SESSION = _mcp_header(
+    "Mcp-Session-Id", "The session from `initialize` (protocol revisions 2025-06-18, 2025-11-25)."
+)
+_MCP_VERSION = _mcp_header(
+    "MCP-Protocol-Version", "2025-06-18, 2025-11-25 or 2026-07-28 (which has no sessions)."
+)
+_MCP_FORBIDDEN = _rpc_error("A browser `Origin` that is not allowed (`FASTCTX_MCP_ORIGINS`).")
+_MCP_UNKNOWN = _rpc_error("An unknown or ended session; for 2026-07-28, an unknown method.")
+
+_MCP_PATHS: dict[str, Any] = {
+    "/mcp": {
+        "post": {
+            "tags": ["mcp"],
+            "operationId": "mcpPost",
+            "summary": "Send one MCP message",
+            "parameters": [
+                _MCP_VERSION,
+                _MCP_SESSION,
+                _mcp_header("Mcp-Method", "2026-07-28: the JSON-RPC method, repeated."),
+                _mcp_header("Mcp-Name", "2026-07-28: the tool name or resource URI, repeated."),
+            ],
+            "requestBody": {"required": True, "content": _JSONRPC},
+            "responses": {
+                "200": {
+                    "description": "The reply, as JSON or as an SSE stream, per `Accept`.",
+                    "content": {**_JSONRPC, "text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "202": {"description": "A notification or a response was accepted."},
+                "400": _rpc_error(
+                    "Malformed JSON (-32700), a bad message (-32600) or params (-32602), a "
+                    "missing session, or an unsupported protocol version."
+                ),
+                "403": _MCP_FORBIDDEN,
+                "404": _MCP_UNKNOWN,
+                "406": _rpc_error("`Accept` allows neither JSON nor an event stream."),
+                **_errors(413, 415, *_V1_ERRORS),
+            },
+        },
+        "get": {
+            "tags": ["mcp"],
+            "operationId": "mcpStream",
+            "summary": "The session's stream of server messages (SSE)",
+            "parameters": [_MCP_VERSION, _MCP_SESSION],
+            "responses": {
+                "200": {
+                    "description": "An event stream; `: ping` comments keep it open.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _rpc_error("No session named."),
+                "403": _MCP_FORBIDDEN,
+                "404": _MCP_UNKNOWN,
+                "405": _rpc_error("2026-07-28 has no sessions, so no stream."),
+                **_errors(*_V1_ERRORS),
+            },
+        },
+        "delete": {
+            "tags": ["mcp"],
+            "operationId": "mcpEndSession",
+            "summary": "End the session, on every node",
+            "parameters": [_MCP_VERSION, _MCP_SESSION],
+            "responses": {
+                "204": {"description": "Ended."},
+                "400": _rpc_error("No session named."),
+                "403": _MCP_FORBIDDEN,
+                "404": _MCP_UNKNOWN,
+                **_errors(*_V1_ERRORS),
+            },
+        },
+    },
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -601,7 +686,7 @@ OPENAPI: dict[str, Any] = {
         "description": (
             "Bodies are JSON (UTF-8); timestamps are RFC 3339 UTC with milliseconds. Errors are"
             " `application/problem+json` (RFC 9457) with `type` `urn:fastctx:problem:<slug>`."
-            " When `FASTCTX_API_KEYS` is set, every `/v1` request needs"
+            " When `FASTCTX_API_KEYS` is set, every `/v1` and `/mcp` request needs"
             " `Authorization: Bearer <key>` and sees only its tenant's data."
         ),
         "license": {"name": "MIT", "identifier": "MIT"},
@@ -610,11 +695,12 @@ OPENAPI: dict[str, Any] = {
         {"name": "contexts", "description": "Context Registry."},
         {"name": "sessions", "description": "Session Manager."},
         {"name": "operations", "description": "Health, readiness, metrics, this document."},
+        {"name": "mcp", "description": "Model Context Protocol, Streamable HTTP."},
     ],
     # Auth is optional at the document level: it is required only when FASTCTX_API_KEYS is set.
-    # Routes outside /v1 override this with an empty list.
+    # Routes outside /v1 and /mcp override this with an empty list.
     "security": [{"bearer": []}, {}],
-    "paths": {**_CONTEXT_PATHS, **_SESSION_PATHS, **_OPS_PATHS},
+    "paths": {**_CONTEXT_PATHS, **_SESSION_PATHS, **_OPS_PATHS, **_MCP_PATHS},
     "components": {
         "schemas": _SCHEMAS,
         "parameters": _PARAMETERS,

@@ -45,8 +45,6 @@ from fastctx.mcp.tools import Tools
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
-# A session no request has used for this long is gone (every request slides it).
-SESSION_IDLE_MS = 3600 * 1000
 PING_INTERVAL = 15.0
 # Room for the JSON-RPC envelope around a context of the largest allowed size.
 ENVELOPE_BYTES = 64 * 1024
@@ -97,6 +95,8 @@ class McpEndpoint:
         self.methods = Methods(Tools(registry, sessions))
         self.max_bytes = settings.max_context_bytes + ENVELOPE_BYTES
         self.origins = Origins(settings.mcp_origins)
+        # A session no request has used for this long is gone (every request slides it).
+        self.idle_ms = settings.mcp_session_idle * 1000
 
     async def __call__(self, ex: Exchange, tenant: str) -> int:
         """Answer one request to /mcp; returns the HTTP status sent."""
@@ -128,7 +128,7 @@ class McpEndpoint:
                 )
             raise RpcError(INVALID_REQUEST, "missing Mcp-Session-Id header", status=400)
         session = raw.decode("latin-1")
-        record = await self.sessions.use_mcp(tenant, session, SESSION_IDLE_MS)
+        record = await self.sessions.use_mcp(tenant, session, self.idle_ms)
         if record is None:
             raise RpcError(INVALID_REQUEST, "no such session: initialize again", status=404)
         return session, _record_decoder.decode(record)
@@ -182,7 +182,7 @@ class McpEndpoint:
         record = SessionRecord(
             version, now_ms(), params.get("clientInfo"), params.get("capabilities")
         )
-        session = await self.sessions.open_mcp(tenant, jsonrpc.encode(record), SESSION_IDLE_MS)
+        session = await self.sessions.open_mcp(tenant, jsonrpc.encode(record), self.idle_ms)
         body = jsonrpc.result(message.id, result)
         return await self._reply(ex, body, 200, wants_json, [(b"mcp-session-id", session.encode())])
 
@@ -252,7 +252,7 @@ class McpEndpoint:
                 if done:
                     return 200
                 try:
-                    alive = await self.sessions.use_mcp(tenant, session, SESSION_IDLE_MS)
+                    alive = await self.sessions.use_mcp(tenant, session, self.idle_ms)
                 except BackendError:
                     alive = None  # the client reconnects, and learns then what became of it
                 if alive is None:
