@@ -13,7 +13,7 @@ from fastctx import _core
 from fastctx.backends import Backend, Outcome, context_id
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError, NotFound, Unavailable, VersionConflict
+from fastctx.errors import BackendError, NotFound, PayloadTooLarge, Unavailable, VersionConflict
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -87,6 +87,7 @@ class Registry:
     def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
         self.default_ttl = settings.default_ttl
+        self.max_bytes = settings.max_context_bytes
         self.max_age_ms = settings.cache_max_age_ms
         self.cache: _core.Cache | None = None
         if settings.cache_bytes > 0:
@@ -133,6 +134,7 @@ class Registry:
         self, tenant: str, document: bytes, ttl: int | None = None, session: str | None = None
     ) -> Created:
         """Store `document` (JSON bytes, kept byte for byte) under a new token."""
+        self._check_size(document)
         _core.validate_json(document)
         ttl_ms = (ttl or self.default_ttl) * 1000
         now = now_ms()
@@ -236,6 +238,14 @@ class Registry:
 
         await self._conditional(tenant, token, if_version, remove)
 
+    def _check_size(self, document: bytes) -> None:
+        # The HTTP layer refuses bodies over the limit before reading them; this holds for every
+        # way in (patches that grow a document, MCP tools) and keeps what is stored bounded.
+        if len(document) > self.max_bytes:
+            raise PayloadTooLarge(
+                f"the document would be {len(document)} bytes; the limit is {self.max_bytes}"
+            )
+
     async def _load(self, tenant: str, token: str) -> bytes:
         if not _core.is_token(token):
             raise NotFound("no such context")
@@ -254,6 +264,7 @@ class Registry:
     ) -> int:
         async def swap(frame: bytes, old: _core.Frame) -> tuple[Outcome, int]:
             document = change(old.payload)
+            self._check_size(document)  # a patch can grow a document past the limit
             version = old.version + 1
             new = _core.encode_frame(
                 document, version, old.created_at, now_ms(), old.expires_at, old.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +261,15 @@ def test_numbers_int_would_refuse_are_client_errors(client: httpx.Client, number
     )
     assert_problem(put, 412)
     assert client.get(f"/v1/contexts/{token}").json() == {"v": 1}
+
+
+def test_a_patch_that_grows_the_document_past_the_limit_is_413(small_client: httpx.Client) -> None:
+    """The limit bounds what is stored, not only what is sent."""
+    document = {"a": "x" * 3000}
+    token = create(small_client, document)
+    grow = json.dumps({"b": "y" * 2000}).encode()  # small itself, but the result is not
+    r = small_client.patch(f"/v1/contexts/{token}", content=grow, headers=MERGE)
+    assert_problem(r, 413)
+    r = small_client.get(f"/v1/contexts/{token}")
+    assert r.json() == document
+    assert r.headers["etag"] == '"1"'

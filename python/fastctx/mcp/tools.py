@@ -9,7 +9,7 @@ import msgspec
 
 from fastctx import _core
 from fastctx.clock import rfc3339
-from fastctx.errors import NotFound, VersionConflict
+from fastctx.errors import NotFound, PayloadTooLarge, VersionConflict
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, RpcError
 from fastctx.registry import MAX_TTL_SECONDS, Registry
 from fastctx.sessions import SessionManager
@@ -183,6 +183,8 @@ class Tools:
             return tool_error(f"not found: {exc.detail}")
         except VersionConflict as exc:
             return tool_error(f"version conflict: {exc.detail}")
+        except PayloadTooLarge as exc:
+            return tool_error(f"too large: {exc.detail}")
         except (_core.JsonError, _core.PatchError, ValueError) as exc:
             return tool_error(f"{name} failed: {exc}")
 
