@@ -134,7 +134,7 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     packages = ["fastctx", "granian", "starlette", "redis", "hiredis", "uvloop"]
-    packages += ["fastapi", "uvicorn", "httptools", "orjson"]
+    packages += ["fastapi", "uvicorn", "httptools", "orjson", "mcp", "fastmcp"]
     versions: dict[str, str | None] = {}
     for package in packages:
         try:

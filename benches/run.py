@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import http.client
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ class Row:
     name: str
     server: str
     method: str = "GET"
-    path: str = "/"  # "{token}": one per context created before the row, cycled through
+    path: str = "/"  # "{token}" here or in the body: one per context created, cycled through
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     body: bytes | None = None
     paced_from: str | None = None  # run at half the rate that row reached, to read its p99
@@ -83,21 +84,68 @@ class Row:
     # Bodies with "{step}" come in this many versions, so that each request to a context
     # differs from the one before it and a write is never a no-op.
     steps: int = 1
+    # "api": contexts created through the server's REST API (and so cached by fastctx);
+    # "redis": written straight to Redis as ctx:{token}, for peers that have no such API.
+    contexts: str = "api"
+    # MCP: open a session with this protocol version before the row, and send its id.
+    mcp_session: str | None = None
 
     @property
     def needs_contexts(self) -> bool:
-        return "{token}" in self.path
+        return "{token}" in self.path or b"{token}" in (self.body or b"")
 
-    def requests(self, tokens: Sequence[str]) -> list[Request]:
-        paths = [self.path.format(token=t) for t in tokens] if self.needs_contexts else [self.path]
+    @property
+    def json_rpc(self) -> bool:
+        return self.body is not None and self.body.startswith(b'{"jsonrpc"')
+
+    def requests(
+        self, tokens: Sequence[str], extra_headers: Mapping[str, str] | None = None
+    ) -> list[Request]:
+        headers = {**self.headers, **(extra_headers or {})}
         return [
-            Request(self.method, path, self.headers, self._body(step))
+            Request(self.method, self.path.format(token=token), headers, self._body(step, token))
             for step in range(self.steps)
-            for path in paths
+            for token in (tokens if self.needs_contexts else [""])
         ]
 
-    def _body(self, step: int) -> bytes | None:
-        return None if self.body is None else self.body.replace(b"{step}", b"%d" % step)
+    def _body(self, step: int, token: str) -> bytes | None:
+        if self.body is None:
+            return None
+        return self.body.replace(b"{step}", b"%d" % step).replace(b"{token}", token.encode())
+
+
+MCP_JSON = {**JSON, "Accept": "application/json, text/event-stream"}
+MCP_SESSION_VERSION = "2025-11-25"
+MCP_MODERN_VERSION = "2026-07-28"
+# 2026-07-28: no session; the envelope rides in params._meta, mirrored by routing headers.
+MCP_MODERN = {
+    **MCP_JSON,
+    "MCP-Protocol-Version": MCP_MODERN_VERSION,
+    "Mcp-Method": "tools/call",
+    "Mcp-Name": "context_get",
+}
+MCP_SESSION = {**MCP_JSON, "MCP-Protocol-Version": MCP_SESSION_VERSION}
+
+
+def rpc_body(method: str, params: Mapping[str, object], id: int | None = 1) -> bytes:
+    message: dict[str, object] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        message["id"] = id
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+MCP_GET = {"name": "context_get", "arguments": {"token": "{token}"}}
+MCP_GET_SESSION = rpc_body("tools/call", MCP_GET)
+MCP_GET_MODERN = rpc_body(
+    "tools/call",
+    {
+        **MCP_GET,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MCP_MODERN_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    },
+)
 
 
 TOKEN_PATH = "/v1/contexts/{token}"
@@ -135,6 +183,37 @@ ROWS = [
     Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT),
     Row("peer-fastapi-get", "peer-fastapi", path=TOKEN_PATH),
     Row("peer-fastapi-post", "peer-fastapi", "POST", "/v1/contexts", JSON, CONTEXT),
+    Row("fastctx-mcp-get-stateless", "fastctx-mcp", "POST", "/mcp", MCP_MODERN, MCP_GET_MODERN),
+    # The session is checked (and its idle expiry slid) in Redis on every request.
+    Row(
+        "fastctx-mcp-get-session",
+        "fastctx-mcp",
+        "POST",
+        "/mcp",
+        MCP_SESSION,
+        MCP_GET_SESSION,
+        mcp_session=MCP_SESSION_VERSION,
+    ),
+    # The peers are asked in 2026-07-28 too: with JSON responses, their fastest path (the SDK
+    # answers such a request in the ASGI task; a stateless session-era one spins up a session).
+    Row(
+        "peer-fastmcp-get",
+        "peer-fastmcp",
+        "POST",
+        "/mcp",
+        MCP_MODERN,
+        MCP_GET_MODERN,
+        contexts="redis",
+    ),
+    Row(
+        "peer-mcp-sdk-get",
+        "peer-mcp-sdk",
+        "POST",
+        "/mcp",
+        MCP_MODERN,
+        MCP_GET_MODERN,
+        contexts="redis",
+    ),
 ]
 BARE = "floor-bare"
 MEMORY = "fastctx-redis-memory"
@@ -150,6 +229,20 @@ TARGETS = [
     ),
     Target(
         "POST / FastAPI peer POST", times("fastctx-redis-post", "peer-fastapi-post"), 10, unit="x"
+    ),
+    Target("MCP get stateless / bare floor", ratio("fastctx-mcp-get-stateless"), 0.30),
+    Target("MCP get session / bare floor", ratio("fastctx-mcp-get-session"), 0.30),
+    Target(
+        "MCP get stateless / FastMCP get",
+        times("fastctx-mcp-get-stateless", "peer-fastmcp-get"),
+        20,
+        unit="x",
+    ),
+    Target(
+        "MCP get session / FastMCP get",
+        times("fastctx-mcp-get-session", "peer-fastmcp-get"),
+        20,
+        unit="x",
     ),
     Target("GET p99 at half the max rate", p99("fastctx-redis-get-half-rate"), 2, True, " ms"),
     Target("RSS growth / payload, 1 KiB contexts", ratio(MEMORY), 2, at_most=True),
@@ -254,12 +347,88 @@ def measure(
     return result
 
 
-def run_row(
-    row: Row, port: int, options: Options, workdir: Path, done: dict[str, Result]
-) -> Result:
-    tokens = create_contexts(port, TOKENS) if row.needs_contexts else []
-    requests_file = workdir / f"{row.name}.lua"
-    write_requests(row.requests(tokens), requests_file)
+def seed_contexts(stack: Stack, count: int) -> list[str]:
+    """Write `count` 1 KiB contexts straight to Redis as ctx:{token}, for the peers to read."""
+    tokens = [secrets.token_urlsafe(16) for _ in range(count)]
+    commands = "".join(f"SET ctx:{token} {json.dumps(CONTEXT.decode())}\n" for token in tokens)
+    stack.redis_cli(stdin=commands)
+    if int(stack.redis_cli("EXISTS", *(f"ctx:{token}" for token in tokens))) != count:
+        raise RuntimeError("seeding the contexts in Redis failed")
+    return tokens
+
+
+def _connection(port: int) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+
+def open_mcp_session(port: int, version: str) -> str:
+    """initialize and notifications/initialized, as a client does once: the session's id."""
+    connection = _connection(port)
+    try:
+        params = {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "fastctx-bench", "version": "1"},
+        }
+        connection.request("POST", "/mcp", rpc_body("initialize", params), MCP_JSON)
+        response = connection.getresponse()
+        body = response.read()
+        session = response.getheader("mcp-session-id")
+        if response.status != 200 or session is None:
+            raise RuntimeError(f"initialize answered {response.status}: {body[:200]!r}")
+        headers = {**MCP_JSON, "Mcp-Session-Id": session, "MCP-Protocol-Version": version}
+        connection.request("POST", "/mcp", rpc_body("notifications/initialized", {}, None), headers)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 202:
+            raise RuntimeError(f"notifications/initialized answered {response.status}: {body!r}")
+    finally:
+        connection.close()
+    return session
+
+
+def check_rpc(port: int, request: Request) -> str:
+    """Send a row's first request once: it must be a 2xx with a JSON-RPC result, no error.
+
+    wrk counts only HTTP errors, and a session-era tool failure is a 200: this catches a row
+    that would otherwise time failures.
+    """
+    connection = _connection(port)
+    try:
+        connection.request(request.method, request.path, request.body, dict(request.headers))
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    text = body.decode(errors="replace")
+    if text.startswith(("event:", "data:")):  # a one-event SSE stream
+        text = next(line[5:] for line in text.splitlines() if line.startswith("data:"))
+    try:
+        message = json.loads(text)
+    except ValueError:
+        message = None
+    result = message.get("result") if isinstance(message, dict) else None
+    if not 200 <= response.status < 300 or not isinstance(result, dict) or result.get("isError"):
+        raise RuntimeError(f"{request.method} {request.path} answered {response.status}: {text}")
+    return f"{response.status} {' '.join(text.split())}"
+
+
+def run_row(row: Row, port: int, options: Options, stack: Stack, done: dict[str, Result]) -> Result:
+    tokens: list[str] = []
+    if row.needs_contexts and row.contexts == "redis":
+        tokens = seed_contexts(stack, TOKENS)
+    elif row.needs_contexts:
+        tokens = create_contexts(port, TOKENS)
+    session: dict[str, str] = {}
+    if row.mcp_session is not None:
+        session["Mcp-Session-Id"] = open_mcp_session(port, row.mcp_session)
+    requests = row.requests(tokens, session)
+    if row.json_rpc:
+        answer = check_rpc(port, requests[0])
+        shown = answer if len(answer) <= 110 else answer[:106] + " ..."
+        print(f"\n    checked: {shown}\n   ", end=" ", flush=True)
+    requests_file = stack.workdir / f"{row.name}.lua"
+    write_requests(requests, requests_file)
     if row.paced_from is not None:
         return run_paced(port, options, requests_file, done[row.paced_from])
     options.wrk(port, requests_file, options.warmup)
@@ -386,7 +555,7 @@ def run(names: Sequence[str], options: Options, workdir: Path) -> dict[str, Resu
                 with stack.server(kind, setting.pin["server"]) as (port, _):
                     for row in group:
                         print(f"  {row.name} ...", end=" ", flush=True)
-                        results[row.name] = run_row(row, port, setting, workdir, results)
+                        results[row.name] = run_row(row, port, setting, stack, results)
                         print(f"{results[row.name].rps:,.0f} req/s", flush=True)
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 print(f"FAILED\n{exc}", flush=True)

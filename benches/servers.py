@@ -38,6 +38,9 @@ SERVERS: dict[str, tuple[list[str], str]] = {
     "floor-starlette": (_granian("floors:starlette"), "/"),
     "fastctx-memory": (_fastctx("memory://"), "/healthz"),
     "fastctx-redis": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
+    # The same server again, started afresh for the MCP rows over an emptied Redis, so they do
+    # not read behind the contexts the POST row leaves.
+    "fastctx-mcp": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # uvicorn's fastest documented set-up: uvloop, httptools, no access log, one worker.
     "peer-fastapi": (
         [
@@ -48,6 +51,9 @@ SERVERS: dict[str, tuple[list[str], str]] = {
         ],
         "/healthz",
     ),
+    # The MCP peers, on granian as fastctx is; each module documents its configuration.
+    "peer-fastmcp": (_granian("peers.fastmcp_redis:app"), "/healthz"),
+    "peer-mcp-sdk": (_granian("peers.mcp_sdk_redis:app"), "/healthz"),
 }
 
 
@@ -144,9 +150,11 @@ class Stack:
                 raise RuntimeError(f"redis-server did not start:\n{self.redis.log_tail()}")
             time.sleep(0.05)
 
-    def redis_cli(self, *args: str) -> str:
+    def redis_cli(self, *args: str, stdin: str | None = None) -> str:
+        """One command, or (`stdin`) one command per line, as redis-cli reads them."""
         done = subprocess.run(
             ["redis-cli", "-p", str(self.redis_port), *args],
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,
