@@ -269,7 +269,9 @@ class Registry:
             new = _core.encode_frame(
                 document, version, old.created_at, now_ms(), old.expires_at, old.session
             )
-            outcome = await self.backend.swap(tenant, token, frame[_VERSION], new, old.expires_at)
+            outcome = await self.backend.swap(
+                tenant, token, frame[_VERSION], new, old.expires_at, old.session
+            )
             if outcome is Outcome.DONE:
                 self._remember(context_id(tenant, token), document, version, old.expires_at)
             return outcome, version

@@ -19,6 +19,43 @@ def context_id(tenant: str, token: str) -> str:
     return f"{tenant}/{token}"
 
 
+Event = tuple[str, dict[str, str]]
+"""A change stream entry: its id ("<ms>-<seq>", the SSE id) and its fields (type, version,
+token, session)."""
+
+StreamEvent = tuple[str, Event]
+"""An event and the stream it belongs to."""
+
+# Every stream keeps at least its last EVENTS_KEPT events and every event younger than
+# EVENTS_MAX_AGE_MS; trimming waits until both bounds are passed by a margin, so that it is
+# rare enough to cost nothing per write.
+EVENTS_KEPT = 1000
+EVENTS_MAX_AGE_MS = 3_600_000
+TRIM_LENGTH = 2 * EVENTS_KEPT
+TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
+
+
+def context_stream(tenant: str, token: str) -> str:
+    """The change stream of one context; its hash tag is the context's, as its key's."""
+    return f"fc:x:{{{tenant}/{token}}}"
+
+
+def session_stream(tenant: str, session: str) -> str:
+    """The change stream of every context of one session."""
+    return f"fc:y:{{{tenant}/{session}}}"
+
+
+def event_order(event_id: str) -> tuple[int, int]:
+    """An event id as a sortable pair; ValueError when it is not "<ms>-<seq>"."""
+    ms, dash, seq = event_id.partition("-")
+    if not (ms.isdigit() and (not dash or seq.isdigit())) or len(event_id) > 41:
+        raise ValueError(f"not an event id: {event_id!r}")
+    order = int(ms), int(seq or 0)
+    if max(order) >= 2**64:  # Redis refuses such ids outright
+        raise ValueError(f"not an event id: {event_id!r}")
+    return order
+
+
 class Outcome(enum.IntEnum):
     """Result of a conditional write: the version check is part of the write, never apart."""
 
@@ -77,7 +114,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def swap(
-        self, tenant: str, token: str, expected: bytes, frame: bytes, expires_at: int
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        frame: bytes,
+        expires_at: int,
+        session: str | None = None,
     ) -> Outcome:
         """Replace the frame if its version bytes still equal `expected`."""
 
@@ -86,6 +129,26 @@ class Backend(abc.ABC):
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
         """Delete the context (and its session membership) if its version equals `expected`."""
+
+    # Change streams: every write above appends, in the same atomic step, an event to the
+    # context's stream and, for a context in a session, to the session's.
+
+    @abc.abstractmethod
+    async def events_since(self, stream: str, after: str) -> list[Event]:
+        """The retained events of `stream` after the id `after`, oldest first."""
+
+    @abc.abstractmethod
+    async def last_event_id(self, stream: str) -> str:
+        """The id of the newest event of `stream`; "0-0" when it has none."""
+
+    @abc.abstractmethod
+    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+        """(stream, event) for events after each stream's cursor; waits up to `timeout_ms`
+        for the first one, or until `events_interrupt`."""
+
+    @abc.abstractmethod
+    def events_interrupt(self) -> None:
+        """End a pending `events_wait` early: the streams to wait on have changed."""
 
     @abc.abstractmethod
     async def session_create(

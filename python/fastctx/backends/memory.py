@@ -9,7 +9,17 @@ import heapq
 from collections.abc import Sequence
 
 from fastctx import _core
-from fastctx.backends import Backend, Outcome, SessionRecord
+from fastctx.backends import (
+    EVENTS_MAX_AGE_MS,
+    Backend,
+    Event,
+    Outcome,
+    SessionRecord,
+    StreamEvent,
+    context_stream,
+    session_stream,
+)
+from fastctx.backends.eventlog import EventLog
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
@@ -41,6 +51,7 @@ class MemoryBackend(Backend):
         # whose deadline moved are skipped (or, for MCP sessions, pushed again) when popped.
         self._deadlines: list[tuple[int, str, str, str]] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self.events = EventLog()
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="fastctx-memory-sweep")
@@ -83,6 +94,24 @@ class MemoryBackend(Backend):
         for token in session.members:
             self._frames.pop((key[0], token), None)
 
+    def _changed(
+        self,
+        tenant: str,
+        token: str,
+        kind: str,
+        frame: bytes,
+        expires_at: int,
+        session: str | None,
+    ) -> None:
+        """Append the change to the context's stream and its session's."""
+        fields = (kind, str(_core.frame_version(frame)), token, session or "")
+        keep_until = (now_ms() if kind == "deleted" else expires_at) + EVENTS_MAX_AGE_MS
+        self.events.append(context_stream(tenant, token), fields, keep_until)
+        if session is not None:
+            record = self._sessions.get((tenant, session))
+            until = max(keep_until, record.expires_at + EVENTS_MAX_AGE_MS if record else 0)
+            self.events.append(session_stream(tenant, session), fields, until)
+
     async def get(self, tenant: str, token: str) -> bytes | None:
         return self._live_frame((tenant, token), now_ms())
 
@@ -101,10 +130,17 @@ class MemoryBackend(Backend):
             record.members.add(token)
         self._frames[(tenant, token)] = (frame, expires_at, session)
         heapq.heappush(self._deadlines, (expires_at, "c", tenant, token))
+        self._changed(tenant, token, "updated", frame, expires_at, session)
         return True
 
     async def swap(
-        self, tenant: str, token: str, expected: bytes, frame: bytes, expires_at: int
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        frame: bytes,
+        expires_at: int,
+        session: str | None = None,
     ) -> Outcome:
         key = (tenant, token)
         current = self._live_frame(key, now_ms())
@@ -112,7 +148,9 @@ class MemoryBackend(Backend):
             return Outcome.MISSING
         if current[_VERSION] != expected:
             return Outcome.CONFLICT
-        self._frames[key] = (frame, expires_at, self._frames[key][2])
+        member_of = self._frames[key][2]
+        self._frames[key] = (frame, expires_at, member_of)
+        self._changed(tenant, token, "updated", frame, expires_at, member_of)
         return Outcome.DONE
 
     async def remove(
@@ -124,7 +162,9 @@ class MemoryBackend(Backend):
             return Outcome.MISSING
         if current[_VERSION] != expected:
             return Outcome.CONFLICT
-        self._drop_frame(key, self._frames[key][2])
+        frame, expires_at, member_of = self._frames[key]
+        self._drop_frame(key, member_of)
+        self._changed(tenant, token, "deleted", frame, expires_at, member_of)
         return Outcome.DONE
 
     async def session_create(
@@ -154,7 +194,11 @@ class MemoryBackend(Backend):
         record = self._live_session(key, now_ms())
         if record is None:
             return None
+        frames = [(t, self._frames.get((tenant, t))) for t in record.members]
         self._drop_session(key)
+        for token, item in frames:
+            if item is not None:
+                self._changed(tenant, token, "deleted", item[0], item[1], session)
         return sorted(record.members)
 
     async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
@@ -205,7 +249,21 @@ class MemoryBackend(Backend):
                 )
         return seen
 
+    async def events_since(self, stream: str, after: str) -> list[Event]:
+        return self.events.since(stream, after)
+
+    async def last_event_id(self, stream: str) -> str:
+        return self.events.last_id(stream)
+
+    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+        return await self.events.wait(cursors, timeout_ms)
+
+    def events_interrupt(self) -> None:
+        self.events.interrupt()
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            self.sweep(now_ms())
+            now = now_ms()
+            self.sweep(now)
+            self.events.sweep(now)

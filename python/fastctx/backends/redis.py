@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Sequence
@@ -10,89 +11,51 @@ from typing import Any
 import hiredis
 
 from fastctx import _core
-from fastctx.backends import Backend, ChangeCallback, Outcome, SessionRecord
+from fastctx.backends import (
+    Backend,
+    ChangeCallback,
+    Event,
+    Outcome,
+    SessionRecord,
+    StreamEvent,
+    context_stream,
+    session_stream,
+)
 from fastctx.backends.pipeline import Address, Pipeline
+from fastctx.backends.scripts import (
+    CREATE,
+    INSERT,
+    REMOVE,
+    SESSION_CREATE,
+    SESSION_DELETE,
+    SESSION_MEMBERS,
+    SESSION_TOUCH,
+    SWAP,
+)
 from fastctx.errors import BackendError
 
-# Lua sees the frame as a string; the version is the 8 bytes after VERSION_OFFSET.
-_V_FIRST = _core.VERSION_OFFSET + 1
-_V_LAST = _core.VERSION_OFFSET + 8
 CONTEXT_PREFIX = "fc:c:"
-
-# KEYS: context, session, members  ARGV: frame, expires_at_ms, token
-INSERT = """
-local pttl = redis.call('PTTL', KEYS[2])
-if pttl < 0 then return 0 end
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], pttl)
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-return 1
-"""
-
-# KEYS: context  ARGV: expected version bytes, frame, expires_at_ms
-SWAP = f"""
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-if string.sub(current, {_V_FIRST}, {_V_LAST}) ~= ARGV[1] then return -1 end
-redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-return 1
-"""
-
-# KEYS: context[, members]  ARGV: expected version bytes, token
-REMOVE = f"""
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-if string.sub(current, {_V_FIRST}, {_V_LAST}) ~= ARGV[1] then return -1 end
-redis.call('DEL', KEYS[1])
-if #KEYS > 1 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return 1
-"""
-
-# KEYS: session  ARGV: created_at_ms, ttl_ms, meta
-SESSION_CREATE = """
-redis.call('HSET', KEYS[1], 'created_at', ARGV[1], 'ttl', ARGV[2], 'meta', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: session, members
-SESSION_TOUCH = """
-local ttl = redis.call('HGET', KEYS[1], 'ttl')
-if not ttl then return false end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-return {ttl, redis.call('HGET', KEYS[1], 'created_at'), redis.call('HGET', KEYS[1], 'meta')}
-"""
-
-# KEYS: members  ARGV: context key prefix of the tenant
-# Context keys are built here rather than declared, so this runs on one Redis, not a cluster.
-SESSION_MEMBERS = """
-local live = {}
-for _, token in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. token .. '}') == 1 then
-    live[#live + 1] = token
-  else
-    redis.call('SREM', KEYS[1], token)
-  end
-end
-return live
-"""
-
-# KEYS: session, members  ARGV: context key prefix of the tenant
-SESSION_DELETE = """
-local existed = redis.call('DEL', KEYS[1])
-local tokens = redis.call('SMEMBERS', KEYS[2])
-for _, token in ipairs(tokens) do
-  redis.call('DEL', ARGV[1] .. token .. '}')
-end
-redis.call('DEL', KEYS[2])
-table.insert(tokens, 1, existed)
-return tokens
-"""
+READ_COUNT = 1000  # events per stream per XREAD, at most
+READER_BLOCK_LIMIT_S = 30.0  # the longest XREAD BLOCK a caller may ask for
 
 
 def _context_prefix(tenant: str) -> str:
     return f"{CONTEXT_PREFIX}{{{tenant}/"
+
+
+def _stream_prefix(tenant: str) -> str:
+    return context_stream(tenant, "")[:-1]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _event(entry: list[Any]) -> Event:
+    """An XRANGE/XREAD entry: [id, [field, value, ...]] (a map in some RESP3 replies)."""
+    raw = entry[1]
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    return _text(entry[0]), {_text(k): _text(v) for k, v in pairs}
 
 
 def context_key(tenant: str, token: str) -> str:
@@ -140,6 +103,11 @@ class RedisBackend(Backend):
             Address.from_url(url), timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX]
         )
         self._on_change: ChangeCallback | None = None
+        # Blocking stream reads get a connection of their own: on the shared pipeline they
+        # would hold up every reply queued behind them. Its timeout covers the longest block.
+        self._reader = Pipeline(Address.from_url(url), timeout=timeout + READER_BLOCK_LIMIT_S)
+        self._reader_id: int | None = None  # its CLIENT ID while an XREAD blocks on it
+        self._interrupted = False
 
     @property
     def coherent(self) -> bool:
@@ -163,6 +131,7 @@ class RedisBackend(Backend):
             await self._pipeline.execute(b"PING")
 
     async def close(self) -> None:
+        await self._reader.close()
         await self._pipeline.close()
 
     def _run(self, *args: bytes | str | int) -> Awaitable[Any]:
@@ -191,29 +160,90 @@ class RedisBackend(Backend):
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
-        key = context_key(tenant, token)
+        keys = [context_key(tenant, token), context_stream(tenant, token)]
         if session is None:
-            # A plain SET costs Redis a fraction of a script; NX refuses to overwrite, though
-            # with 128 random bits a taken token means a broken random source.
-            if await self._run(b"SET", key, frame, b"PXAT", expires_at, b"NX") is None:
-                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
-            return True
-        keys = [key, session_key(tenant, session), members_key(tenant, session)]
-        return bool(await self._script(_INSERT, keys, [frame, expires_at, token]))
+            done = await self._script(_CREATE, keys, [frame, expires_at, token])
+        else:
+            keys += [
+                session_key(tenant, session),
+                members_key(tenant, session),
+                session_stream(tenant, session),
+            ]
+            done = await self._script(_INSERT, keys, [frame, expires_at, token, session])
+        if done == -1:
+            # With 128 random bits a taken token means a broken random source.
+            raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+        return bool(done)
 
     async def swap(
-        self, tenant: str, token: str, expected: bytes, frame: bytes, expires_at: int
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        frame: bytes,
+        expires_at: int,
+        session: str | None = None,
     ) -> Outcome:
-        keys = [context_key(tenant, token)]
-        return Outcome(await self._script(_SWAP, keys, [expected, frame, expires_at]))
+        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        if session is not None:
+            keys += [session_key(tenant, session), session_stream(tenant, session)]
+        version = _core.frame_version(frame)
+        args: list[bytes | str | int] = [expected, frame, expires_at, token, version, session or ""]
+        return Outcome(await self._script(_SWAP, keys, args))
 
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
-        keys = [context_key(tenant, token)]
+        keys = [context_key(tenant, token), context_stream(tenant, token)]
         if session is not None:
-            keys.append(members_key(tenant, session))
-        return Outcome(await self._script(_REMOVE, keys, [expected, token]))
+            keys += [
+                members_key(tenant, session),
+                session_key(tenant, session),
+                session_stream(tenant, session),
+            ]
+        version = int.from_bytes(expected, "little")
+        args: list[bytes | str | int] = [expected, token, version, session or ""]
+        return Outcome(await self._script(_REMOVE, keys, args))
+
+    async def events_since(self, stream: str, after: str) -> list[Event]:
+        reply = await self._run(b"XRANGE", stream, f"({after}", b"+")
+        return [_event(entry) for entry in reply or ()]
+
+    async def last_event_id(self, stream: str) -> str:
+        reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
+        return _text(reply[0][0]) if reply else "0-0"
+
+    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+        if not cursors:
+            return []
+        self._interrupted = False
+        # Sent in one write: once CLIENT ID is answered, Redis has taken the XREAD too, so an
+        # interruption after that point finds it blocked.
+        asking_id = asyncio.ensure_future(self._reader.execute(b"CLIENT", b"ID"))
+        reading = asyncio.ensure_future(
+            self._reader.execute(
+                b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", timeout_ms, b"STREAMS",
+                *cursors, *cursors.values(),
+            )
+        )  # fmt: skip
+        try:
+            self._reader_id = await asking_id
+            if self._interrupted:
+                self.events_interrupt()
+            reply = await reading
+        finally:
+            self._reader_id = None
+            reading.cancel()
+        if not reply:
+            return []
+        streams = reply.items() if isinstance(reply, dict) else reply
+        return [(_text(stream), _event(entry)) for stream, entries in streams for entry in entries]
+
+    def events_interrupt(self) -> None:
+        self._interrupted = True
+        if self._reader_id is not None:
+            unblock = self._pipeline.execute(b"CLIENT", b"UNBLOCK", self._reader_id)
+            asyncio.ensure_future(unblock).add_done_callback(_ignore_result)
 
     async def session_create(
         self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
@@ -238,8 +268,12 @@ class RedisBackend(Backend):
     async def session_delete(self, tenant: str, session: str) -> list[str] | None:
         existed, *tokens = await self._script(
             _SESSION_DELETE,
-            [session_key(tenant, session), members_key(tenant, session)],
-            [_context_prefix(tenant)],
+            [
+                session_key(tenant, session),
+                members_key(tenant, session),
+                session_stream(tenant, session),
+            ],
+            [_context_prefix(tenant), _stream_prefix(tenant), session],
         )
         return sorted(token.decode() for token in tokens) if existed else None
 
@@ -257,6 +291,13 @@ class RedisBackend(Backend):
         return bool(await self._run(b"DEL", mcp_session_key(tenant, session)))
 
 
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    # An UNBLOCK that finds nothing blocked, or a lost connection, changes nothing.
+    if not future.cancelled():
+        future.exception()
+
+
+_CREATE = Script(CREATE)
 _INSERT = Script(INSERT)
 _SWAP = Script(SWAP)
 _REMOVE = Script(REMOVE)
