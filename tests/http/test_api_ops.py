@@ -101,7 +101,6 @@ def test_openapi(client: httpx.Client) -> None:
         assert methods <= set(paths[path]), (path, paths[path])
 
 
-@pytest.mark.xfail(reason="the SSE /events endpoints are not implemented yet", strict=True)
 def test_openapi_lists_the_event_streams(client: httpx.Client) -> None:
     doc = client.get("/openapi.json").json()
     paths = {re.sub(r"\{[^}]+\}", "{}", p): ops for p, ops in doc["paths"].items()}

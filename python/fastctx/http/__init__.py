@@ -19,6 +19,7 @@ from fastctx.errors import BackendError
 from fastctx.http import sessions
 from fastctx.http.auth import Tenants
 from fastctx.http.contexts import ContextRoutes
+from fastctx.http.events import EventRoutes
 from fastctx.http.front import Front
 from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
@@ -26,6 +27,7 @@ from fastctx.http.problems import EXCEPTION_HANDLERS, problem
 from fastctx.http.responses import json_response
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
+from fastctx.streams import ChangeStream
 
 READY_TIMEOUT = 1.0
 _OPENAPI_BODY = msgspec.json.encode(OPENAPI)
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Front:
     registry = Registry(backend, settings)
     metrics = Metrics(registry)
     context_routes = ContextRoutes(registry, settings, metrics.stats)
+    changes = ChangeStream(backend)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Front:
         try:
             yield
         finally:
+            await changes.close()
             await backend.close()
 
     app = Starlette(
@@ -85,7 +89,8 @@ def create_app(settings: Settings | None = None) -> Front:
     app.state.sessions = session_manager = SessionManager(backend, registry)
     app.state.metrics = metrics
     mcp = McpEndpoint(registry, session_manager, settings)
-    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp)
+    events = EventRoutes(registry, changes)
+    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp, events)
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from fastctx.errors import FastctxError, MethodNotAllowed
 from fastctx.http.auth import Tenants, is_protected
 from fastctx.http.contexts import ContextRoutes
+from fastctx.http.events import EventRoutes
 from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
 from fastctx.http.problems import as_problem
@@ -39,12 +40,14 @@ class Front:
         stats: RequestStats,
         contexts: ContextRoutes,
         mcp: McpEndpoint,
+        events: EventRoutes,
     ) -> None:
         self.app = app
         self.tenants = tenants
         self.stats = stats
         self.contexts = contexts
         self.mcp = mcp
+        self.events = events
 
     @property
     def state(self) -> Any:
@@ -59,7 +62,7 @@ class Front:
         path: str = scope["path"]
         method: str = scope["method"]
         if is_protected(path):
-            route = self.contexts.route(path)
+            route = self.contexts.route(path) or self.events.route(path)
             ex = Exchange(scope, receive, send)
             label = route[0] if route is not None else "unmatched"
             try:

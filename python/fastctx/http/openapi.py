@@ -373,6 +373,43 @@ _WRITTEN = {
     "content": _json(_ref("schemas", "Written")),
 }
 
+
+def _event_stream(operation_id: str, summary: str) -> dict[str, Any]:
+    """A GET that answers with an SSE change stream."""
+    return {
+        "tags": ["events"],
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "Resume after this event: every retained event after it (at"
+                " least the last 1000, at least 1 hour) is sent first, in order.",
+                "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$"},
+            },
+            {
+                "name": "include",
+                "in": "query",
+                "required": False,
+                "description": "`data` adds the document to `updated` events, as read when the"
+                " event is sent (so possibly a newer version than the event's).",
+                "schema": {"type": "string", "enum": ["data"]},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "An SSE stream: `id: <id>`, `event: updated|deleted`, `data:"
+                ' {"token", "version", "session"}`; `: ping` every 15 s. A context\'s stream'
+                " ends after its `deleted` event.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(400, 404, *_V1_ERRORS),
+        },
+    }
+
+
 _CONTEXT_PATHS: dict[str, Any] = {
     "/v1/contexts": {
         "post": {
@@ -487,7 +524,12 @@ _CONTEXT_PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/contexts/{token}/events": {
+        "parameters": [_ref("parameters", "Token")],
+        "get": _event_stream("streamContextEvents", "Follow a context's changes (SSE)"),
+    },
 }
+
 
 _SESSION_PATHS: dict[str, Any] = {
     "/v1/sessions": {
@@ -537,6 +579,12 @@ _SESSION_PATHS: dict[str, Any] = {
                 **_errors(404, *_V1_ERRORS),
             },
         },
+    },
+    "/v1/sessions/{id}/events": {
+        "parameters": [_ref("parameters", "SessionId")],
+        "get": _event_stream(
+            "streamSessionEvents", "Follow the changes of every context of a session (SSE)"
+        ),
     },
 }
 
@@ -694,6 +742,7 @@ OPENAPI: dict[str, Any] = {
     "tags": [
         {"name": "contexts", "description": "Context Registry."},
         {"name": "sessions", "description": "Session Manager."},
+        {"name": "events", "description": "Change streams (SSE) of contexts and sessions."},
         {"name": "operations", "description": "Health, readiness, metrics, this document."},
         {"name": "mcp", "description": "Model Context Protocol, Streamable HTTP."},
     ],
