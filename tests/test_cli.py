@@ -116,6 +116,25 @@ def test_sigterm_stops_the_server(spawn_fastctx: Any) -> None:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
 
 
+def test_sigterm_stops_the_server_while_a_stream_is_open(spawn_fastctx: Any) -> None:
+    """An event stream stays open until its client leaves: it must not hold a stop forever."""
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), "--host", "127.0.0.1")
+    _wait_healthy(spawned, port)
+    created = httpx.post(
+        f"http://127.0.0.1:{port}/v1/contexts",
+        content=b"{}",
+        headers={"Content-Type": "application/json"},
+    )
+    token = created.json()["token"]
+    with socket.create_connection(("127.0.0.1", port)) as stream:
+        stream.sendall(b"GET /v1/contexts/%s/events HTTP/1.1\r\nHost: x\r\n\r\n" % token.encode())
+        assert stream.recv(4096).startswith(b"HTTP/1.1 200")
+        spawned.proc.terminate()
+        # It used to wait for the client forever (over 20 s here).
+        assert _wait_exit(spawned, timeout=15) is not None
+
+
 def test_settings_from_environment_only(spawn_fastctx: Any, redis_server: Any) -> None:
     port = _free_port()
     spawned = spawn_fastctx(

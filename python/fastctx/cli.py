@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from fastctx.config import LOG_LEVELS, Settings
 
 logger = logging.getLogger("fastctx")
+GRACEFUL_STOP_SECONDS = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +71,9 @@ def serve(settings: Settings) -> int:
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         log_level=LogLevels(settings.log_level),
+        # Event streams stay open until their client leaves, which would hold a graceful stop
+        # forever; past this, workers are killed and stream clients resume with Last-Event-ID.
+        workers_kill_timeout=GRACEFUL_STOP_SECONDS,
     ).serve()
     return 0
 
