@@ -1,6 +1,7 @@
 """fastctx: store a JSON context once, pass a 22-character token instead of the payload."""
 
 from fastctx._core import __version__
+from fastctx.client import AsyncClient, Client, Event
 from fastctx.errors import (
     BadRequest,
     FastctxError,
@@ -14,7 +15,10 @@ from fastctx.errors import (
 )
 
 __all__ = [
+    "AsyncClient",
     "BadRequest",
+    "Client",
+    "Event",
     "FastctxError",
     "InvalidPatch",
     "NotFound",

@@ -1,0 +1,265 @@
+"""What the sync and async clients share: request building, decoding, errors, retries, SSE."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+import msgspec
+
+from fastctx import errors
+from fastctx.errors import FastctxError, Unavailable
+
+T = TypeVar("T")
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+MAX_BACKOFF = 10.0  # seconds; also caps a server's Retry-After so a call cannot hang for long
+BASE_BACKOFF = 0.05
+# A stream is quiet between events; the server pings every 15 s, so a longer silence means
+# the connection is gone and we should reconnect.
+STREAM_READ_TIMEOUT = 45.0
+
+
+def _all_errors(cls: type[FastctxError]) -> list[type[FastctxError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_errors(sub))
+    return found
+
+
+# The problem `type` names the precise class (e.g. BackendError), finer than the status alone.
+BY_SLUG: dict[str, type[FastctxError]] = {cls.slug: cls for cls in _all_errors(FastctxError)}
+SLUG_PREFIX = "urn:fastctx:problem:"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change from an SSE stream."""
+
+    id: str
+    type: str
+    token: str
+    version: int
+    session: str | None = None
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP exchange, described once for both clients; `decode` turns 2xx into a result."""
+
+    method: str
+    path: str
+    decode: Callable[[httpx.Response], T]
+    idempotent: bool
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+
+    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        return http.build_request(
+            self.method, self.path, params=self.params, headers=self.headers, content=self.content
+        )
+
+
+def _body(data: Any, media_type: str = JSON) -> tuple[bytes, dict[str, str]]:
+    return msgspec.json.encode(data), {"Content-Type": media_type}
+
+
+def _if_match(headers: dict[str, str], if_version: int | None) -> dict[str, str]:
+    if if_version is not None:
+        headers["If-Match"] = f'"{if_version}"'
+    return headers
+
+
+def _field(name: str) -> Callable[[httpx.Response], Any]:
+    return lambda response: msgspec.json.decode(response.content)[name]
+
+
+def _document(response: httpx.Response) -> Any:
+    return msgspec.json.decode(response.content)
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _items(response: httpx.Response) -> list[Any]:
+    items = msgspec.json.decode(response.content)["items"]
+    return [None if item is None else item["data"] for item in items]
+
+
+def _params(**values: object) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def create_call(data: Any, ttl: int | None, session: str | None) -> Call[str]:
+    content, headers = _body(data)
+    params = _params(ttl=ttl, session=session)
+    return Call("POST", "/v1/contexts", _field("token"), False, params, headers, content)
+
+
+def get_call(token: str) -> Call[Any]:
+    return Call("GET", f"/v1/contexts/{token}", _document, True)
+
+
+def put_call(token: str, data: Any, if_version: int | None) -> Call[int]:
+    content, headers = _body(data)
+    path = f"/v1/contexts/{token}"
+    return Call("PUT", path, _field("version"), True, {}, _if_match(headers, if_version), content)
+
+
+def patch_call(token: str, merge_patch: Any, if_version: int | None) -> Call[int]:
+    content, headers = _body(merge_patch, MERGE_PATCH)
+    path = f"/v1/contexts/{token}"
+    headers = _if_match(headers, if_version)
+    return Call("PATCH", path, _field("version"), False, {}, headers, content)
+
+
+def delete_call(token: str) -> Call[None]:
+    return Call("DELETE", f"/v1/contexts/{token}", _nothing, True)
+
+
+def mget_call(tokens: list[str]) -> Call[list[Any]]:
+    content, headers = _body({"tokens": tokens})
+    # A POST, but a pure read: repeating it is harmless.
+    return Call("POST", "/v1/contexts/mget", _items, True, {}, headers, content)
+
+
+def session_call(ttl: int | None, meta: dict[str, Any] | None) -> Call[str]:
+    body: dict[str, Any] = {}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if meta is not None:
+        body["meta"] = meta
+    content, headers = _body(body)
+    return Call("POST", "/v1/sessions", _field("session"), False, {}, headers, content)
+
+
+def _retry_after(response: httpx.Response) -> int:
+    try:
+        return max(0, int(response.headers.get("Retry-After", "1")))
+    except ValueError:  # an HTTP date: rare enough that a second is a fine guess
+        return 1
+
+
+def error_for(response: httpx.Response) -> FastctxError:
+    """The fastctx error a non-2xx response stands for, with the server's detail."""
+    status = response.status_code
+    detail, slug = "", ""
+    try:
+        problem = msgspec.json.decode(response.content)
+        if isinstance(problem, dict):
+            detail = str(problem.get("detail") or problem.get("title") or "")
+            slug = str(problem.get("type", "")).removeprefix(SLUG_PREFIX)
+    except msgspec.DecodeError:
+        detail = response.text[:200]
+    cls = BY_SLUG.get(slug)
+    if cls is None or cls.status != status:
+        cls = errors.BY_STATUS.get(status, FastctxError)
+    detail = detail or f"HTTP {status}"
+    if issubclass(cls, Unavailable):
+        return cls(detail, retry_after=_retry_after(response))
+    return cls(detail)
+
+
+def check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise error_for(response)
+
+
+def decode(call: Call[T], response: httpx.Response) -> T:
+    check(response)
+    return call.decode(response)
+
+
+def unreachable(base_url: str, exc: Exception) -> Unavailable:
+    return Unavailable(f"cannot reach {base_url}: {type(exc).__name__}: {exc}")
+
+
+def backoff(attempt: int, error: Unavailable, honour_retry_after: bool) -> float:
+    """Exponential backoff with full jitter, but never sooner than the server asked."""
+    delay = random.uniform(0, min(MAX_BACKOFF, BASE_BACKOFF * 2**attempt))
+    if honour_retry_after:
+        delay = max(delay, min(float(error.retry_after), MAX_BACKOFF))
+    return delay
+
+
+def should_retry(call: Call[Any], attempt: int, retries: int) -> bool:
+    # PATCH and POST are not idempotent: a 503 or a lost answer may hide a write that happened.
+    return call.idempotent and attempt < retries
+
+
+def events_path(token: str | None, session: str | None) -> str:
+    if (token is None) == (session is None):
+        raise ValueError("events() needs exactly one of token= or session=")
+    return f"/v1/contexts/{token}/events" if token else f"/v1/sessions/{session}/events"
+
+
+@dataclass
+class SseParser:
+    """Turns SSE lines into Events; remembers the last id so a reconnect can resume there."""
+
+    ends_on_delete: bool
+    last_id: str | None = None
+    finished: bool = False
+    #: Seconds to wait before reconnecting after the server ended the stream (its `retry:`).
+    retry: float = 1.0
+    _id: str | None = None
+    _type: str = "message"
+    _data: list[str] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
+
+    def feed(self, line: str) -> Event | None:
+        """One line without its ending; an Event when a blank line completes one."""
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment, such as the server's `: ping`
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "id":
+            self._id = value
+        elif name == "event":
+            self._type = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value) / 1000
+        return None
+
+    def _dispatch(self) -> Event | None:
+        event_id, kind, data = self._id, self._type, "\n".join(self._data)
+        self._id, self._type, self._data = None, "message", []
+        if event_id is None or not data:
+            return None  # e.g. the `retry:` preamble
+        self.last_id = event_id
+        fields = msgspec.json.decode(data)
+        # A context's stream has nothing more to say once the context is gone.
+        if kind in ("deleted", "expired") and self.ends_on_delete:
+            self.finished = True
+        return Event(
+            event_id,
+            kind,
+            fields["token"],
+            int(fields["version"]),
+            fields.get("session"),
+            fields.get("data"),
+        )
+
+
+def stream_timeout(timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+
+
+# What a dropped stream looks like: the network failed, or the response was closed under us.
+STREAM_DROPS = (httpx.TransportError, httpx.StreamError)

@@ -1,0 +1,169 @@
+"""The blocking fastctx client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from fastctx.client import _common as c
+from fastctx.client._common import Event, SseParser
+from fastctx.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class EventStream:
+    """An iterator of Events that reconnects with Last-Event-ID after a dropped connection."""
+
+    def __init__(
+        self, client: Client, path: str, params: dict[str, str], parser: SseParser
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._params = params
+        self.parser = parser
+        #: The HTTP response being read now; closing it drops the connection (and we resume).
+        self.response: httpx.Response | None = None
+        self._closed = False
+        self._events = self._follow()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._events.close()
+        if self.response is not None:
+            self.response.close()
+
+    def _follow(self) -> Generator[Event, None, None]:
+        attempt = 0
+        http = self._client.http
+        timeout = c.stream_timeout(self._client.timeout)
+        while not self._closed:
+            request = http.build_request(
+                "GET", self._path, params=self._params, headers=self.parser.headers()
+            )
+            request.extensions["timeout"] = timeout.as_dict()
+            try:
+                self.response = http.send(request, stream=True)
+                try:
+                    if self.response.status_code >= 400:
+                        self.response.read()
+                        c.check(self.response)
+                    attempt = 0
+                    for line in self.response.iter_lines():
+                        event = self.parser.feed(line)
+                        if event is not None:
+                            yield event
+                        if self.parser.finished:
+                            return
+                finally:
+                    self.response.close()
+            except c.STREAM_DROPS as exc:
+                error, from_server = c.unreachable(self._client.base_url, exc), False
+            except Unavailable as exc:
+                error, from_server = exc, True
+            else:
+                # The server ended the stream early (it is restarting, say): come back after
+                # the pause it asked for, so that a server that keeps ending it is not hammered.
+                time.sleep(self.parser.retry)
+                continue
+            if self._closed or attempt >= self._client.retries:
+                raise error
+            time.sleep(c.backoff(attempt, error, honour_retry_after=from_server))
+            attempt += 1
+
+
+class Client:
+    """A fastctx client over one pooled httpx.Client; every method is one HTTP call."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _run(self, call: c.Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return c.decode(call, self.http.send(call.request(self.http)))
+            except httpx.TransportError as exc:
+                error = c.unreachable(self.base_url, exc)
+                from_server = False
+            except Unavailable as exc:
+                error, from_server = exc, True
+            if not c.should_retry(call, attempt, self.retries):
+                raise error
+            time.sleep(c.backoff(attempt, error, honour_retry_after=from_server))
+            attempt += 1
+
+    def create(self, data: Any, ttl: int | None = None, session: str | None = None) -> str:
+        """Store `data`; returns its token."""
+        return self._run(c.create_call(data, ttl, session))
+
+    def get(self, token: str) -> Any:
+        return self._run(c.get_call(token))
+
+    def put(self, token: str, data: Any, if_version: int | None = None) -> int:
+        """Replace the document; returns the new version."""
+        return self._run(c.put_call(token, data, if_version))
+
+    def patch(self, token: str, merge_patch: Any, if_version: int | None = None) -> int:
+        """Apply an RFC 7386 merge patch; returns the new version."""
+        return self._run(c.patch_call(token, merge_patch, if_version))
+
+    def delete(self, token: str) -> None:
+        self._run(c.delete_call(token))
+
+    def mget(self, tokens: list[str]) -> list[Any]:
+        """The documents in the order asked; None for each token that does not exist."""
+        return self._run(c.mget_call(tokens))
+
+    def create_session(self, ttl: int | None = None, meta: dict[str, Any] | None = None) -> str:
+        """Open a session; returns its id."""
+        return self._run(c.session_call(ttl, meta))
+
+    def events(
+        self, token: str | None = None, session: str | None = None, include_data: bool = False
+    ) -> EventStream:
+        """Changes to one context or one session, from now on, as they happen."""
+        path = c.events_path(token, session)
+        params = {"include": "data"} if include_data else {}
+        return EventStream(self, path, params, SseParser(ends_on_delete=token is not None))

@@ -1,0 +1,229 @@
+"""fastctx.Client against real granian servers (memory and Redis backends)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ServerPool, free_port
+from fastctx import (
+    Client,
+    FastctxError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    VersionConflict,
+)
+from fastctx.errors import BackendError
+
+
+@pytest.fixture(params=["memory", "redis"])
+def base_url(server_pool: ServerPool, request: pytest.FixtureRequest) -> str:
+    return server_pool.granian(request.param).base_url
+
+
+@pytest.fixture
+def fc(base_url: str) -> Iterator[Client]:
+    with Client(base_url) as client:
+        yield client
+
+
+def later(action: Callable[[], Any], delay: float = 0.3) -> threading.Thread:
+    """Run `action` on a thread after `delay`: the stream under test blocks this one."""
+
+    def run() -> None:
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_create_get_put_patch_delete(fc: Client) -> None:
+    token = fc.create({"order": 42, "items": ["apple"]}, ttl=60)
+    assert len(token) == 22
+    assert fc.get(token) == {"order": 42, "items": ["apple"]}
+    assert fc.put(token, {"order": 43}) == 2
+    assert fc.patch(token, {"paid": True}, if_version=2) == 3
+    assert fc.get(token) == {"order": 43, "paid": True}
+    assert fc.put(token, [1, 2], if_version=3) == 4
+    fc.delete(token)
+    with pytest.raises(NotFound):
+        fc.get(token)
+
+
+def test_any_json_value_round_trips(fc: Client) -> None:
+    for value in ["text", 7, None, [1, {"a": "é"}], {"nested": {"deep": [True]}}]:
+        assert fc.get(fc.create(value)) == value
+
+
+def test_mget_keeps_order_and_marks_missing(fc: Client) -> None:
+    first, second = fc.create({"n": 1}), fc.create({"n": 2})
+    missing = fc.create({"n": 3})
+    fc.delete(missing)
+    assert fc.mget([second, missing, first]) == [{"n": 2}, None, {"n": 1}]
+    assert fc.mget([]) == []
+
+
+def test_create_session_groups_contexts(fc: Client, base_url: str) -> None:
+    session = fc.create_session(ttl=120, meta={"user": "ada"})
+    token = fc.create({"turn": 1}, session=session)
+    body = httpx.get(f"{base_url}/v1/sessions/{session}").json()
+    assert body["meta"] == {"user": "ada"}
+    assert body["contexts"] == [token]
+
+
+def test_not_found_carries_the_server_detail(fc: Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        fc.get("0" * 22)
+    assert caught.value.status == 404
+    assert caught.value.detail
+    assert isinstance(caught.value, FastctxError)
+    for call in (lambda: fc.delete("0" * 22), lambda: fc.put("0" * 22, {})):
+        with pytest.raises(NotFound):
+            call()
+    with pytest.raises(NotFound):
+        fc.create({}, session="0" * 22)
+
+
+def test_version_conflict_on_put_patch(fc: Client) -> None:
+    token = fc.create({"a": 1})
+    with pytest.raises(VersionConflict) as caught:
+        fc.put(token, {"a": 2}, if_version=5)
+    assert caught.value.status == 412
+    with pytest.raises(VersionConflict):
+        fc.patch(token, {"a": 3}, if_version=2)
+    assert fc.get(token) == {"a": 1}  # nothing changed
+
+
+def test_unauthorized_and_tenants(server_pool: ServerPool) -> None:
+    url = server_pool.granian("memory", "tenants").base_url
+    with Client(url) as anonymous, pytest.raises(Unauthorized) as caught:
+        anonymous.create({})
+    assert caught.value.status == 401
+    with Client(url, "wrong-key") as wrong, pytest.raises(Unauthorized):
+        wrong.get("0" * 22)
+    with Client(url, "key-acme") as acme, Client(url, "key-globex") as globex:
+        token = acme.create({"secret": 1})
+        assert acme.get(token) == {"secret": 1}
+        with pytest.raises(NotFound):
+            globex.get(token)
+
+
+def test_backend_down_is_unavailable_with_retry_after(server_pool: ServerPool) -> None:
+    url = server_pool.granian("down", "down").base_url
+    with Client(url, retries=0) as client:
+        with pytest.raises(Unavailable) as caught:
+            client.create({"a": 1})
+        assert caught.value.status == 503
+        assert caught.value.retry_after >= 1
+        assert isinstance(caught.value, BackendError)
+        with pytest.raises(Unavailable):
+            client.get("0" * 22)
+
+
+def test_idempotent_get_retries_after_retry_after(server_pool: ServerPool) -> None:
+    url = server_pool.granian("down", "down").base_url
+    with Client(url, retries=1) as client:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            client.get("0" * 22)
+        assert time.monotonic() - started >= 0.9  # waited the server's Retry-After once
+
+
+def test_connection_refused_is_unavailable() -> None:
+    with Client(f"http://127.0.0.1:{free_port()}", retries=1) as client:
+        with pytest.raises(Unavailable) as caught:
+            client.get("0" * 22)
+        assert "cannot reach" in caught.value.detail
+
+
+def requests_seen(base_url: str, route: str, method: str) -> int:
+    """How many requests the server itself counted for a route and method (its /metrics)."""
+    total = 0
+    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+        if (
+            line.startswith("fastctx_requests_total{")
+            and f'route="{route}"' in line
+            and f'method="{method}"' in line
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+ITEM = "/v1/contexts/{token}"
+
+
+def test_only_idempotent_calls_are_retried(server_pool: ServerPool) -> None:
+    """Against a real server whose Redis is down (503, Retry-After): the server counts."""
+    url = server_pool.granian("down", "down").base_url
+    token = "0" * 22
+    with Client(url, retries=1) as client:
+        retried: list[tuple[str, str, Callable[[], Any]]] = [
+            ("GET", ITEM, lambda: client.get(token)),
+            ("PUT", ITEM, lambda: client.put(token, {})),
+            ("DELETE", ITEM, lambda: client.delete(token)),
+            ("POST", "/v1/contexts/mget", lambda: client.mget([token])),
+        ]
+        sent_once: list[tuple[str, str, Callable[[], Any]]] = [
+            ("PATCH", ITEM, lambda: client.patch(token, {})),
+            ("POST", "/v1/contexts", lambda: client.create({})),
+            ("POST", "/v1/sessions", lambda: client.create_session()),
+        ]
+        for expected, calls in ((2, retried), (1, sent_once)):
+            for method, route, call in calls:
+                before = requests_seen(url, route, method)
+                with pytest.raises(Unavailable):
+                    call()
+                assert requests_seen(url, route, method) - before == expected, (method, route)
+
+
+def test_events_receive_a_change_with_data(fc: Client, base_url: str) -> None:
+    token = fc.create({"step": 1})
+    with fc.events(token=token, include_data=True) as stream:
+        writer = later(lambda: fc.patch(token, {"step": 2}))
+        event = next(stream)
+        writer.join()  # the event may arrive before the writer hears its answer
+    assert (event.type, event.token, event.version) == ("updated", token, 2)
+    assert event.data == {"step": 2}
+    assert event.session is None
+    assert event.id
+
+
+def test_events_resume_after_a_dropped_connection(fc: Client) -> None:
+    token = fc.create({"n": 0})
+    stream = fc.events(token=token)
+    writer = later(lambda: fc.put(token, {"n": 1}))
+    assert next(stream).version == 2
+    writer.join()
+    assert stream.response is not None
+    stream.response.close()  # the connection drops; these writes happen while nobody listens
+    fc.put(token, {"n": 2})
+    fc.put(token, {"n": 3})
+    fc.delete(token)
+    rest = list(stream)  # resumes with Last-Event-ID; ends with the context's deletion
+    assert [(e.type, e.version) for e in rest] == [("updated", 3), ("updated", 4), ("deleted", 4)]
+
+
+def test_session_events(fc: Client) -> None:
+    session = fc.create_session()
+    tokens: list[str] = []
+    with fc.events(session=session) as stream:
+        writer = later(lambda: tokens.append(fc.create({"x": 1}, session=session)))
+        event = next(stream)
+        writer.join()  # the event may arrive before the writer hears its answer
+    assert event.session == session
+    assert [event.token] == tokens
+
+
+def test_events_of_unknown_context_is_not_found(fc: Client) -> None:
+    with pytest.raises(NotFound):
+        next(fc.events(token="0" * 22))
+    with pytest.raises(ValueError, match="exactly one"):
+        fc.events()
