@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import msgspec
 from starlette.types import Receive
 
+from fastctx import _core
 from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _EXACT = {kind: kind.encode() for kind in (JSON, MERGE_PATCH, JSON_PATCH)}
+T = TypeVar("T")
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode a request body with msgspec once the Rust validator has bounded its nesting.
+
+    msgspec recurses into nested JSON until RecursionError (a 500); the validator refuses more
+    than 127 levels first, with the JsonError every caller already maps like malformed JSON.
+    """
+    _core.validate_json(body)
+    return decoder.decode(body)
 
 
 def whole_number(text: bytes | str, max_digits: int = 19) -> int | None:

@@ -11,12 +11,18 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from fastctx._core import validate_json
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
 from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from fastctx.http.body import JSON, JSON_PATCH, MERGE_PATCH, require_media_type, whole_number
+from fastctx.http.body import (
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    decode_json,
+    require_media_type,
+    whole_number,
+)
 from fastctx.http.exchange import Exchange
 from fastctx.http.metrics import RequestStats
 from fastctx.http.preconditions import expected_version, none_match
@@ -36,6 +42,9 @@ Handler = Callable[[Exchange, str, str], Awaitable[int]]
 
 class MgetRequest(msgspec.Struct):
     tokens: list[str]
+
+
+_MGET = msgspec.json.Decoder(MgetRequest)
 
 
 def _ttl(raw: str | None) -> int | None:
@@ -171,9 +180,8 @@ class ContextRoutes:
     async def mget(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
         body = await ex.body(self.max_bytes)
-        validate_json(body)  # bounds nesting before msgspec recurses into it
         try:
-            tokens = msgspec.json.decode(body, type=MgetRequest).tokens
+            tokens = decode_json(body, _MGET).tokens
         except msgspec.ValidationError as exc:
             raise BadRequest(f'the body must be {{"tokens": [string, ...]}}: {exc}') from None
         if len(tokens) > MGET_LIMIT:

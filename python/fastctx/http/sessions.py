@@ -9,10 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fastctx import _core
 from fastctx.clock import rfc3339
 from fastctx.errors import BadRequest
-from fastctx.http.body import JSON, read_body, require_media_type
+from fastctx.http.body import JSON, decode_json, read_body, require_media_type
 from fastctx.http.responses import json_response
 from fastctx.http.state import sessions, settings, tenant
 from fastctx.registry import MAX_TTL_SECONDS
@@ -21,6 +20,9 @@ from fastctx.registry import MAX_TTL_SECONDS
 class SessionCreate(msgspec.Struct):
     ttl: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)] | None = None
     meta: dict[str, Any] | None = None
+
+
+_SESSION_CREATE = msgspec.json.Decoder(SessionCreate)
 
 
 async def create(request: Request) -> Response:
@@ -34,10 +36,8 @@ async def create(request: Request) -> Response:
         )
     spec = SessionCreate()
     if body.strip():
-        # The Rust validator bounds nesting (127 levels) before msgspec recurses into it.
-        _core.validate_json(body)
         try:
-            spec = msgspec.json.decode(body, type=SessionCreate)
+            spec = decode_json(body, _SESSION_CREATE)
         except msgspec.ValidationError as exc:
             raise BadRequest(
                 f'the body must be {{"ttl": seconds, "meta": {{...}}}}, both optional: {exc}'

@@ -1,19 +1,13 @@
-"""Typed access to what the app holds for every request: registry, sessions, settings, tenant."""
+"""Typed access to what the Starlette routes need from the app: sessions, settings, tenant."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
 from fastctx.config import Settings
-from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
 TENANT_SCOPE_KEY = "fastctx.tenant"
-
-
-def registry(request: Request) -> Registry:
-    found: Registry = request.app.state.registry
-    return found
 
 
 def sessions(request: Request) -> SessionManager:
@@ -27,6 +21,6 @@ def settings(request: Request) -> Settings:
 
 
 def tenant(request: Request) -> str:
-    """Set by `TenantMiddleware` before any /v1 route runs."""
+    """Set by `Front` before any /v1 or /mcp request goes on."""
     found: str = request.scope[TENANT_SCOPE_KEY]
     return found

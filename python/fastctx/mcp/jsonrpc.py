@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from fastctx import _core
+from fastctx.http.body import decode_json
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -52,17 +53,12 @@ encode = msgspec.json.Encoder().encode
 def decode(body: bytes) -> Message:
     """The message in a POST body; `RpcError` for bad JSON, batches or a malformed envelope."""
     try:
-        # The Rust validator bounds nesting (127 levels) before msgspec recurses into it.
-        _core.validate_json(body)
-    except _core.JsonError as exc:
-        raise RpcError(PARSE_ERROR, f"parse error: {exc}", status=400) from None
-    try:
-        message = _decoder.decode(body)
+        message = decode_json(body, _decoder)
     except msgspec.ValidationError as exc:
         if body.lstrip().startswith(b"["):
             raise RpcError(INVALID_REQUEST, "batches are not supported", status=400) from None
         raise RpcError(INVALID_REQUEST, f"not a JSON-RPC message: {exc}", status=400) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, _core.JsonError) as exc:
         raise RpcError(PARSE_ERROR, f"parse error: {exc}", status=400) from None
     if message.jsonrpc != "2.0":
         raise RpcError(INVALID_REQUEST, 'jsonrpc must be "2.0"', status=400)
