@@ -6,6 +6,7 @@ pub mod cache;
 pub mod errors;
 pub mod frame;
 pub mod json;
+pub mod merge;
 pub mod patch;
 pub mod pointer;
 pub mod scan;
