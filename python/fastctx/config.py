@@ -27,13 +27,23 @@ class Settings:
     cache_bytes: int = 256 * 1024 * 1024
     default_ttl: int = 86400
     max_context_bytes: int = 1024 * 1024
-    api_keys: str = ""
+    api_keys: str = dataclasses.field(default="", repr=False)  # secrets: never in a repr
     log_level: str = "info"
     # Bound on how long this node serves a cached context without asking the backend, on top of
     # the invalidations the backend pushes when another node writes.
     cache_max_age_ms: int = 60_000
     # Per-call timeout for backend commands, in seconds.
     backend_timeout: float = 2.0
+    # Seconds a request body may take to arrive in full; a slower one is refused with 400.
+    body_timeout: float = 30.0
+    # Consecutive failed backend calls that open the circuit breaker (0: never open it), and
+    # the seconds it stays open before one call probes the backend again.
+    breaker_failures: int = 5
+    breaker_reset: float = 0.5
+    # Requests a worker holds at once (0: no bound); past it, requests are shed with 503.
+    max_inflight: int = 128
+    # Replicas that must acknowledge a write (Redis WAIT) before it is acknowledged; 0: none.
+    write_replicas: int = 0
     # Origins (scheme://host[:port], comma-separated, or "*") whose browser pages may use /mcp
     # besides loopback ones; requests without an Origin header (non-browser clients) always may.
     mcp_origins: str = ""
@@ -47,10 +57,24 @@ class Settings:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a positive integer")
         if self.cache_bytes < 0 or self.cache_max_age_ms < 0:
             raise ValueError("cache sizes and ages cannot be negative")
+        if not self.body_timeout > 0:
+            raise ValueError(f"{ENV_PREFIX}BODY_TIMEOUT must be a positive number of seconds")
+        for name in ("breaker_failures", "max_inflight", "write_replicas"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be 0 or a positive integer")
+        if not 0 < self.backend_timeout < 3600 or not 0 < self.breaker_reset < 3600:
+            raise ValueError(
+                f"{ENV_PREFIX}BACKEND_TIMEOUT and {ENV_PREFIX}BREAKER_RESET must be positive "
+                "numbers of seconds, under an hour"
+            )
         if urlsplit(self.backend).scheme not in BACKEND_SCHEMES:
             raise ValueError(
                 f"unsupported backend URL {self.backend!r}: use memory://, "
                 "redis://host:port/db or rediss://host:port/db"
+            )
+        if self.write_replicas and urlsplit(self.backend).scheme == "memory":
+            raise ValueError(
+                f"{ENV_PREFIX}WRITE_REPLICAS needs a Redis backend; memory:// has none"
             )
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"{ENV_PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
@@ -79,15 +103,16 @@ class Settings:
     def tenants(self) -> dict[str, str]:
         """Map each API key to its tenant; empty when authentication is off."""
         keys: dict[str, str] = {}
-        for item in self.api_keys.split(","):
+        for position, item in enumerate(self.api_keys.split(","), 1):
             item = item.strip()
             if not item:
                 continue
             tenant, sep, key = item.partition(":")
             if not sep or not key or not TENANT_PATTERN.match(tenant):
+                # Named by position: an entry without its colon may be a bare key.
                 raise ValueError(
                     f"{ENV_PREFIX}API_KEYS entries are tenant:key with tenant matching "
-                    f"{TENANT_PATTERN.pattern}; got an entry for {tenant!r}"
+                    f"{TENANT_PATTERN.pattern}; entry {position} is not"
                 )
             if key in keys and keys[key] != tenant:
                 raise ValueError(f"{ENV_PREFIX}API_KEYS gives one key to two tenants")

@@ -76,6 +76,14 @@ class InvalidPatch(FastctxError):
     title = "Patch cannot be applied"
 
 
+class BadGateway(FastctxError):
+    """A service could not use fastctx's answer (e.g. ContextMiddleware after a 500)."""
+
+    status = 502
+    slug = "bad-gateway"
+    title = "Bad gateway"
+
+
 class Unavailable(FastctxError):
     """The backend cannot answer now; `retry_after` is in seconds."""
 
@@ -93,6 +101,13 @@ class BackendError(Unavailable):
 
     slug = "backend-unavailable"
     title = "Backend unavailable"
+
+
+class NotDurable(Unavailable):
+    """A write was applied, but fewer replicas than asked for acknowledged it in time."""
+
+    slug = "write-not-durable"
+    title = "Write may not be durable"
 
 
 BY_STATUS: dict[int, type[FastctxError]] = {

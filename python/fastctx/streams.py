@@ -17,27 +17,80 @@ logger = logging.getLogger("fastctx")
 WAIT_MS = 5000
 RETRY_DELAY = 0.5  # after a failed read (the backend is down)
 BUFFER = 1000  # events a subscriber may fall behind before it is cut off (it can resume)
+# What an idle subscriber's `events` is: empty, and it stays so (maxlen 0 drops an append).
+_NO_EVENTS: collections.deque[Event] = collections.deque(maxlen=0)
+
+
+class Ready:
+    """A flag that one task waits on: asyncio.Event's interface without its deque of waiters.
+
+    A node holds one per subscriber, ten thousand of them when as many clients listen, so
+    what each costs counts: asyncio.Event allocates a deque of waiters up front, and its
+    `wait` a coroutine and a future per call, where this one's `wait` is just the future.
+    """
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self) -> asyncio.Future[bool]:
+        """Resolved (True) once the flag is set. One waiter only: when a wait is cancelled
+        (a timeout), so is the future, and the next `wait` makes a new one."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            if self._flag:
+                waiter.set_result(True)
+        return waiter
 
 
 class Subscription:
-    """One subscriber's bounded buffer; closed when it overflows or the node stops."""
+    """One subscriber's bounded buffer; closed when it overflows or the node stops.
+
+    `ready` is set whenever events arrive or the subscription closes; a caller that serves
+    several subscriptions from one task may replace it with one flag (an asyncio.Event) of
+    its own for all of them.
+    """
+
+    __slots__ = ("_events", "closed", "limit", "overflowed", "ready", "stream")
 
     def __init__(self, stream: str, limit: int) -> None:
         self.stream = stream
         self.limit = limit
-        self.events: collections.deque[Event] = collections.deque()
-        self.ready = asyncio.Event()
+        self._events: collections.deque[Event] | None = None  # made by the first event
+        self.ready: Ready | asyncio.Event = Ready()
         self.closed = False
         self.overflowed = False
+
+    @property
+    def events(self) -> collections.deque[Event]:
+        """The events received and not yet taken, oldest first."""
+        return _NO_EVENTS if self._events is None else self._events
 
     def offer(self, event: Event) -> None:
         if self.closed:
             return
-        if len(self.events) >= self.limit:
+        if self._events is None:
+            self._events = collections.deque()
+        elif len(self._events) >= self.limit:
             self.overflowed = True
             self.close()
             return
-        self.events.append(event)
+        self._events.append(event)
         self.ready.set()
 
     def close(self) -> None:

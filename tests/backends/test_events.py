@@ -22,9 +22,10 @@ from fastctx.backends import (
 from fastctx.backends.eventlog import EventLog
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.config import Settings
+from fastctx.errors import BackendError
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
-from fastctx.streams import ChangeStream
+from fastctx.streams import ChangeStream, Subscription
 
 pytestmark = pytest.mark.anyio
 
@@ -222,3 +223,140 @@ async def test_a_cursor_from_the_future_does_not_hide_events_from_others(
         assert [fields["version"] for _, fields in present.events] == ["2"]
     finally:
         await changes.close()
+
+
+async def events_of(
+    backend: Backend, stream: str, kind: str, count: int = 1
+) -> list[tuple[str, dict[str, str]]]:
+    """The events of `kind` in `stream`, once at least `count` are there (within 5 s)."""
+    async with asyncio.timeout(5):
+        while True:
+            found = [e for e in await backend.events_since(stream, "0-0") if e[1]["type"] == kind]
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.05)
+
+
+async def test_an_expired_context_gets_its_expired_event(backend: Backend) -> None:
+    registry = Registry(backend, Settings(cache_bytes=0))
+    sessions = SessionManager(backend, registry)
+    session, _ = await sessions.create("t", ttl=60)
+    alone = await registry.create("t", b"{}", ttl=1)
+    member = await registry.create("t", b"{}", ttl=1, session=session)
+    await registry.patch("t", member.token, b'{"a": 1}', "merge")
+    (event,) = await events_of(backend, context_stream("t", alone.token), "expired")
+    assert event[1] == {"type": "expired", "version": "1", "token": alone.token, "session": ""}
+    (event,) = await events_of(backend, context_stream("t", member.token), "expired")
+    assert (event[1]["version"], event[1]["session"]) == ("2", session)
+    (seen,) = await events_of(backend, session_stream("t", session), "expired")
+    assert seen[1] == event[1]
+    assert await registry.backend.get("t", member.token) is None
+    # The expired event is kept for an hour after the expiry, as a deleted one is.
+    await asyncio.sleep(0.3)
+    assert kinds(await backend.events_since(context_stream("t", alone.token), "0-0")) == [
+        ("updated", "1"),
+        ("expired", "1"),
+    ]
+
+
+async def test_an_expired_session_gets_its_own_event_after_its_contexts(
+    backend: Backend,
+) -> None:
+    registry = Registry(backend, Settings(cache_bytes=0))
+    sessions = SessionManager(backend, registry)
+    session, _ = await sessions.create("t", ttl=1)
+    member = await registry.create("t", b"{}", session=session)
+    stream = session_stream("t", session)
+    await events_of(backend, stream, "expired", count=2)
+    await asyncio.sleep(0.3)
+    found = await events_of(backend, stream, "expired")
+    # The session's own event (no token) comes last.
+    assert [(f["token"], f["version"]) for _, f in found] == [(member.token, "1"), ("", "0")]
+    assert all(f["session"] == session for _, f in found)
+
+
+async def test_one_expired_event_however_many_nodes_hear_of_it(redis_server: Any) -> None:
+    url = redis_server.url(EVENTS_DB)
+    nodes = [open_backend(Settings(backend=url)) for _ in range(3)]
+    for node in nodes:
+        await node.start()
+    try:
+        registry = Registry(nodes[0], Settings(cache_bytes=0))
+        sessions = SessionManager(nodes[0], registry)
+        session, _ = await sessions.create("t", ttl=1)
+        tokens = [(await registry.create("t", b"{}", ttl=1)).token for _ in range(10)]
+        tokens.append((await registry.create("t", b"{}", session=session)).token)
+        await asyncio.sleep(2.5)  # Redis expires keys within a few hundred ms of their time
+        for token in tokens:
+            found = await events_of(nodes[1], context_stream("t", token), "expired")
+            assert len(found) == 1
+        found = await events_of(nodes[2], session_stream("t", session), "expired")
+        assert sorted(f["token"] for _, f in found) == sorted(["", tokens[-1]])
+        # A notification heard again (a node that reconnects, say) appends nothing more.
+        assert not await nodes[1].expired("c", "t", tokens[0])  # type: ignore[attr-defined]
+        assert not await nodes[1].expired("s", "t", session)  # type: ignore[attr-defined]
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_redis_backend_turns_expired_key_notifications_on(own_redis: Any) -> None:
+    def flags() -> str:
+        return str(own_redis.cli("CONFIG", "GET", "notify-keyspace-events")).partition("\n")[2]
+
+    assert flags() == ""  # Redis's default
+    own_redis.cli("CONFIG", "SET", "notify-keyspace-events", "K$")
+    backend = open_backend(Settings(backend=own_redis.url))
+    await backend.start()
+    try:
+        assert set(flags()) == set("K$Ex")  # what was on stays on
+        registry = Registry(backend, Settings(cache_bytes=0))
+        created = await registry.create("t", b"{}", ttl=1)
+        (event,) = await events_of(backend, context_stream("t", created.token), "expired")
+        assert event[1]["token"] == created.token
+    finally:
+        await backend.close()
+
+
+async def test_expired_events_resume_after_redis_comes_back(own_redis: Any) -> None:
+    backend = open_backend(Settings(backend=own_redis.url))
+    await backend.start()
+    try:
+        own_redis.stop()
+        own_redis.start()  # a fresh Redis: notifications off again, and no subscription
+        async with asyncio.timeout(10):
+            while True:
+                if own_redis.cli("PUBSUB", "NUMSUB", "__keyevent@0__:expired").split()[1] == "1":
+                    break
+                await asyncio.sleep(0.1)
+        registry = Registry(backend, Settings(cache_bytes=0))
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    created = await registry.create("t", b"{}", ttl=1)
+                    break
+                except BackendError:
+                    await asyncio.sleep(0.1)
+        (event,) = await events_of(backend, context_stream("t", created.token), "expired")
+        assert event[1]["version"] == "1"
+    finally:
+        await backend.close()
+
+
+async def test_a_subscription_holds_nothing_until_an_event_and_its_flag_survives() -> None:
+    idle = Subscription("s", 2)
+    assert not idle.events
+    idle.events.append(("1-0", {}))  # what an idle subscription shows stays empty
+    assert not Subscription("t", 2).events
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await idle.ready.wait()
+    asyncio.get_running_loop().call_later(0.01, idle.offer, ("2-0", {"type": "updated"}))
+    async with asyncio.timeout(1):
+        await idle.ready.wait()
+    assert list(idle.events) == [("2-0", {"type": "updated"})]
+    idle.offer(("3-0", {}))
+    idle.offer(("4-0", {}))  # past its limit of 2: cut off
+    assert idle.overflowed
+    assert idle.closed
+    assert len(idle.events) == 2

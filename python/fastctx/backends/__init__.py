@@ -45,6 +45,11 @@ def session_stream(tenant: str, session: str) -> str:
     return f"fc:y:{{{tenant}/{session}}}"
 
 
+def mcp_stream(tenant: str, session: str) -> str:
+    """The stream of an MCP session's notifications: what its GET stream sends, and resends."""
+    return f"fc:n:{{{tenant}/{session}}}"
+
+
 def event_order(event_id: str) -> tuple[int, int]:
     """An event id as a sortable pair; ValueError when it is not "<ms>-<seq>"."""
     ms, dash, seq = event_id.partition("-")
@@ -177,7 +182,49 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def mcp_session_delete(self, tenant: str, session: str) -> bool:
-        """End an MCP session; False when it did not exist."""
+        """End an MCP session (with its subscriptions); False when it did not exist."""
+
+    # An MCP session's subscriptions: token -> cursor, the id of the last event of the
+    # context's stream that its notification stream (`mcp_stream`) has accounted for.
+
+    @abc.abstractmethod
+    async def mcp_subscribe(
+        self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
+    ) -> bool:
+        """Subscribe the session to a context from `cursor` on (kept if it already is), noted
+        in its notification stream as a `subscribe` event, and replace the session's record
+        (`mcp_session_put`, but never bringing an ended session back); False when it is gone.
+        """
+
+    @abc.abstractmethod
+    async def mcp_unsubscribe(self, tenant: str, session: str, token: str) -> bool:
+        """Drop a subscription, noted as an `unsubscribe` event; False when there was none."""
+
+    @abc.abstractmethod
+    async def mcp_subscriptions(self, tenant: str, session: str) -> dict[str, str]:
+        """The session's subscriptions: token -> cursor."""
+
+    @abc.abstractmethod
+    async def mcp_notify(
+        self,
+        tenant: str,
+        session: str,
+        token: str,
+        expected: str,
+        cursor: str,
+        kind: str,
+        version: str,
+        idle: int,
+    ) -> str | None:
+        """If the subscription's cursor is still `expected`, append one (kind, version, token)
+        event to the notification stream and move the cursor to `cursor`, atomically.
+
+        Returns the cursor as it now is (`cursor` when this call appended), or None when the
+        session is not subscribed to the context."""
+
+    @abc.abstractmethod
+    async def mcp_keep(self, tenant: str, session: str, idle: int) -> None:
+        """Keep the session's subscriptions and notification stream for `idle` ms more."""
 
 
 def open_backend(settings: Settings) -> Backend:
@@ -190,7 +237,13 @@ def open_backend(settings: Settings) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from fastctx.backends.redis import RedisBackend
 
-        return RedisBackend(settings.backend, timeout=settings.backend_timeout)
+        return RedisBackend(
+            settings.backend,
+            timeout=settings.backend_timeout,
+            breaker_failures=settings.breaker_failures,
+            breaker_reset=settings.breaker_reset,
+            write_replicas=settings.write_replicas,
+        )
     raise ValueError(
         f"unsupported backend URL {settings.backend!r}: use memory://, redis://host:port/db "
         "or rediss://host:port/db"

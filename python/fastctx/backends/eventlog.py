@@ -90,6 +90,11 @@ class EventLog:
         entries = self._live(stream, now_ms())
         return f"{entries[-1][0]}-{entries[-1][1]}" if entries else "0-0"
 
+    def keep(self, stream: str, until: int) -> None:
+        """Keep an existing stream at least until `until` (ms), like PEXPIRE on a Redis key."""
+        if stream in self._streams and self._expiry.get(stream, 0) < until:
+            self._expiry[stream] = until
+
     def sweep(self, now: int) -> None:
         for stream in [s for s, at in self._expiry.items() if at <= now]:
             self._live(stream, now)

@@ -17,6 +17,7 @@ from fastctx.backends import (
     SessionRecord,
     StreamEvent,
     context_stream,
+    mcp_stream,
     session_stream,
 )
 from fastctx.backends.eventlog import EventLog
@@ -47,6 +48,8 @@ class MemoryBackend(Backend):
         self._sessions: dict[tuple[str, str], _Session] = {}
         # MCP sessions: (tenant, id) -> (record, expires_at)
         self._mcp: dict[tuple[str, str], tuple[bytes, int]] = {}
+        # their subscriptions: (tenant, id) -> {token: cursor}
+        self._mcp_subscriptions: dict[tuple[str, str], dict[str, str]] = {}
         # (expires_at, kind, tenant, id), kind c(ontext), s(ession) or m(cp session); entries
         # whose deadline moved are skipped (or, for MCP sessions, pushed again) when popped.
         self._deadlines: list[tuple[int, str, str, str]] = []
@@ -72,13 +75,23 @@ class MemoryBackend(Backend):
             return None
         if item[1] <= now:
             self._drop_frame(key, item[2])
+            self._changed(key[0], key[1], "expired", item[0], item[1], item[2])
             return None
         return item[0]
 
     def _live_session(self, key: tuple[str, str], now: int) -> _Session | None:
         session = self._sessions.get(key)
         if session is not None and session.expires_at <= now:
+            # Its contexts expired no later than it did; those the sweep has not reached yet
+            # expire now, each with its event, before the session's own.
+            for token in sorted(session.members):
+                item = self._frames.get((key[0], token))
+                if item is not None:
+                    self._drop_frame((key[0], token), item[2])
+                    self._changed(key[0], token, "expired", item[0], item[1], item[2])
             self._drop_session(key)
+            fields = ("expired", "0", "", key[1])
+            self.events.append(session_stream(*key), fields, now_ms() + EVENTS_MAX_AGE_MS)
             return None
         return session
 
@@ -105,7 +118,7 @@ class MemoryBackend(Backend):
     ) -> None:
         """Append the change to the context's stream and its session's."""
         fields = (kind, str(_core.frame_version(frame)), token, session or "")
-        keep_until = (now_ms() if kind == "deleted" else expires_at) + EVENTS_MAX_AGE_MS
+        keep_until = (expires_at if kind == "updated" else now_ms()) + EVENTS_MAX_AGE_MS
         self.events.append(context_stream(tenant, token), fields, keep_until)
         if session is not None:
             record = self._sessions.get((tenant, session))
@@ -221,7 +234,55 @@ class MemoryBackend(Backend):
     async def mcp_session_delete(self, tenant: str, session: str) -> bool:
         found = self._live_mcp((tenant, session), now_ms()) is not None
         self._mcp.pop((tenant, session), None)
+        self._mcp_subscriptions.pop((tenant, session), None)
         return found
+
+    async def mcp_subscribe(
+        self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
+    ) -> bool:
+        now = now_ms()
+        if self._live_mcp((tenant, session), now) is None:
+            return False
+        self._mcp[(tenant, session)] = (record, now + idle)
+        subscriptions = self._mcp_subscriptions.setdefault((tenant, session), {})
+        if token not in subscriptions:
+            subscriptions[token] = cursor
+            fields = ("subscribe", cursor, token, "")
+            self.events.append(mcp_stream(tenant, session), fields, now + idle)
+        return True
+
+    async def mcp_unsubscribe(self, tenant: str, session: str, token: str) -> bool:
+        subscriptions = self._mcp_subscriptions.get((tenant, session), {})
+        if subscriptions.pop(token, None) is None:
+            return False
+        fields = ("unsubscribe", "0", token, "")
+        self.events.append(mcp_stream(tenant, session), fields, now_ms())
+        return True
+
+    async def mcp_subscriptions(self, tenant: str, session: str) -> dict[str, str]:
+        return dict(self._mcp_subscriptions.get((tenant, session), {}))
+
+    async def mcp_notify(
+        self,
+        tenant: str,
+        session: str,
+        token: str,
+        expected: str,
+        cursor: str,
+        kind: str,
+        version: str,
+        idle: int,
+    ) -> str | None:
+        subscriptions = self._mcp_subscriptions.get((tenant, session), {})
+        current = subscriptions.get(token)
+        if current is None or current != expected:
+            return current
+        self.events.append(mcp_stream(tenant, session), (kind, version, token, ""), now_ms() + idle)
+        subscriptions[token] = cursor
+        return cursor
+
+    async def mcp_keep(self, tenant: str, session: str, idle: int) -> None:
+        self.events.keep(mcp_stream(tenant, session), now_ms() + idle)
 
     def _live_mcp(self, key: tuple[str, str], now: int) -> bytes | None:
         item = self._mcp.get(key)
@@ -229,6 +290,7 @@ class MemoryBackend(Backend):
             return None
         if item[1] <= now:
             del self._mcp[key]
+            self._mcp_subscriptions.pop(key, None)
             return None
         return item[0]
 

@@ -8,6 +8,11 @@ concurrent requests thus cost one syscall each way instead of one each.
 The connection speaks RESP3 and subscribes itself to invalidations of its key prefixes
 (`CLIENT TRACKING ON BCAST ... NOLOOP`): Redis pushes them on the same stream as the replies,
 ordered with them, so a reply is never newer than an invalidation that arrives after it.
+
+Every command has a deadline (the timeout, plus the time a blocking command asks to block);
+a connection whose oldest command is past it is dropped, which fails every command on it.
+A `Breaker` counts such failures: once Redis keeps failing, commands fail at once instead of
+each waiting for its deadline, until one probe gets an answer again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import socket
 import ssl
 import time
@@ -74,6 +80,64 @@ class Address:
 _UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
+class Breaker:
+    """A circuit breaker: `failures` consecutive failed calls open it; while open, calls fail
+    at once; `reset_after` seconds later one call goes through as a probe, and the first answer
+    from Redis closes it again (a failed probe opens it for another `reset_after`).
+
+    A call that fails is one that got no answer: its connection dropped, timed out or could not
+    be opened. Error replies are answers. `failures=0` never opens it.
+    """
+
+    def __init__(self, failures: int = 5, reset_after: float = 0.5, probe_timeout: float = 2.0):
+        self.threshold = failures
+        self.reset_after = reset_after
+        self.probe_timeout = probe_timeout
+        #: True while calls go to Redis; read on every call, so a plain attribute.
+        self.closed = True
+        self.failures = 0  # consecutive, since the last answer
+        self.opened = 0  # how many times it has opened, for /metrics
+        self._retry_at = 0.0
+        self._probe_until = 0.0  # while a probe is out: when it counts as lost
+
+    def admit(self) -> BackendError | None:
+        """None when a call may go to Redis now; otherwise the error to fail it with."""
+        if self.closed:
+            return None
+        now = time.monotonic()
+        if now >= self._retry_at and now >= self._probe_until:
+            # This call is the probe; the others keep failing fast until it is answered.
+            self._probe_until = now + self.probe_timeout
+            return None
+        wait = max(self._retry_at, self._probe_until) - now
+        return BackendError(
+            "Redis keeps failing; calls fail at once until it answers a probe again",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+    def answered(self) -> None:
+        self.failures = 0
+        if not self.closed:
+            self.closed = True
+            self._probe_until = 0.0
+            logger.warning("Redis answers again; circuit closed")
+
+    def failed(self, calls: int = 1) -> None:
+        self.failures += calls
+        probing = self._probe_until > 0.0
+        if not self.closed or (self.threshold and self.failures >= self.threshold):
+            if self.closed:
+                self.opened += 1
+                logger.warning(
+                    "%d calls to Redis failed in a row; circuit open: failing fast", self.failures
+                )
+            elif probing:
+                logger.info("Redis probe failed; circuit stays open")
+            self.closed = False
+            self._probe_until = 0.0
+            self._retry_at = time.monotonic() + self.reset_after
+
+
 def _refusal(error: hiredis.ReplyError) -> Exception:
     """Redis refusing for now is `BackendError` (503); any other error reply stays as it is."""
     if str(error).startswith(_UNAVAILABLE_REPLIES):
@@ -82,12 +146,19 @@ def _refusal(error: hiredis.ReplyError) -> Exception:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, on_push: Callable[[list[Any]], None], on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_push: Callable[[list[Any]], None],
+        on_lost: Callable[[int], None],
+        breaker: Breaker,
+    ) -> None:
         self._reader = hiredis.Reader(notEnoughData=_INCOMPLETE)
+        # (reply future, deadline): replies come in order, so the oldest is the one to watch.
         self._waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._buffer: list[bytes] = []
         self._on_push = on_push
         self._on_lost = on_lost
+        self._breaker = breaker
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._loop = asyncio.get_running_loop()
@@ -102,14 +173,15 @@ class _Protocol(asyncio.Protocol):
             # A pipelined write must leave at once, not wait for the previous one's ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, block: float = 0.0) -> asyncio.Future[Any]:
+        """Queue `command`; `block` is how long Redis may hold its reply back on purpose."""
         if self.closed:
             raise BackendError("Redis connection closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         if not self._buffer:
             self._loop.call_soon(self._flush)
         self._buffer.append(command)
-        self._waiters.append((future, time.monotonic()))
+        self._waiters.append((future, time.monotonic() + self.timeout + block))
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(self.timeout, self._check_timeout)
         return future
@@ -122,6 +194,9 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
+        breaker = self._breaker
+        if breaker.failures or not breaker.closed:
+            breaker.answered()  # bytes from Redis: it is alive
         try:
             while (reply := reader.gets()) is not _INCOMPLETE:
                 if isinstance(reply, hiredis.PushNotification):
@@ -142,10 +217,9 @@ class _Protocol(asyncio.Protocol):
         self._watchdog = None
         if not self._waiters or self.closed:
             return
-        oldest = self._waiters[0][1]
-        due = oldest + self.timeout - time.monotonic()
+        due = self._waiters[0][1] - time.monotonic()
         if due <= 0:
-            logger.warning("Redis did not answer within %.1f s; reconnecting", self.timeout)
+            logger.warning("Redis did not answer in time (%.1f s); reconnecting", self.timeout)
             self.abort()
         else:
             self._watchdog = self._loop.call_later(due, self._check_timeout)
@@ -162,11 +236,13 @@ class _Protocol(asyncio.Protocol):
         if self._watchdog is not None:
             self._watchdog.cancel()
         error = BackendError(f"Redis connection lost: {exc}" if exc else "Redis connection lost")
+        failed = 0
         while self._waiters:
             future, _ = self._waiters.popleft()
             if not future.done():
                 future.set_exception(error)
-        self._on_lost()
+                failed += 1
+        self._on_lost(failed)
 
 
 class Pipeline:
@@ -179,9 +255,12 @@ class Pipeline:
         timeout: float = 2.0,
         tracking_prefixes: Sequence[str] = (),
         on_invalidate: Invalidation | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
+        #: Shared by every connection to the same Redis, so that they fail fast together.
+        self.breaker = breaker or Breaker(probe_timeout=timeout)
         self.tracking_prefixes = tuple(tracking_prefixes)
         self.on_invalidate = on_invalidate
         #: True while Redis is pushing invalidations for `tracking_prefixes` to this connection.
@@ -193,16 +272,56 @@ class Pipeline:
         """Send a command; await the result for its reply.
 
         Connected, this is the reply's future itself, not a coroutine around it: one frame
-        less on every Redis call of every request.
+        less on every Redis call of every request. While the breaker is open, it is a future
+        that has already failed.
         """
         protocol = self._protocol
-        if protocol is None or protocol.closed:
-            return self._connect_and_send(args)
-        return protocol.send(pack_command(args))
+        if protocol is not None and self.breaker.closed and not protocol.closed:
+            return protocol.send(pack_command(args))
+        return self._slow_path(args, 0.0)
 
-    async def _connect_and_send(self, args: tuple[bytes | str | int | float, ...]) -> Any:
-        protocol = await self._connect()
-        return await protocol.send(pack_command(args))
+    def execute_blocking(self, block: float, *args: bytes | str | int | float) -> Awaitable[Any]:
+        """As `execute`, for a command that Redis may hold for up to `block` seconds (XREAD
+        BLOCK, WAIT): its deadline is that much later."""
+        protocol = self._protocol
+        if protocol is not None and self.breaker.closed and not protocol.closed:
+            return protocol.send(pack_command(args), block)
+        return self._slow_path(args, block)
+
+    async def execute_together(
+        self, *commands: tuple[bytes | str | int | float, ...], block: float = 0.0
+    ) -> list[asyncio.Future[Any]]:
+        """Send `commands` back to back on one connection, in one write; their reply futures.
+
+        `block` extends the deadline of the last one (e.g. a WAIT behind a write).
+        """
+        refused = self.breaker.admit()
+        if refused is not None:
+            raise refused
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        *first, last = commands
+        futures = [protocol.send(pack_command(command)) for command in first]
+        return [*futures, protocol.send(pack_command(last), block)]
+
+    def _slow_path(
+        self, args: tuple[bytes | str | int | float, ...], block: float
+    ) -> Awaitable[Any]:
+        refused = self.breaker.admit()
+        if refused is not None:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(refused)
+            return failed
+        return self._connect_and_send(args, block)
+
+    async def _connect_and_send(
+        self, args: tuple[bytes | str | int | float, ...], block: float
+    ) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return await protocol.send(pack_command(args), block)
 
     async def close(self) -> None:
         if self._connecting is not None:
@@ -211,7 +330,9 @@ class Pipeline:
             self._protocol.transport.close()
         self._protocol = None
 
-    def _lost(self) -> None:
+    def _lost(self, failed: int) -> None:
+        # A connection that drops while idle fails nothing now, but tells as much about Redis.
+        self.breaker.failed(max(failed, 1))
         self.tracking = False
         if self.on_invalidate is not None:
             # Invalidations may have been sent while nobody was listening.
@@ -235,23 +356,31 @@ class Pipeline:
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         address = self.address
+        protocol: _Protocol | None = None
+
+        def make() -> _Protocol:
+            made = _Protocol(self._push, self._lost, self.breaker)
+            made.timeout = self.timeout
+            return made
+
         try:
             async with asyncio.timeout(self.timeout):
                 if address.path is not None:
-                    _, protocol = await loop.create_unix_connection(
-                        lambda: _Protocol(self._push, self._lost), address.path
-                    )
+                    _, protocol = await loop.create_unix_connection(make, address.path)
                 else:
                     _, protocol = await loop.create_connection(
-                        lambda: _Protocol(self._push, self._lost),
-                        address.host,
-                        address.port,
-                        ssl=address.tls,
+                        make, address.host, address.port, ssl=address.tls
                     )
-                protocol.timeout = self.timeout
                 await self._handshake(protocol)
-        except (OSError, TimeoutError) as exc:
-            raise BackendError(f"cannot connect to Redis: {exc or type(exc).__name__}") from exc
+        except BaseException as exc:
+            if protocol is None:
+                self.breaker.failed()
+            else:
+                protocol.abort()  # a half-open connection is dropped, and counts as a failure
+            if isinstance(exc, OSError | TimeoutError):
+                detail = exc or type(exc).__name__
+                raise BackendError(f"cannot connect to Redis: {detail}") from exc
+            raise
         self._protocol = protocol
         return protocol
 

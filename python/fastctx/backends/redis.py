@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -19,24 +20,34 @@ from fastctx.backends import (
     SessionRecord,
     StreamEvent,
     context_stream,
+    mcp_stream,
     session_stream,
 )
-from fastctx.backends.pipeline import Address, Pipeline
+from fastctx.backends.notifications import ExpiryListener
+from fastctx.backends.pipeline import Address, Breaker, Pipeline
 from fastctx.backends.scripts import (
     CREATE,
+    EXPIRED,
     INSERT,
+    MCP_NOTIFY,
+    MCP_SUBSCRIBE,
+    MCP_UNSUBSCRIBE,
     REMOVE,
     SESSION_CREATE,
     SESSION_DELETE,
+    SESSION_EXPIRED,
     SESSION_MEMBERS,
     SESSION_TOUCH,
     SWAP,
 )
-from fastctx.errors import BackendError
+from fastctx.errors import BackendError, NotDurable
+
+logger = logging.getLogger("fastctx")
 
 CONTEXT_PREFIX = "fc:c:"
+SESSION_PREFIX = "fc:s:"
 READ_COUNT = 1000  # events per stream per XREAD, at most
-READER_BLOCK_LIMIT_S = 30.0  # the longest XREAD BLOCK a caller may ask for
+EXPIRY_BATCH = 256  # expired keys announced concurrently, at most
 
 
 def _context_prefix(tenant: str) -> str:
@@ -65,11 +76,30 @@ def context_key(tenant: str, token: str) -> str:
 
 
 def session_key(tenant: str, session: str) -> str:
-    return f"fc:s:{{{tenant}/{session}}}"
+    return f"{SESSION_PREFIX}{{{tenant}/{session}}}"
+
+
+def session_expired_key(tenant: str, session: str) -> str:
+    """Set once a session's `expired` event is appended, so that no other node appends it."""
+    return f"fc:sx:{{{tenant}/{session}}}"
+
+
+def _expired_target(key: bytes) -> tuple[str, str, str] | None:
+    """("c" or "s", tenant, token or session) for an expired context or session key."""
+    for kind, prefix in (("c", CONTEXT_PREFIX), ("s", SESSION_PREFIX)):
+        start = prefix.encode() + b"{"
+        if key.startswith(start) and key.endswith(b"}"):
+            tenant, _, ident = key[len(start) : -1].decode(errors="replace").rpartition("/")
+            return (kind, tenant, ident) if tenant and ident else None
+    return None
 
 
 def mcp_session_key(tenant: str, session: str) -> str:
     return f"fc:mcp:{{{tenant}/{session}}}"
+
+
+def mcp_subscriptions_key(tenant: str, session: str) -> str:
+    return f"fc:mq:{{{tenant}/{session}}}"
 
 
 def members_key(tenant: str, session: str) -> str:
@@ -98,16 +128,39 @@ class Script:
 class RedisBackend(Backend):
     """Every command goes through one auto-pipelined connection per process (see pipeline.py)."""
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 2.0,
+        *,
+        breaker_failures: int = 5,
+        breaker_reset: float = 0.5,
+        write_replicas: int = 0,
+    ) -> None:
+        address = Address.from_url(url)
+        self.timeout = timeout
+        #: One breaker for every connection to this Redis: when it fails, all fail fast.
+        self.breaker = Breaker(breaker_failures, breaker_reset, probe_timeout=timeout)
         self._pipeline = Pipeline(
-            Address.from_url(url), timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX]
+            address, timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX], breaker=self.breaker
         )
         self._on_change: ChangeCallback | None = None
         # Blocking stream reads get a connection of their own: on the shared pipeline they
-        # would hold up every reply queued behind them. Its timeout covers the longest block.
-        self._reader = Pipeline(Address.from_url(url), timeout=timeout + READER_BLOCK_LIMIT_S)
+        # would hold up every reply queued behind them.
+        self._reader = Pipeline(address, timeout=timeout, breaker=self.breaker)
+        self.write_replicas = write_replicas
+        # So would a WAIT for replicas: writes that wait get a connection of their own too.
+        self._writer = (
+            Pipeline(address, timeout=timeout, breaker=self.breaker)
+            if write_replicas
+            else self._pipeline
+        )
         self._reader_id: int | None = None  # its CLIENT ID while an XREAD blocks on it
         self._interrupted = False
+        # Expired contexts and sessions, heard of by keyspace notification, get their events.
+        self._expiry = ExpiryListener(address, self._heard_expired, timeout)
+        self._expired: list[tuple[str, str, str]] = []
+        self._announcer: asyncio.Task[None] | None = None
 
     @property
     def coherent(self) -> bool:
@@ -129,10 +182,73 @@ class RedisBackend(Backend):
         # Not fatal: the server starts, /readyz says 503, and it connects when Redis is there.
         with contextlib.suppress(BackendError):
             await self._pipeline.execute(b"PING")
+        self._expiry.start()
+        with contextlib.suppress(TimeoutError):
+            # Listening before the first request, when Redis is there to listen to.
+            await asyncio.wait_for(self._expiry.listening.wait(), self._pipeline.timeout)
 
     async def close(self) -> None:
+        await self._expiry.close()
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
         await self._reader.close()
+        if self._writer is not self._pipeline:
+            await self._writer.close()
         await self._pipeline.close()
+
+    def _heard_expired(self, key: bytes) -> None:
+        target = _expired_target(key)
+        if target is None:
+            return
+        self._expired.append(target)
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce(), name="fastctx-expired")
+
+    async def _announce(self) -> None:
+        while self._expired:
+            batch = self._expired[:EXPIRY_BATCH]
+            del self._expired[:EXPIRY_BATCH]
+            outcomes = await asyncio.gather(
+                *(self.expired(*target) for target in batch), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    logger.warning("could not append an expired event: %r", outcome)
+
+    async def expired(self, kind: str, tenant: str, ident: str) -> bool:
+        """Append the `expired` event of a context ("c") or session ("s") whose key is gone,
+        unless another node has; True when this call appended it."""
+        if kind == "s":
+            # Its contexts expired no later than it did, but Redis may report them after it:
+            # their events go first, so that the session's own is its stream's last.
+            open_tokens: dict[str, None] = {}
+            for _, fields in await self.events_since(session_stream(tenant, ident), "0-0"):
+                if fields.get("type") == "updated":
+                    open_tokens[fields.get("token", "")] = None
+                else:
+                    open_tokens.pop(fields.get("token", ""), None)
+            open_tokens.pop("", None)
+            await asyncio.gather(*(self.expired("c", tenant, token) for token in open_tokens))
+            keys = [
+                session_key(tenant, ident),
+                session_stream(tenant, ident),
+                session_expired_key(tenant, ident),
+            ]
+            return bool(await self._script(_SESSION_EXPIRED, keys, [ident]))
+        stream = context_stream(tenant, ident)
+        last = await self._last_event(stream)
+        session = last[1].get("session", "") if last is not None else ""
+        keys = [context_key(tenant, ident), stream]
+        if session:
+            keys += [session_key(tenant, session), session_stream(tenant, session)]
+        return bool(await self._script(_EXPIRED, keys, [ident, session]))
+
+    async def _last_event(self, stream: str) -> Event | None:
+        """The newest event of `stream`, if it has one."""
+        reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
+        return _event(reply[0]) if reply else None
 
     def _run(self, *args: bytes | str | int) -> Awaitable[Any]:
         return self._pipeline.execute(*args)
@@ -140,7 +256,41 @@ class RedisBackend(Backend):
     async def _script(
         self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
     ) -> Any:
+        if self.write_replicas and script in _WRITES:
+            return await self._replicated(script, keys, args)
         return await script(self._pipeline, keys, args)
+
+    async def _replicated(
+        self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int]
+    ) -> Any:
+        """Run a write script with `WAIT replicas timeout` right behind it, in one write.
+
+        WAIT answers how many replicas have acknowledged every write sent before it on this
+        connection, ours included; fewer than asked is `NotDurable` (the write stands on the
+        primary).
+        """
+        wait = (b"WAIT", self.write_replicas, max(1, int(self.timeout * 1000)))
+        for attempt in (1, 2):
+            ran, waited = await self._writer.execute_together(
+                (b"EVALSHA", script.sha, len(keys), *keys, *args), wait, block=self.timeout
+            )
+            try:
+                result = await ran
+            except BaseException as exc:
+                waited.add_done_callback(_ignore_result)
+                if attempt == 2 or not str(exc).startswith("NOSCRIPT"):
+                    raise
+                await self._writer.execute(b"SCRIPT", b"LOAD", script.source)
+                continue
+            acked = int(await waited)
+            if acked < self.write_replicas:
+                raise NotDurable(
+                    f"the write was applied on the Redis primary, but {acked} of the "
+                    f"{self.write_replicas} replicas asked for acknowledged it in time: it may "
+                    "be lost if the primary fails now; read it back before writing it again"
+                )
+            return result
+        raise AssertionError("unreachable")
 
     async def ping(self) -> None:
         await self._run(b"PING")
@@ -221,9 +371,9 @@ class RedisBackend(Backend):
         # interruption after that point finds it blocked.
         asking_id = asyncio.ensure_future(self._reader.execute(b"CLIENT", b"ID"))
         reading = asyncio.ensure_future(
-            self._reader.execute(
-                b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", timeout_ms, b"STREAMS",
-                *cursors, *cursors.values(),
+            self._reader.execute_blocking(
+                timeout_ms / 1000, b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", timeout_ms,
+                b"STREAMS", *cursors, *cursors.values(),
             )
         )  # fmt: skip
         try:
@@ -288,7 +438,54 @@ class RedisBackend(Backend):
         return record
 
     async def mcp_session_delete(self, tenant: str, session: str) -> bool:
-        return bool(await self._run(b"DEL", mcp_session_key(tenant, session)))
+        ended, _ = await asyncio.gather(
+            self._run(b"DEL", mcp_session_key(tenant, session)),
+            self._run(b"DEL", mcp_subscriptions_key(tenant, session), mcp_stream(tenant, session)),
+        )
+        return bool(ended)
+
+    async def mcp_subscribe(
+        self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
+    ) -> bool:
+        keys = [
+            mcp_session_key(tenant, session),
+            mcp_subscriptions_key(tenant, session),
+            mcp_stream(tenant, session),
+        ]
+        return bool(await self._script(_MCP_SUBSCRIBE, keys, [token, cursor, record, idle]))
+
+    async def mcp_unsubscribe(self, tenant: str, session: str, token: str) -> bool:
+        keys = [mcp_subscriptions_key(tenant, session), mcp_stream(tenant, session)]
+        return bool(await self._script(_MCP_UNSUBSCRIBE, keys, [token]))
+
+    async def mcp_subscriptions(self, tenant: str, session: str) -> dict[str, str]:
+        reply = await self._run(b"HGETALL", mcp_subscriptions_key(tenant, session))
+        pairs = (
+            reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        )
+        return {_text(token): _text(cursor) for token, cursor in pairs}
+
+    async def mcp_notify(
+        self,
+        tenant: str,
+        session: str,
+        token: str,
+        expected: str,
+        cursor: str,
+        kind: str,
+        version: str,
+        idle: int,
+    ) -> str | None:
+        keys = [mcp_subscriptions_key(tenant, session), mcp_stream(tenant, session)]
+        args: list[bytes | str | int] = [token, expected, cursor, kind, version, idle]
+        current = await self._script(_MCP_NOTIFY, keys, args)
+        return None if current is None else _text(current)
+
+    async def mcp_keep(self, tenant: str, session: str, idle: int) -> None:
+        await asyncio.gather(
+            self._run(b"PEXPIRE", mcp_subscriptions_key(tenant, session), idle),
+            self._run(b"PEXPIRE", mcp_stream(tenant, session), idle),
+        )
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
@@ -305,3 +502,11 @@ _SESSION_CREATE = Script(SESSION_CREATE)
 _SESSION_TOUCH = Script(SESSION_TOUCH)
 _SESSION_MEMBERS = Script(SESSION_MEMBERS)
 _SESSION_DELETE = Script(SESSION_DELETE)
+# The scripts that change what a client was told is stored: with FASTCTX_WRITE_REPLICAS, each
+# waits for the replicas.
+_WRITES = frozenset({_CREATE, _INSERT, _SWAP, _REMOVE, _SESSION_CREATE, _SESSION_DELETE})
+_MCP_SUBSCRIBE = Script(MCP_SUBSCRIBE)
+_MCP_UNSUBSCRIBE = Script(MCP_UNSUBSCRIBE)
+_MCP_NOTIFY = Script(MCP_NOTIFY)
+_EXPIRED = Script(EXPIRED)
+_SESSION_EXPIRED = Script(SESSION_EXPIRED)

@@ -113,6 +113,44 @@ return 1
 """
 )
 
+# KEYS: context, stream[, session, session stream]  ARGV: token, session
+# Every node that hears of the expiry runs this; the first appends the `expired` event, and
+# the others find it (or a `deleted` one) already last in the stream and append nothing. The
+# frame is gone, so the version is the one of the stream's last event.
+EXPIRED = (
+    EVENTS_LUA
+    + f"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local version = 0
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if last then
+  local fields = last[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'type' and fields[i + 1] ~= 'updated' then return 0 end
+    if fields[i] == 'version' then version = fields[i + 1] end
+  end
+end
+local now = event(KEYS[2], 'expired', version, ARGV[1], ARGV[2])
+keep_until(KEYS[2], now + {EVENTS_MAX_AGE_MS})
+if #KEYS > 2 then session_event(KEYS[4], KEYS[3], 'expired', version, ARGV[1], ARGV[2]) end
+return 1
+"""
+)
+
+# KEYS: session, session stream, marker  ARGV: session
+# The session's own `expired` event (no token); the marker, set once, keeps it to one however
+# many nodes hear of the expiry, even when its contexts' events land after it.
+SESSION_EXPIRED = (
+    EVENTS_LUA
+    + f"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[3], 1, 'NX', 'PX', {EVENTS_MAX_AGE_MS}) then return 0 end
+local now = event(KEYS[2], 'expired', 0, '', ARGV[1])
+keep_until(KEYS[2], now + {EVENTS_MAX_AGE_MS})
+return 1
+"""
+)
+
 # KEYS: session  ARGV: created_at_ms, ttl_ms, meta
 SESSION_CREATE = """
 redis.call('HSET', KEYS[1], 'created_at', ARGV[1], 'ttl', ARGV[2], 'meta', ARGV[3])
@@ -164,5 +202,49 @@ end
 redis.call('DEL', KEYS[2])
 table.insert(tokens, 1, existed)
 return tokens
+"""
+)
+
+# An MCP session's subscriptions (a hash: token -> cursor) and notification stream; see
+# Backend.mcp_subscribe and Backend.mcp_notify.
+# KEYS: MCP session, subscriptions, notification stream  ARGV: token, cursor, record, idle_ms
+MCP_SUBSCRIBE = (
+    EVENTS_LUA
+    + """
+if not redis.call('SET', KEYS[1], ARGV[3], 'XX', 'PX', ARGV[4]) then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+  event(KEYS[3], 'subscribe', ARGV[2], ARGV[1], '')
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: subscriptions, notification stream  ARGV: token
+MCP_UNSUBSCRIBE = (
+    EVENTS_LUA
+    + """
+local pttl = redis.call('PTTL', KEYS[1])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+event(KEYS[2], 'unsubscribe', 0, ARGV[1], '')
+if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+return 1
+"""
+)
+
+# KEYS: subscriptions, notification stream
+# ARGV: token, expected cursor, new cursor, kind, version, idle_ms
+MCP_NOTIFY = (
+    EVENTS_LUA
+    + """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return false end
+if current ~= ARGV[2] then return current end
+event(KEYS[2], ARGV[4], ARGV[5], ARGV[1], '')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return ARGV[3]
 """
 )
