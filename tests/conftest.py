@@ -403,9 +403,10 @@ def redis_nodes(
 class OwnRedis:
     """A redis-server of the test's own, which it may stop and start again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra_args: str) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.extra_args = extra_args  # e.g. "--appendonly", "yes" (later flags win)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -417,7 +418,7 @@ class OwnRedis:
         assert exe is not None
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -14,6 +16,20 @@ from fastctx.config import LOG_LEVELS, Settings
 
 logger = logging.getLogger("fastctx")
 GRACEFUL_STOP_SECONDS = 5
+# granian's bound on the requests a worker holds at once. An event stream holds its request
+# for as long as its client listens, so the bound is what the open-file limit allows; shedding
+# work that takes too long is Guard's job (FASTCTX_MAX_INFLIGHT), which does not count streams.
+MIN_CONCURRENT_REQUESTS = 1024
+
+
+def _raise_open_files() -> int:
+    """Raise the soft open-file limit to the hard one (each connection is a descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +78,7 @@ def serve(settings: Settings) -> int:
         )
     # Workers are separate processes: they build the app from the same settings via the env.
     os.environ.update(settings.to_env())
+    open_files = _raise_open_files()  # before the workers start: they inherit it
     Granian(
         "fastctx.http:create_app",
         factory=True,
@@ -74,6 +91,7 @@ def serve(settings: Settings) -> int:
         # Event streams stay open until their client leaves, which would hold a graceful stop
         # forever; past this, workers are killed and stream clients resume with Last-Event-ID.
         workers_kill_timeout=GRACEFUL_STOP_SECONDS,
+        backpressure=max(MIN_CONCURRENT_REQUESTS, open_files),
     ).serve()
     return 0
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import GranianServer, ServerPool
+from conftest import GranianServer, OwnRedis, RedisServer, ServerPool
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 5.0  # seconds an expected event may take
+EXPIRY_DB = 11  # the DB of `few_keys_server`, which no other test uses
+SUBSCRIBERS = 200  # concurrent subscribers of one context, each of which must get its event
 
 
 @pytest.fixture
@@ -26,6 +29,19 @@ def anyio_backend() -> str:
 @pytest.fixture(params=["memory", "redis"])
 def server(server_pool: ServerPool, request: pytest.FixtureRequest) -> GranianServer:
     return server_pool.granian(request.param)
+
+
+@pytest.fixture(scope="module")
+def few_keys_server(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GranianServer]:
+    """A Redis node on a DB of its own: Redis comes upon a key that expires unasked within a
+    second only where few keys have a TTL (a session's expiry is such a key)."""
+    server = GranianServer.start(tmp_path_factory.mktemp("expiry"), redis_server.url(EXPIRY_DB))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -159,15 +175,15 @@ async def test_include_data_adds_the_document(server: GranianServer) -> None:
     assert event["data"]["version"] == 2
 
 
-async def test_fifty_subscribers_all_get_the_event(server: GranianServer) -> None:
+async def test_two_hundred_subscribers_all_get_the_event(server: GranianServer) -> None:
     token = await create(server.base_url, {"n": 0})
-    limits = httpx.Limits(max_connections=100)
+    limits = httpx.Limits(max_connections=SUBSCRIBERS)
     async with (
         httpx.AsyncClient(base_url=server.base_url, timeout=WAIT, limits=limits) as client,
         contextlib.AsyncExitStack() as stack,
     ):
         streams = []
-        for _ in range(60):
+        for _ in range(SUBSCRIBERS):
             response = await stack.enter_async_context(
                 client.stream("GET", f"/v1/contexts/{token}/events")
             )
@@ -175,6 +191,7 @@ async def test_fifty_subscribers_all_get_the_event(server: GranianServer) -> Non
             streams.append(events(response))
         await patch(server.base_url, token, {"n": 1})
         got = await asyncio.gather(*(take(stream, 1) for stream in streams))
+    assert len(got) == SUBSCRIBERS
     assert all(e[0]["data"]["version"] == 2 for e in got)
     assert len({e[0]["id"] for e in got}) == 1
 
@@ -245,3 +262,53 @@ async def test_deleting_a_session_ends_its_contexts_streams(server: GranianServe
         (seen,) = await take(whole, 1)
     assert [(e["event"], e["data"]["session"]) for e in ended] == [("deleted", session)]
     assert (seen["event"], seen["data"]["token"]) == ("deleted", token)
+
+
+async def test_an_expired_context_stream_ends_with_its_expired_event(
+    server: GranianServer,
+) -> None:
+    token = await create(server.base_url, {"n": 0}, ttl="1")
+    async with subscribe(server.base_url, f"/v1/contexts/{token}/events") as (_, stream):
+        await patch(server.base_url, token, {"n": 1})
+        got = await rest(stream)
+    assert [(e["event"], e["data"]) for e in got] == [
+        ("updated", {"token": token, "version": 2, "session": None}),
+        ("expired", {"token": token, "version": 2, "session": None}),
+    ]
+    async with subscribe(server.base_url, f"/v1/contexts/{token}/events") as (response, stream):
+        assert response.status_code == 200
+        assert [e["event"] for e in await rest(stream)] == ["expired"]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_session_stream_ends_when_the_session_expires(
+    server_pool: ServerPool, few_keys_server: GranianServer, backend: str
+) -> None:
+    server = few_keys_server if backend == "redis" else server_pool.granian("memory")
+    reply = await call("POST", f"{server.base_url}/v1/sessions", json={"ttl": 1})
+    session = reply.json()["session"]
+    token = await create(server.base_url, {"n": 1}, session=session)
+    async with subscribe(server.base_url, f"/v1/sessions/{session}/events") as (_, stream):
+        got = await rest(stream)
+    assert [(e["event"], e["data"]) for e in got] == [
+        ("expired", {"token": token, "version": 1, "session": session}),
+        ("expired", {"token": None, "version": 0, "session": session}),
+    ]
+
+
+async def test_a_followed_context_gets_its_expired_event_in_a_large_keyspace(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    # 50,000 keys with a TTL and one expiry cycle a second: Redis's own sampling would take
+    # about forty minutes to come upon the context's key.
+    own_redis.cli("CONFIG", "SET", "hz", "1")
+    filler = "for i = 1, 50000 do redis.call('SET', 'filler:' .. i, 'x', 'EX', 86400) end"
+    own_redis.cli("EVAL", filler, "0")
+    server = GranianServer.start(tmp_path, own_redis.url)
+    try:
+        token = await create(server.base_url, {"n": 0}, ttl="1")
+        async with subscribe(server.base_url, f"/v1/contexts/{token}/events") as (_, stream):
+            got = await rest(stream)
+    finally:
+        server.stop()
+    assert [(e["event"], e["data"]["version"]) for e in got] == [("expired", 1)]

@@ -64,3 +64,44 @@ async def test_pings_while_idle_and_lets_go_when_the_client_leaves(
     assert await asyncio.wait_for(serving, 1) == 200
     assert changes.watched == 0
     await changes.close()
+
+
+async def test_one_timer_pings_every_idle_stream_and_ends_with_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "PING_INTERVAL", 0.03)
+    backend = MemoryBackend()
+    registry = Registry(backend, Settings())
+    changes = ChangeStream(backend)
+    routes = EventRoutes(registry, changes)
+    tokens = [(await registry.create("t", b"{}")).token for _ in range(5)]
+    leave = asyncio.Event()
+    sent: list[list[bytes]] = [[] for _ in tokens]
+
+    async def receive() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    def sender(n: int) -> Any:
+        async def send(message: dict[str, Any]) -> None:
+            sent[n].append(message.get("body", b""))
+
+        return send
+
+    serving = [
+        asyncio.create_task(
+            routes.context_events(
+                Exchange(request(f"/v1/contexts/{token}/events"), receive, sender(n)), "t", token
+            )
+        )
+        for n, token in enumerate(tokens)
+    ]
+    await asyncio.sleep(0.2)
+    assert all(bodies.count(b": ping\n\n") >= 3 for bodies in sent)
+    timers = [t for t in asyncio.all_tasks() if t.get_name() == "fastctx-sse-pings"]
+    assert len(timers) == 1
+    leave.set()
+    assert await asyncio.wait_for(asyncio.gather(*serving), 1) == [200] * len(tokens)
+    await asyncio.sleep(0.01)
+    assert timers[0].done()
+    await changes.close()

@@ -21,6 +21,7 @@ from fastctx.http.auth import Tenants
 from fastctx.http.contexts import ContextRoutes
 from fastctx.http.events import EventRoutes
 from fastctx.http.front import Front
+from fastctx.http.guard import Guard
 from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> Front:
     settings = settings or Settings.from_env()
     backend = open_backend(settings)
     registry = Registry(backend, settings)
-    metrics = Metrics(registry)
+    guard = Guard(settings.max_inflight)
+    metrics = Metrics(registry, guard)
     context_routes = ContextRoutes(registry, settings, metrics.stats)
     changes = ChangeStream(backend)
 
@@ -88,9 +90,11 @@ def create_app(settings: Settings | None = None) -> Front:
     app.state.registry = registry
     app.state.sessions = session_manager = SessionManager(backend, registry)
     app.state.metrics = metrics
-    mcp = McpEndpoint(registry, session_manager, settings)
+    mcp = McpEndpoint(registry, session_manager, settings, changes)
     events = EventRoutes(registry, changes)
-    return Front(app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp, events)
+    return Front(
+        app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp, events, guard
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 import msgspec
@@ -14,6 +15,8 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 _EXACT = {kind: kind.encode() for kind in (JSON, MERGE_PATCH, JSON_PATCH)}
+# How long a request body may take to arrive in full (FASTCTX_BODY_TIMEOUT).
+BODY_TIMEOUT_SECONDS = 30.0
 T = TypeVar("T")
 
 
@@ -56,12 +59,19 @@ def require_media_type(content_type: bytes | str | None, *accepted: str) -> str:
     return kind
 
 
-async def read_body(receive: Receive, content_length: bytes | str | None, limit: int) -> bytes:
+async def read_body(
+    receive: Receive,
+    content_length: bytes | str | None,
+    limit: int,
+    seconds: float = BODY_TIMEOUT_SECONDS,
+) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes.
 
     A declared Content-Length over the limit is refused before reading anything; a chunked
     body is refused at the first chunk that crosses the limit, so at most `limit` bytes plus
-    one chunk are ever held.
+    one chunk are ever held. The whole body must arrive within `seconds` (400 otherwise): a
+    client that declares more than it sends, or trickles it, would else hold the request, and
+    the connection, for as long as it likes.
     """
     if content_length is not None:
         declared = whole_number(content_length, max_digits=40)
@@ -69,6 +79,14 @@ async def read_body(receive: Receive, content_length: bytes | str | None, limit:
             raise BadRequest("Content-Length must be a non-negative integer")
         if declared > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+    try:
+        async with asyncio.timeout(seconds):
+            return await _receive_all(receive, limit)
+    except TimeoutError:
+        raise BadRequest(f"the body did not arrive in full within {seconds:g} s") from None
+
+
+async def _receive_all(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -70,6 +70,7 @@ class ContextRoutes:
     def __init__(self, registry: Registry, settings: Settings, stats: RequestStats) -> None:
         self.registry = registry
         self.max_bytes = settings.max_context_bytes
+        self.body_timeout = settings.body_timeout
         self.stats = stats
         self._collection: dict[str, Handler] = {"POST": self.create}
         self._mget: dict[str, Handler] = {"POST": self.mget}
@@ -101,7 +102,7 @@ class ContextRoutes:
     async def create(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
         ttl = _ttl(ex.query("ttl"))
-        document = await ex.body(self.max_bytes)
+        document = await ex.body(self.max_bytes, self.body_timeout)
         created = await self.registry.create(tenant, document, ttl, ex.query("session"))
         token = created.token.encode()
         body = b'{"token":"%s","version":1,"expires_at":"%s"}' % (
@@ -141,7 +142,7 @@ class ContextRoutes:
     async def replace(self, ex: Exchange, tenant: str, token: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
         if_version = expected_version(ex.header(b"if-match"))
-        document = await ex.body(self.max_bytes)
+        document = await ex.body(self.max_bytes, self.body_timeout)
         version = await self.registry.replace(tenant, token, document, if_version)
         return await ex.respond(200, *_written(token, version))
 
@@ -152,7 +153,7 @@ class ContextRoutes:
             exc.headers["Accept-Patch"] = _ACCEPT_PATCH
             raise
         if_version = expected_version(ex.header(b"if-match"))
-        patch = await ex.body(self.max_bytes)
+        patch = await ex.body(self.max_bytes, self.body_timeout)
         version = await self.registry.patch(tenant, token, patch, kind, if_version)
         return await ex.respond(200, *_written(token, version))
 
@@ -179,7 +180,7 @@ class ContextRoutes:
 
     async def mget(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
-        body = await ex.body(self.max_bytes)
+        body = await ex.body(self.max_bytes, self.body_timeout)
         try:
             tokens = decode_json(body, _MGET).tokens
         except msgspec.ValidationError as exc:

@@ -21,6 +21,10 @@ from fastctx.streams import ChangeStream, Subscription
 
 PING_INTERVAL = 15.0  # seconds between `: ping` comments, which keep proxies from timing out
 RETRY_MS = 1000  # how soon a client should reconnect after the stream ends
+# How long after a followed context's expiry this node reads it, so that the backend notices
+# the expiry then (Redis expires keys it is not asked for only as its sampling comes upon
+# them, which in a large keyspace can be many minutes later).
+EXPIRY_LOOK_DELAY = 0.05
 CONTEXTS = "/v1/contexts/"
 SESSIONS = "/v1/sessions/"
 SUFFIX = "/events"
@@ -57,6 +61,8 @@ class EventRoutes:
         self.registry = registry
         self.backend = registry.backend
         self.changes = changes
+        self.pinger = Pinger()
+        self._looks: set[asyncio.Task[bytes | None]] = set()
         self._context: dict[str, Handler] = {"GET": self.context_events}
         self._session: dict[str, Handler] = {"GET": self.session_events}
 
@@ -78,9 +84,27 @@ class EventRoutes:
         after = last_event_id(ex)
         if not _core.is_token(token):
             raise NotFound("no such context")
-        live = await self.backend.get(tenant, token) is not None
+        frame = await self.backend.get(tenant, token)
         stream = context_stream(tenant, token)
-        return await self._serve(ex, tenant, stream, after, live, "context")
+        if frame is None:
+            return await self._serve(ex, tenant, stream, after, False, "context")
+        delay = (_core.decode_frame(frame).expires_at - now_ms()) / 1000 + EXPIRY_LOOK_DELAY
+        look = asyncio.get_running_loop().call_later(delay, self._look, tenant, token)
+        try:
+            return await self._serve(ex, tenant, stream, after, True, "context")
+        finally:
+            look.cancel()
+
+    def _look(self, tenant: str, token: str) -> None:
+        """Read a context at its expiry: the backend then notices it and appends its event."""
+        task = asyncio.ensure_future(self.backend.get(tenant, token))
+        self._looks.add(task)
+        task.add_done_callback(self._looked)
+
+    def _looked(self, task: asyncio.Task[bytes | None]) -> None:
+        self._looks.discard(task)
+        if not task.cancelled():
+            task.exception()  # a backend that fails now leaves it to its own expiry sweep
 
     async def session_events(self, ex: Exchange, tenant: str, session: str) -> int:
         after = last_event_id(ex)
@@ -101,11 +125,10 @@ class EventRoutes:
     ) -> int:
         """Replay what the client missed, then follow the stream until either side ends it.
 
-        A context's stream ends with its `deleted` event; a session's lasts while the client
-        listens.
+        A context's stream ends with its `deleted` or `expired` event; a session's with its own
+        `expired` event (the one without a token), or when the client leaves.
         """
         include_data = ex.query("include") == "data"
-        ends = of == "context"
         if not live:
             # Gone, but its stream may still tell how it ended: replay that, then stop.
             events = await self.backend.events_since(stream, after or "0-0")
@@ -121,6 +144,7 @@ class EventRoutes:
         start = after if after is not None else await self.backend.last_event_id(stream)
         subscription = self.changes.subscribe(stream, start)
         watcher = asyncio.create_task(_until_disconnect(ex, subscription))
+        self.pinger.add(subscription)
         try:
             # Subscribed first, then read what is already there: nothing falls in between.
             replay = await self.backend.events_since(stream, start)
@@ -128,19 +152,21 @@ class EventRoutes:
             sent = event_order(start)
             ended = False
             for event in replay:
-                ended = await self._send(ex, tenant, event, include_data) and ends
+                ended = await self._send(ex, tenant, event, include_data) and _ends(event, of)
                 sent = event_order(event[0])
-            while not ended and await _wait(subscription, ex):
+            while not ended and await _wait(subscription, ex, self.pinger):
                 while subscription.events and not ended:
                     event = subscription.events.popleft()
                     if event_order(event[0]) > sent:
-                        ended = await self._send(ex, tenant, event, include_data) and ends
+                        ended = await self._send(ex, tenant, event, include_data)
+                        ended = ended and _ends(event, of)
                         sent = event_order(event[0])
             if not watcher.done():  # the client is still there to be told the stream ended
                 await ex.send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went while we wrote (the ASGI server raises OSError then)
         finally:
+            self.pinger.remove(subscription)
             self.changes.unsubscribe(subscription)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,14 +182,14 @@ class EventRoutes:
         )
 
     async def _send(self, ex: Exchange, tenant: str, event: Event, include_data: bool) -> bool:
-        """Send one event; True when it says a context was deleted."""
+        """Send one event; True when it says a context or session is gone."""
         event_id, fields = event
         kind = fields.get("type", "updated")
         token = fields.get("token", "")
         session = fields.get("session") or None
         version = int(fields.get("version", "0"))
-        data = b'{"token":"%s","version":%d,"session":%s' % (
-            token.encode(),
+        data = b'{"token":%s,"version":%d,"session":%s' % (
+            b'"%s"' % token.encode() if token else b"null",  # none: the session's own event
             version,
             b'"%s"' % session.encode() if session else b"null",
         )
@@ -178,20 +204,69 @@ class EventRoutes:
                 data += b',"data":' + _data_lines(found.payload)
         body = b"id: %s\nevent: %s\ndata: %s}\n\n" % (event_id.encode(), kind.encode(), data)
         await ex.send({"type": "http.response.body", "body": body, "more_body": True})
-        return kind == "deleted"
+        return kind in ("deleted", "expired")
 
 
-async def _wait(subscription: Subscription, ex: Exchange) -> bool:
-    """Wait for events, pinging every PING_INTERVAL; False once the subscription is closed."""
+def _ends(event: Event, of: Literal["context", "session"]) -> bool:
+    """Whether a gone-event ends a stream of `of`: any does a context's; a session's ends
+    only with the session's own (its contexts come and go within it)."""
+    return of == "context" or not event[1].get("token")
+
+
+class Pinger:
+    """Tells each idle stream of the node when to send its `: ping`, from one timer.
+
+    A timer per stream would cost ten thousand timers, and as many timeouts raised, every
+    PING_INTERVAL when as many clients listen; this one wakes one TICKS-th of the streams at
+    a time, so their pings are spread over the interval, not sent in one burst.
+    """
+
+    TICKS = 15
+
+    def __init__(self) -> None:
+        self._wheel: list[set[Subscription]] = [set() for _ in range(self.TICKS)]
+        self._tick = 0
+        self._count = 0
+        self.due: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, subscription: Subscription) -> None:
+        # The slot just served comes round again in one whole interval.
+        self._wheel[self._tick].add(subscription)
+        self._count += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="fastctx-sse-pings")
+
+    def remove(self, subscription: Subscription) -> None:
+        for slot in self._wheel:
+            if subscription in slot:
+                slot.discard(subscription)
+                self._count -= 1
+                break
+        self.due.discard(subscription)
+        if not self._count and self._task is not None:
+            self._task.cancel()  # nothing left to ping: no timer outlives the streams
+            self._task = None
+
+    async def _run(self) -> None:
+        while self._count:
+            await asyncio.sleep(PING_INTERVAL / self.TICKS)
+            self._tick = (self._tick + 1) % self.TICKS
+            for subscription in self._wheel[self._tick]:
+                self.due.add(subscription)
+                subscription.ready.set()
+
+
+async def _wait(subscription: Subscription, ex: Exchange, pinger: Pinger) -> bool:
+    """Wait for events, pinging when told to; False once the subscription is closed."""
     while not subscription.events:
         if subscription.closed:
             return False
-        subscription.ready.clear()
-        try:
-            async with asyncio.timeout(PING_INTERVAL):
-                await subscription.ready.wait()
-        except TimeoutError:
+        if subscription in pinger.due:
+            pinger.due.discard(subscription)
             await ex.send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+        subscription.ready.clear()
+        await subscription.ready.wait()
     return True
 
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive, Scope, Send
 
 from fastctx.errors import FastctxError
-from fastctx.http.body import JSON, read_body
+from fastctx.http.body import BODY_TIMEOUT_SECONDS, JSON, read_body
 from fastctx.http.problems import problem
 
 Headers = list[tuple[bytes, bytes]]
@@ -39,8 +39,8 @@ class Exchange:
                     self._query.setdefault(key, value)
         return self._query.get(name)
 
-    async def body(self, limit: int) -> bytes:
-        return await read_body(self.receive, self.header(b"content-length"), limit)
+    async def body(self, limit: int, seconds: float = BODY_TIMEOUT_SECONDS) -> bytes:
+        return await read_body(self.receive, self.header(b"content-length"), limit, seconds)
 
     async def respond(
         self,

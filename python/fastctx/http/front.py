@@ -4,7 +4,7 @@ Starlette's route scan and middleware stack cost about as much as the whole floo
 request, so the context routes (`ContextRoutes`) are answered here, by path shape and method,
 after the same tenant check every /v1 request gets; so is /mcp. Everything else (sessions,
 probes, metrics, OpenAPI, 404s) goes on to the Starlette app. It stays one ASGI app: `create_app`
-returns this object.
+returns this object. Before any of that, `Guard` sheds what the worker cannot take on in time.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fastctx.http.auth import Tenants, is_protected
 from fastctx.http.contexts import ContextRoutes
 from fastctx.http.events import EventRoutes
 from fastctx.http.exchange import Exchange
+from fastctx.http.guard import Guard
 from fastctx.http.metrics import RequestStats
 from fastctx.http.problems import as_problem
 from fastctx.http.state import TENANT_SCOPE_KEY
@@ -41,8 +42,10 @@ class Front:
         contexts: ContextRoutes,
         mcp: McpEndpoint,
         events: EventRoutes,
+        guard: Guard | None = None,
     ) -> None:
         self.app = app
+        self.guard = guard or Guard(0)
         self.tenants = tenants
         self.stats = stats
         self.contexts = contexts
@@ -58,9 +61,32 @@ class Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # lifespan
             return
-        started = time.perf_counter()
         path: str = scope["path"]
         method: str = scope["method"]
+        guard = self.guard
+        if not guard.counts(path, method):
+            await self._serve(scope, receive, send, path, method)
+            return
+        if guard.inflight >= guard.limit:
+            await guard.refuse(send)  # before any work, even the tenant check
+            return
+        guard.inflight += 1
+        if path == "/mcp":  # may answer with a stream that lasts: gives its slot back then
+            slot = guard.slot(send)
+            try:
+                await self._serve(scope, receive, slot, path, method)
+            finally:
+                slot.release()
+            return
+        try:
+            await self._serve(scope, receive, send, path, method)
+        finally:
+            guard.inflight -= 1
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
+    ) -> None:
+        started = time.perf_counter()
         if is_protected(path):
             route = self.contexts.route(path) or self.events.route(path)
             ex = Exchange(scope, receive, send)
@@ -106,8 +132,10 @@ class Front:
             raise exc  # the response is under way: the server closes it and logs the error
         error = as_problem(exc)
         if error is None:
-            logger.error(
-                "unexpected error on %s %s", ex.scope["method"], ex.scope["path"], exc_info=exc
-            )
+            # The route's template, not the path: paths carry tokens, which logs must not.
+            path = ex.scope["path"]
+            route = self.contexts.route(path) or self.events.route(path)
+            where = path if route is None else route[0]
+            logger.error("unexpected error on %s %s", ex.scope["method"], where, exc_info=exc)
             error = FastctxError("the server failed on this request; it has been logged")
         return await ex.fail(error)

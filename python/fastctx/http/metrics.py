@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastctx.backends.pipeline import Breaker
+from fastctx.http.guard import Guard
 from fastctx.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,9 +51,10 @@ class RequestStats:
 
 
 class _Collector(Collector):
-    def __init__(self, stats: RequestStats, registry: Registry) -> None:
+    def __init__(self, stats: RequestStats, registry: Registry, guard: Guard | None) -> None:
         self.stats = stats
         self.registry = registry
+        self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -82,6 +85,7 @@ class _Collector(Collector):
         for state, count in self.stats.reads.items():
             reads.add_metric([state], count)
         yield reads
+        yield from self._degradation()
         cache = self.registry.cache
         if cache is None:
             return
@@ -94,12 +98,36 @@ class _Collector(Collector):
         yield GaugeMetricFamily("fastctx_cache_bytes", "Bytes held.", value=cache.bytes_used)
         yield GaugeMetricFamily("fastctx_cache_entries", "Entries held.", value=len(cache))
 
+    def _degradation(self) -> Iterator[Metric]:
+        """Load shedding and the backend's circuit breaker."""
+        if self.guard is not None:
+            yield CounterMetricFamily(
+                "fastctx_shed_requests",
+                "Requests refused with 503 because too many were in flight.",
+                value=self.guard.shed,
+            )
+            yield GaugeMetricFamily(
+                "fastctx_inflight_requests", "Requests in flight.", value=self.guard.inflight
+            )
+        breaker = getattr(self.registry.backend, "breaker", None)
+        if isinstance(breaker, Breaker):
+            yield GaugeMetricFamily(
+                "fastctx_backend_circuit_open",
+                "1 while backend calls fail fast after repeated failures.",
+                value=0 if breaker.closed else 1,
+            )
+            yield CounterMetricFamily(
+                "fastctx_backend_circuit_opened",
+                "Times the backend circuit breaker opened.",
+                value=breaker.opened,
+            )
+
 
 class Metrics:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, guard: Guard | None = None) -> None:
         self.stats = RequestStats()
         self.collectors = CollectorRegistry(auto_describe=True)
-        self.collectors.register(_Collector(self.stats, registry))
+        self.collectors.register(_Collector(self.stats, registry, guard))
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)

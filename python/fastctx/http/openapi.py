@@ -674,11 +674,18 @@ _MCP_PATHS: dict[str, Any] = {
                 _MCP_SESSION,
                 _mcp_header("Mcp-Method", "2026-07-28: the JSON-RPC method, repeated."),
                 _mcp_header("Mcp-Name", "2026-07-28: the tool name or resource URI, repeated."),
+                _mcp_header(
+                    "Mcp-Param-Ttl",
+                    "2026-07-28: the `ttl` argument of `context_create` or `session_create`, "
+                    "repeated (its schema marks it `x-mcp-header`).",
+                ),
             ],
             "requestBody": {"required": True, "content": _JSONRPC},
             "responses": {
                 "200": {
-                    "description": "The reply, as JSON or as an SSE stream, per `Accept`.",
+                    "description": "The reply, as JSON or as an SSE stream, per `Accept`; "
+                    "`subscriptions/listen` (2026-07-28) is answered with a stream of "
+                    "`notifications/resources/updated` that stays open.",
                     "content": {**_JSONRPC, "text/event-stream": {"schema": {"type": "string"}}},
                 },
                 "202": {"description": "A notification or a response was accepted."},
@@ -688,7 +695,10 @@ _MCP_PATHS: dict[str, Any] = {
                 ),
                 "403": _MCP_FORBIDDEN,
                 "404": _MCP_UNKNOWN,
-                "406": _rpc_error("`Accept` allows neither JSON nor an event stream."),
+                "406": _rpc_error(
+                    "`Accept` allows neither JSON nor an event stream (for "
+                    "`subscriptions/listen`: no event stream)."
+                ),
                 **_errors(413, 415, *_V1_ERRORS),
             },
         },
@@ -696,13 +706,19 @@ _MCP_PATHS: dict[str, Any] = {
             "tags": ["mcp"],
             "operationId": "mcpStream",
             "summary": "The session's stream of server messages (SSE)",
-            "parameters": [_MCP_VERSION, _MCP_SESSION],
+            "parameters": [
+                _MCP_VERSION,
+                _MCP_SESSION,
+                _mcp_header("Last-Event-ID", "The id of the last event received: resume after it."),
+            ],
             "responses": {
                 "200": {
-                    "description": "An event stream; `: ping` comments keep it open.",
+                    "description": "An event stream: `notifications/resources/updated` for "
+                    "the resources the session subscribed to, each with an id; `: ping` "
+                    "comments keep it open.",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
-                "400": _rpc_error("No session named."),
+                "400": _rpc_error("No session named, or a `Last-Event-ID` not of its stream."),
                 "403": _MCP_FORBIDDEN,
                 "404": _MCP_UNKNOWN,
                 "405": _rpc_error("2026-07-28 has no sessions, so no stream."),

@@ -8,6 +8,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ExceptionHandler
 
 from fastctx import _core
@@ -69,7 +70,10 @@ async def _client_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    # The route's template, not the path: paths carry session ids, which logs must not.
+    found = request.scope.get("route")
+    where = found.path if isinstance(found, Route) else "an unmatched path"
+    logger.exception("unexpected error on %s %s", request.method, where)
     return problem(FastctxError("the server failed on this request; it has been logged"))
 
 

@@ -33,6 +33,7 @@ async def create(request: Request) -> Response:
             request.receive,
             request.headers.get("content-length"),
             settings(request).max_context_bytes,
+            settings(request).body_timeout,
         )
     spec = SessionCreate()
     if body.strip():

@@ -1,0 +1,85 @@
+"""Load shedding: a bound on the requests one worker holds at once, refused past it at once.
+
+A worker that takes every request it is sent only queues them: when they arrive faster than
+it can answer, each waits longer than the last and clients time out on answers that were
+computed anyway. Past `limit` requests in flight, a new one is answered 503 with Retry-After
+before anything is done for it (no auth, no body read, no backend call), so the requests
+already admitted keep their latency and clients learn at once to back off or try another node.
+
+Probes (/healthz, /readyz, /metrics) are never shed: an orchestrator must still see the
+node. Event streams are not counted: they hold a connection while they wait, not work. A
+request to /mcp that turns into one (subscriptions/listen) gives its slot back when its
+stream starts.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Message, Send
+
+from fastctx.errors import Unavailable
+from fastctx.http.problems import problem
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _shed_response() -> tuple[list[tuple[bytes, bytes]], bytes]:
+    response = problem(
+        Unavailable("the server has more requests in flight than it serves in time; retry")
+    )
+    return list(response.raw_headers), bytes(response.body)
+
+
+_HEADERS, _BODY = _shed_response()
+
+
+class Guard:
+    """Counts the requests in flight on this worker; `limit` 0 means no bound."""
+
+    __slots__ = ("inflight", "limit", "shed")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit or 1 << 62
+        self.inflight = 0
+        self.shed = 0  # requests refused since start, for /metrics
+
+    @staticmethod
+    def counts(path: str, method: str) -> bool:
+        """Whether a request takes a slot: probes and event streams do not."""
+        if path in PROBES:
+            return False
+        return not (method == "GET" and (path.endswith("/events") or path == "/mcp"))
+
+    def slot(self, send: Send) -> Slot:
+        """Wrap `send` of a request that took a slot and may answer with an event stream."""
+        return Slot(self, send)
+
+    async def refuse(self, send: Send) -> int:
+        # The body, if any, is left unread: reading it is work. The server drops what is left
+        # of it (a large one may cost the client its connection, after the 503 went out).
+        self.shed += 1
+        await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+        await send({"type": "http.response.body", "body": _BODY})
+        return 503
+
+
+class Slot:
+    """A request's slot, given back when its response turns out to be an event stream."""
+
+    __slots__ = ("guard", "held", "send")
+
+    def __init__(self, guard: Guard, send: Send) -> None:
+        self.guard = guard
+        self.send = send
+        self.held = True
+
+    async def __call__(self, message: Message) -> None:
+        if self.held and message["type"] == "http.response.start":
+            for name, value in message.get("headers", ()):
+                if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+                    self.release()
+        await self.send(message)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.guard.inflight -= 1
