@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from fastctx import _core
-from fastctx.backends import Backend
+from fastctx.backends import Backend, context_stream
 from fastctx.clock import now_ms
 from fastctx.errors import NotFound
 from fastctx.registry import Registry
@@ -26,7 +26,8 @@ class SessionManager:
     deleted with it.
 
     MCP sessions (the protocol's own, opened by `initialize`) are kept here too, apart from
-    these: a record the MCP endpoint gives, which lives while requests keep using it.
+    these: a record the MCP endpoint gives, which lives while requests keep using it, and the
+    contexts it subscribed to (see fastctx.mcp.notifications).
     """
 
     def __init__(self, backend: Backend, registry: Registry) -> None:
@@ -79,3 +80,19 @@ class SessionManager:
         if not _core.is_token(session):
             return False
         return await self.backend.mcp_session_delete(tenant, session)
+
+    async def subscribe_mcp(
+        self, tenant: str, session: str, token: str, record: bytes, idle_ms: int
+    ) -> bool:
+        """Subscribe the MCP session to the context's changes after its latest (a repeated
+        subscription keeps its place), its record now `record`. False: the session is gone."""
+        cursor = await self.backend.last_event_id(context_stream(tenant, token))
+        return await self.backend.mcp_subscribe(tenant, session, token, cursor, record, idle_ms)
+
+    async def unsubscribe_mcp(self, tenant: str, session: str, token: str) -> bool:
+        """False when the session was not subscribed to the context."""
+        return await self.backend.mcp_unsubscribe(tenant, session, token)
+
+    async def keep_mcp(self, tenant: str, session: str, idle_ms: int) -> None:
+        """Slide the life of a session's subscriptions along with the session's own."""
+        await self.backend.mcp_keep(tenant, session, idle_ms)

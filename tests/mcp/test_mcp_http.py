@@ -245,7 +245,10 @@ def test_mcp_acts_within_the_callers_tenant(server_pool: ServerPool) -> None:
 
 def call_tool(client: httpx.Client, name: str, arguments: Any) -> dict[str, Any]:
     params = {"_meta": ENVELOPE, "name": name, "arguments": arguments}
-    r = client.post("/mcp", content=rpc("tools/call", params), headers=modern("tools/call", name))
+    headers = modern("tools/call", name)
+    if arguments.get("ttl") is not None:  # as a client mirrors the x-mcp-header argument
+        headers["Mcp-Param-Ttl"] = str(arguments["ttl"])
+    r = client.post("/mcp", content=rpc("tools/call", params), headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["result"]["resultType"] == "complete"
     return r.json()["result"]  # type: ignore[no-any-return]

@@ -1,4 +1,5 @@
-"""The backends' MCP session store: put, touch (which slides the idle expiry), delete."""
+"""The backends' MCP session store: put, touch (which slides the idle expiry), delete, and
+the sessions' subscriptions with their notification streams."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from conftest import RedisServer
-from fastctx.backends import Backend
+from fastctx.backends import Backend, mcp_stream
 from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.redis import RedisBackend
 from fastctx.clock import now_ms
@@ -66,3 +67,56 @@ async def test_the_memory_sweep_keeps_used_sessions_and_drops_idle_ones() -> Non
     assert await store.mcp_session_touch("t", "used", 10_000) == b"{}"
     assert await store.mcp_session_delete("t", "idle") is False
     assert len(store._deadlines) == 1
+
+
+async def test_subscriptions_keep_their_cursor_and_end_with_the_session(backend: Backend) -> None:
+    notes = mcp_stream("t", "sub1")
+    assert await backend.mcp_subscribe("t", "sub1", "tok", "5-0", b"{}", IDLE_MS) is False
+    assert await backend.mcp_session_touch("t", "sub1", IDLE_MS) is None  # not brought back
+    await backend.mcp_session_put("t", "sub1", b"{}", 10_000)
+    record = b'{"subscribed":true}'
+    assert await backend.mcp_subscribe("t", "sub1", "tok", "5-0", record, 10_000) is True
+    assert await backend.mcp_session_touch("t", "sub1", 10_000) == record
+    # Subscribing again keeps the place it had.
+    assert await backend.mcp_subscribe("t", "sub1", "tok", "9-0", record, 10_000) is True
+    assert await backend.mcp_subscriptions("t", "sub1") == {"tok": "5-0"}
+    steering = [fields["type"] for _, fields in await backend.events_since(notes, "0-0")]
+    assert steering == ["subscribe"]
+
+    # The cursor moves only from where the caller read it, and with one notification.
+    assert await backend.mcp_notify("t", "sub1", "tok", "1-0", "7-0", "updated", "2", 10_000) == (
+        "5-0"
+    )
+    assert await backend.mcp_notify("t", "sub1", "tok", "5-0", "7-0", "updated", "2", 10_000) == (
+        "7-0"
+    )
+    assert await backend.mcp_notify("t", "sub1", "x", "0-0", "7-0", "updated", "1", 10_000) is None
+    assert await backend.mcp_subscriptions("t", "sub1") == {"tok": "7-0"}
+    entries = await backend.events_since(notes, "0-0")
+    assert [(f["type"], f["version"], f["token"]) for _, f in entries] == [
+        ("subscribe", "5-0", "tok"),
+        ("updated", "2", "tok"),
+    ]
+
+    assert await backend.mcp_unsubscribe("t", "sub1", "tok") is True
+    assert await backend.mcp_unsubscribe("t", "sub1", "tok") is False
+    assert await backend.mcp_subscriptions("t", "sub1") == {}
+    assert (await backend.events_since(notes, entries[-1][0]))[0][1]["type"] == "unsubscribe"
+
+    assert await backend.mcp_subscribe("t", "sub1", "tok", "8-0", record, 10_000) is True
+    assert await backend.mcp_session_delete("t", "sub1") is True
+    assert await backend.mcp_subscriptions("t", "sub1") == {}
+    assert (
+        await backend.mcp_notify("t", "sub1", "tok", "8-0", "9-0", "updated", "3", 10_000) is None
+    )
+
+
+async def test_subscriptions_slide_with_the_session(backend: Backend) -> None:
+    await backend.mcp_session_put("t", "sub2", b"{}", IDLE_MS)
+    assert await backend.mcp_subscribe("t", "sub2", "tok", "5-0", b"{}", IDLE_MS) is True
+    for _ in range(4):  # 4 x 100 ms outlives one idle period
+        await asyncio.sleep(0.1)
+        assert await backend.mcp_session_touch("t", "sub2", IDLE_MS) is not None
+        await backend.mcp_keep("t", "sub2", IDLE_MS)
+    assert await backend.mcp_subscriptions("t", "sub2") == {"tok": "5-0"}
+    assert await backend.last_event_id(mcp_stream("t", "sub2")) != "0-0"

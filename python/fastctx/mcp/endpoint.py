@@ -7,10 +7,9 @@ that lives in the backend, so any node can continue it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +17,6 @@ import msgspec
 
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError
 from fastctx.http.body import JSON, require_media_type
 from fastctx.http.exchange import Exchange, Headers
 from fastctx.mcp import jsonrpc
@@ -31,6 +29,7 @@ from fastctx.mcp.jsonrpc import (
     Message,
     RpcError,
 )
+from fastctx.mcp.notifications import Notifications, resume_point
 from fastctx.mcp.protocol import (
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
@@ -41,11 +40,11 @@ from fastctx.mcp.protocol import (
     Methods,
     SessionRecord,
 )
-from fastctx.mcp.tools import Tools
+from fastctx.mcp.tools import PARAM_HEADERS, Tools
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
+from fastctx.streams import ChangeStream
 
-PING_INTERVAL = 15.0
 # Room for the JSON-RPC envelope around a context of the largest allowed size.
 ENVELOPE_BYTES = 64 * 1024
 ALLOWED_METHODS = "GET, POST, DELETE"
@@ -56,6 +55,10 @@ _NAMED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 _MODERN_STATUS = {METHOD_NOT_FOUND: 404}
 _SSE_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _record_decoder = msgspec.json.Decoder(SessionRecord)
+_SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
+# What an Mcp-Param-* value may hold as it is (RFC 9110 field value characters).
+_FIELD_VALUE = re.compile(rb"[\x20-\x7e\t]*")
+_INTEGER = re.compile(r"-?[0-9]+(\.0+)?")
 
 
 def _header_value(raw: bytes | None) -> str | None:
@@ -86,17 +89,30 @@ class Origins:
         if origin is None or self.any:
             return True
         text = origin.decode("latin-1").strip().rstrip("/").lower()
-        return text in self.names or urlsplit(text).hostname in _LOOPBACK
+        if text in self.names:
+            return True
+        try:
+            return urlsplit(text).hostname in _LOOPBACK
+        except ValueError:  # not a URL (e.g. an unclosed "["), so not a loopback origin
+            return False
 
 
 class McpEndpoint:
-    def __init__(self, registry: Registry, sessions: SessionManager, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        sessions: SessionManager,
+        settings: Settings,
+        changes: ChangeStream,
+    ) -> None:
         self.sessions = sessions
         self.methods = Methods(Tools(registry, sessions))
         self.max_bytes = settings.max_context_bytes + ENVELOPE_BYTES
+        self.body_timeout = settings.body_timeout
         self.origins = Origins(settings.mcp_origins)
         # A session no request has used for this long is gone (every request slides it).
         self.idle_ms = settings.mcp_session_idle * 1000
+        self.notifications = Notifications(registry, sessions, changes, self.idle_ms)
 
     async def __call__(self, ex: Exchange, tenant: str) -> int:
         """Answer one request to /mcp; returns the HTTP status sent."""
@@ -131,7 +147,11 @@ class McpEndpoint:
         record = await self.sessions.use_mcp(tenant, session, self.idle_ms)
         if record is None:
             raise RpcError(INVALID_REQUEST, "no such session: initialize again", status=404)
-        return session, _record_decoder.decode(record)
+        decoded = _record_decoder.decode(record)
+        if decoded.subscribed:
+            # What it subscribed to lives as long as the session does.
+            await self.sessions.keep_mcp(tenant, session, self.idle_ms)
+        return session, decoded
 
     async def _delete(self, ex: Exchange, tenant: str) -> int:
         """End the session; on every node at once, since it lives in the backend."""
@@ -148,7 +168,7 @@ class McpEndpoint:
                 INVALID_REQUEST, "accept application/json or text/event-stream", status=406
             )
         require_media_type(ex.header(b"content-type"), JSON)
-        message = jsonrpc.decode(await ex.body(self.max_bytes))
+        message = jsonrpc.decode(await ex.body(self.max_bytes, self.body_timeout))
         version = ex.header(b"mcp-protocol-version")
         if message.method == "initialize":
             return await self._initialize(ex, tenant, message, wants_json)
@@ -162,12 +182,42 @@ class McpEndpoint:
                 {"supported": list(SUPPORTED_VERSIONS), "requested": requested},
                 status=400,
             )
-        await self._session(ex, tenant)
+        session, record = await self._session(ex, tenant)
         if isinstance(message.id, msgspec.UnsetType) or isinstance(
             message.method, msgspec.UnsetType
         ):
             return await ex.respond(202)  # a notification, or a response to us: accepted
+        if message.method in _SUBSCRIPTION_METHODS:
+            return await self._subscription(ex, tenant, session, record, message, wants_json)
         return await self._answer(ex, tenant, message, "session", wants_json)
+
+    async def _subscription(
+        self,
+        ex: Exchange,
+        tenant: str,
+        session: str,
+        record: SessionRecord,
+        message: Message,
+        wants_json: bool,
+    ) -> int:
+        """resources/subscribe and resources/unsubscribe: they change the session."""
+        params = message.params if isinstance(message.params, dict) else {}
+        try:
+            if message.params is not msgspec.UNSET and not isinstance(message.params, dict):
+                raise RpcError(INVALID_PARAMS, "params must be an object")
+            if message.method == "resources/unsubscribe":
+                await self.notifications.unsubscribe(tenant, session, params.get("uri"))
+            else:
+                record.subscribed = True
+                encoded = jsonrpc.encode(record)
+                uri = params.get("uri")
+                if not await self.notifications.subscribe(tenant, session, encoded, uri):
+                    raise RpcError(INVALID_REQUEST, "no such session: initialize again", status=404)
+        except RpcError as exc:
+            if exc.status != 200:
+                raise
+            return await self._reply(ex, jsonrpc.error(message.id, exc), 200, wants_json)
+        return await self._reply(ex, jsonrpc.result(message.id, {}), 200, wants_json)
 
     async def _initialize(
         self, ex: Exchange, tenant: str, message: Message, wants_json: bool
@@ -193,8 +243,15 @@ class McpEndpoint:
             raise RpcError(INVALID_REQUEST, "a client does not send responses", status=400)
         try:
             _check_envelope(ex, message.method, message.params)
+            if message.method == "subscriptions/listen":
+                # Its response is a stream, so it is one whatever else the client accepts.
+                if b"text/event-stream" not in (ex.header(b"accept") or b"").lower():
+                    raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
+                assert message.id is not None  # decode() refuses a null id
+                return await self.notifications.listen(ex, tenant, message.id, message.params)
         except RpcError as exc:
-            return await self._reply(ex, jsonrpc.error(message.id, exc), 400, wants_json)
+            status = 400 if exc.status == 200 else exc.status
+            return await self._reply(ex, jsonrpc.error(message.id, exc), status, wants_json)
         return await self._answer(ex, tenant, message, "modern", wants_json)
 
     async def _answer(
@@ -231,44 +288,8 @@ class McpEndpoint:
         session, _ = await self._session(ex, tenant)
         if b"text/event-stream" not in (ex.header(b"accept") or b""):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
-        return await self._stream(ex, tenant, session)
-
-    async def _stream(self, ex: Exchange, tenant: str, session: str) -> int:
-        """The session's stream for server-initiated messages: for now, only keep-alives.
-
-        It ends when the client goes, or at the first ping after the session ended (a DELETE
-        through any node).
-        """
-        headers = [(b"content-type", b"text/event-stream"), *_SSE_HEADERS]
-        ex.started = True
-        await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
-        gone = asyncio.ensure_future(_disconnected(ex))
-        try:
-            while True:
-                await ex.send(
-                    {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
-                )
-                done, _ = await asyncio.wait([gone], timeout=PING_INTERVAL)
-                if done:
-                    return 200
-                try:
-                    alive = await self.sessions.use_mcp(tenant, session, self.idle_ms)
-                except BackendError:
-                    alive = None  # the client reconnects, and learns then what became of it
-                if alive is None:
-                    await ex.send({"type": "http.response.body", "body": b""})
-                    return 200
-        except OSError:
-            return 200  # the client went while we wrote (ASGI raises an OSError then)
-        finally:
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
-
-
-async def _disconnected(ex: Exchange) -> None:
-    while (await ex.receive())["type"] != "http.disconnect":
-        pass
+        after = resume_point(session, ex.header(b"last-event-id"))
+        return await self.notifications.session_stream(ex, tenant, session, after)
 
 
 def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
@@ -287,3 +308,41 @@ def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
     value = None if named is None else params.get(named)
     if value is not None and _header_value(ex.header(b"mcp-name")) != value:
         raise RpcError(HEADER_MISMATCH, f"Mcp-Name differs from params.{named}")
+    if method == "tools/call":
+        _check_param_headers(ex, params.get("name"), params.get("arguments"))
+
+
+def _check_param_headers(ex: Exchange, tool: Any, arguments: Any) -> None:
+    """2026-07-28: each argument the tool's schema marks with x-mcp-header travels in an
+    Mcp-Param-* header too; both must be there (or neither), and agree."""
+    declared = PARAM_HEADERS.get(tool) if isinstance(tool, str) else None
+    if not declared:
+        return
+    given = arguments if isinstance(arguments, dict) else {}
+    for header, (argument, kind) in declared.items():
+        raws = [value for key, value in ex.scope["headers"] if key.lower() == header]
+        name = "Mcp-Param-" + header[len(b"mcp-param-") :].decode().title()
+        value = given.get(argument)
+        if len(raws) > 1:
+            raise RpcError(HEADER_MISMATCH, f"{name} appears more than once")
+        if value is None:
+            if raws:
+                raise RpcError(HEADER_MISMATCH, f"{name} is sent but arguments.{argument} is not")
+            continue
+        if not raws:
+            raise RpcError(HEADER_MISMATCH, f"{name} is missing: arguments.{argument} is given")
+        text = _header_value(raws[0]) if _FIELD_VALUE.fullmatch(raws[0]) else None
+        if text is None or not _same(kind, value, text):
+            raise RpcError(HEADER_MISMATCH, f"{name} differs from arguments.{argument}")
+
+
+def _same(kind: str, value: Any, text: str) -> bool:
+    """Whether a header's text mirrors an argument of this JSON type."""
+    if isinstance(value, bool):
+        return text == ("true" if value else "false")
+    if kind == "integer" and isinstance(value, int | float):
+        # Compared as numbers: 42 and 42.0 are the same integer.
+        if _INTEGER.fullmatch(text) is None or value != int(value):
+            return False
+        return int(text.partition(".")[0]) == int(value)
+    return isinstance(value, str | int | float) and text == str(value)

@@ -31,10 +31,10 @@ META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 
 SERVER_INFO = {"name": "fastctx", "title": "fastctx context server", "version": __version__}
-# Nothing is subscribable or announced yet: subscriptions are a later step.
+# ctx:// resources are subscribable (fastctx.mcp.notifications); the lists never change.
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": False},
-    "resources": {"subscribe": False, "listChanged": False},
+    "resources": {"subscribe": True, "listChanged": False},
 }
 INSTRUCTIONS = (
     "fastctx stores JSON contexts under short tokens. Create a context once, pass its token "
@@ -51,6 +51,7 @@ class SessionRecord(msgspec.Struct):
     created_at: int
     client_info: Any = None
     capabilities: Any = None
+    subscribed: bool = False  # it has subscribed to a resource at least once
 
 
 def _params(params: Any) -> dict[str, Any]:

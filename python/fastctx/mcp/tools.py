@@ -17,7 +17,15 @@ from fastctx.sessions import SessionManager
 Ttl = Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)]
 RESOURCE_SCHEME = "ctx://"
 _TOKEN = {"type": "string", "description": "a context token (22 characters, [0-9A-Za-z])"}
-_TTL = {"type": "integer", "minimum": 1, "maximum": MAX_TTL_SECONDS, "description": "seconds"}
+# 2026-07-28 clients mirror the ttl into an Mcp-Param-Ttl header (the x-mcp-header
+# annotation), so that a gateway can apply a retention policy without reading bodies.
+_TTL = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": MAX_TTL_SECONDS,
+    "description": "seconds",
+    "x-mcp-header": "Ttl",
+}
 _SESSION = {"type": "string", "description": "a session id"}
 _TIME = {"type": "string", "format": "date-time"}
 
@@ -128,6 +136,21 @@ TOOLS: list[dict[str, Any]] = [
         ),
     },
 ]
+
+
+def _param_headers(schema: dict[str, Any]) -> dict[bytes, tuple[str, str]]:
+    return {
+        b"mcp-param-" + spec["x-mcp-header"].lower().encode(): (name, spec["type"])
+        for name, spec in schema["properties"].items()
+        if "x-mcp-header" in spec
+    }
+
+
+PARAM_HEADERS: dict[str, dict[bytes, tuple[str, str]]] = {
+    tool["name"]: _param_headers(tool["inputSchema"]) for tool in TOOLS
+}
+"""By tool: the Mcp-Param-* headers its arguments are mirrored into (lowercase), each with
+the argument it mirrors and that argument's JSON type."""
 
 RESOURCE_TEMPLATES: list[dict[str, Any]] = [
     {
