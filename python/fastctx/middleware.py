@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastctx import _core
 from fastctx.client.aio import AsyncClient
-from fastctx.errors import BadRequest, FastctxError, NotFound, Unavailable
+from fastctx.errors import BadGateway, BadRequest, FastctxError, NotFound, Unavailable
 
 __all__ = [
     "ContextMiddleware",
@@ -90,9 +90,13 @@ class ContextMiddleware:
 
     - no token: `context` is None, or 400 when `required`;
     - a malformed token: 400; an unknown one: 404, or `context` None when on_missing="ignore";
-    - fastctx unreachable or unavailable: 503 (with Retry-After); any other fastctx error: 502.
+    - fastctx unreachable, timing out or answering 503: 503, with Retry-After (the caller may
+      try again soon); any other failure of the load (a 5xx other than 503, an answer that is
+      not fastctx's, a rejected api_key): 502 Bad Gateway.
 
     Errors are application/problem+json. Only "http" scopes are handled; others pass through.
+    With `cache_size`, the client keeps the documents it loaded and revalidates them with
+    If-None-Match: a context many requests carry is not sent again until it changes.
     """
 
     def __init__(
@@ -105,12 +109,15 @@ class ContextMiddleware:
         on_missing: Literal["error", "ignore"] = "error",
         timeout: float = 5.0,
         retries: int = 3,
+        cache_size: int = 0,
     ) -> None:
         self.app = app
         self.required = required
         self.on_missing = on_missing
         # Made here but connects only on first use, inside the server's event loop.
-        self.client = AsyncClient(base_url, api_key, timeout=timeout, retries=retries)
+        self.client = AsyncClient(
+            base_url, api_key, timeout=timeout, retries=retries, cache_size=cache_size
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -141,7 +148,7 @@ class ContextMiddleware:
                 return
             except FastctxError as exc:
                 # e.g. a rejected api_key: the service's fault, not its caller's.
-                await _problem(exc, send, status=502)
+                await _problem(BadGateway(f"fastctx: {exc.detail}"), send)
                 return
         scope.setdefault("state", {})["context"] = context
         reset = _token.set(token)
@@ -160,8 +167,8 @@ class ContextMiddleware:
         return closing
 
 
-async def _problem(error: FastctxError, send: Send, status: int | None = None) -> None:
-    status = status or error.status
+async def _problem(error: FastctxError, send: Send) -> None:
+    status = error.status
     body = msgspec.json.encode(
         {"type": error.type, "title": error.title, "status": status, "detail": error.detail}
     )

@@ -57,3 +57,11 @@ def test_backoff_grows_and_honours_retry_after() -> None:
     assert all(backoff(0, Unavailable(retry_after=3), False) <= 0.05 for _ in range(50))
     assert backoff(0, Unavailable(retry_after=3), True) == 3.0
     assert backoff(0, Unavailable(retry_after=3600), True) == 10.0  # capped
+
+
+def test_session_stream_finishes_with_the_sessions_own_event() -> None:
+    parser = SseParser(ends_on_delete=False)
+    text = 'id: 9-0\nevent: expired\ndata: {"token":null,"version":0,"session":"s"}\n\n'
+    events = [e for e in map(parser.feed, text.split("\n")) if e is not None]
+    assert [(e.type, e.token, e.session) for e in events] == [("expired", None, "s")]
+    assert parser.finished

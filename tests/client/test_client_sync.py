@@ -227,3 +227,15 @@ def test_events_of_unknown_context_is_not_found(fc: Client) -> None:
         next(fc.events(token="0" * 22))
     with pytest.raises(ValueError, match="exactly one"):
         fc.events()
+
+
+def test_events_from_a_kept_id_replay_what_came_before(fc: Client) -> None:
+    session = fc.create_session()
+    first = fc.create({"n": 1}, session=session)
+    fc.patch(first, {"n": 2})
+    with fc.events(session=session, include_data=True, last_event_id="0-0") as stream:
+        replayed = [next(stream), next(stream)]
+    assert [(e.token, e.version) for e in replayed] == [(first, 1), (first, 2)]
+    assert replayed[1].data == {"n": 2}
+    with fc.events(session=session, last_event_id=replayed[0].id) as stream:
+        assert next(stream).version == 2  # resumes just after the id it was given

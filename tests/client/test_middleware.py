@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import pytest
@@ -13,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from test_client_cache import Reads
 
-from conftest import ServerPool
+from conftest import GranianServer, OwnRedis, ServerPool
 from fastctx import Client
 from fastctx.middleware import (
     ContextMiddleware,
@@ -187,3 +191,129 @@ def test_token_from_headers_parses_baggage() -> None:
     assert token_from_headers([(b"baggage", f"a=1,fastctx = {token} ;p=1".encode())]) == token
     assert token_from_headers([(b"baggage", b"a=1"), (b"Baggage", f"fastctx={token}".encode())])
     assert token_from_headers([(b"baggage", b"fastctxx=1,x=fastctx")]) is None
+
+
+def assert_bad_gateway(response: Response) -> dict[str, Any]:
+    problem = assert_problem(response, 502)
+    assert problem["type"] == "urn:fastctx:problem:bad-gateway"
+    assert problem["detail"].startswith("fastctx: ")
+    assert "retry-after" not in response.headers
+    return problem
+
+
+def test_stopped_server_is_503(tmp_path: Path) -> None:
+    server = GranianServer.start(tmp_path, "memory://")
+    try:
+        with Client(server.base_url) as fc:
+            token = fc.create(DOCUMENT)
+        with TestClient(make_app(server.base_url, retries=0)) as tc:
+            assert tc.get("/", headers={"Context-Token": token}).json()["context"] == DOCUMENT
+            server.stop()  # the port is now one nobody listens on
+            response = tc.get("/", headers={"Context-Token": token})
+    finally:
+        server.stop()
+    problem = assert_problem(response, 503)
+    assert problem["type"] == "urn:fastctx:problem:unavailable"
+    assert "cannot reach" in problem["detail"]
+    assert int(response.headers["retry-after"]) >= 0
+
+
+def test_redis_down_serves_cached_contexts_and_503_for_others(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    server = GranianServer.start(tmp_path, own_redis.url)
+    try:
+        with Client(server.base_url) as fc:
+            held = fc.create(DOCUMENT)
+            fc.get(held)  # now in the server's in-process cache
+        with TestClient(make_app(server.base_url, retries=0)) as tc:
+            own_redis.stop()
+            # What the server's cache still holds it answers (X-Cache: stale): the request
+            # goes through with its context.
+            loaded = tc.get("/", headers={"Context-Token": held})
+            unknown = tc.get("/", headers={"Context-Token": UNKNOWN})
+    finally:
+        server.stop()
+    assert loaded.status_code == 200
+    assert loaded.json()["context"] == DOCUMENT
+    problem = assert_problem(unknown, 503)
+    assert problem["type"] == "urn:fastctx:problem:unavailable"
+    assert problem["detail"].startswith("fastctx: ")
+    assert int(unknown.headers["retry-after"]) >= 1
+
+
+class NotFastctx(BaseHTTPRequestHandler):
+    """A real HTTP server that is not fastctx: a wrong base_url, or a proxy in front of it."""
+
+    answer: ClassVar[tuple[int, str, bytes]] = (200, "text/plain", b"")
+
+    def do_GET(self) -> None:
+        status, content_type, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 301:
+            self.send_header("Location", "/login")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def not_fastctx() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFastctx)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+PROBLEM_500 = b'{"type":"urn:fastctx:problem:internal-error","status":500,"detail":"it broke"}'
+HTML = "text/html"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (500, "application/problem+json", PROBLEM_500),
+        (500, HTML, b"<h1>Internal Server Error</h1>"),
+        (502, HTML, b"<html>502 Bad Gateway</html>"),
+        (504, HTML, b"<html>504 Gateway Time-out</html>"),
+        (200, HTML, b"<html>a web page</html>"),
+        (200, "application/json", b'{"truncated":'),
+        (301, HTML, b"moved"),
+        (304, HTML, b""),
+    ],
+    ids=["500-problem", "500-html", "502", "504", "200-html", "200-bad-json", "301", "304"],
+)
+def test_fastctx_failing_otherwise_is_502(not_fastctx: str, answer: tuple[int, str, bytes]) -> None:
+    NotFastctx.answer = answer
+    problem = assert_bad_gateway(call(not_fastctx, {"Context-Token": UNKNOWN}, retries=0))
+    status = answer[0]
+    if answer[2] == PROBLEM_500:
+        assert problem["detail"] == "fastctx: it broke"
+    elif status >= 400:
+        assert answer[2].decode() in problem["detail"]  # what the other server said
+    else:
+        assert problem["detail"].startswith("fastctx: not a fastctx answer: HTTP ")
+
+
+def test_rejected_api_key_is_502(server_pool: ServerPool) -> None:
+    url = server_pool.granian("memory", "tenants").base_url
+    problem = assert_bad_gateway(call(url, {"Context-Token": UNKNOWN}, api_key="wrong"))
+    assert "Authorization" in problem["detail"]
+
+
+def test_cache_size_revalidates_between_requests(base_url: str, token: str) -> None:
+    reads = Reads(base_url)
+    with TestClient(make_app(base_url, cache_size=16)) as tc:
+        for _ in range(3):
+            response = tc.get("/", headers={"Context-Token": token})
+            assert response.json()["context"] == DOCUMENT
+    assert reads.delta() == {"200": 1, "304": 2}

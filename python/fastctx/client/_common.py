@@ -11,6 +11,7 @@ import httpx
 import msgspec
 
 from fastctx import errors
+from fastctx.client.cache import ClientCache, version_of
 from fastctx.errors import FastctxError, Unavailable
 
 T = TypeVar("T")
@@ -42,7 +43,8 @@ class Event:
 
     id: str
     type: str
-    token: str
+    #: None on a session's own event (its expiry), which names no context.
+    token: str | None
     version: int
     session: str | None = None
     data: Any = None
@@ -59,6 +61,8 @@ class Call(Generic[T]):
     params: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
+    #: Sees every response that arrives, before it is checked: the cache's hook.
+    observe: Callable[[httpx.Response], None] | None = None
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         return http.build_request(
@@ -84,10 +88,6 @@ def _document(response: httpx.Response) -> Any:
     return msgspec.json.decode(response.content)
 
 
-def _nothing(response: httpx.Response) -> None:
-    return None
-
-
 def _items(response: httpx.Response) -> list[Any]:
     items = msgspec.json.decode(response.content)["items"]
     return [None if item is None else item["data"] for item in items]
@@ -97,31 +97,101 @@ def _params(**values: object) -> dict[str, str]:
     return {name: str(value) for name, value in values.items() if value is not None}
 
 
-def create_call(data: Any, ttl: int | None, session: str | None) -> Call[str]:
+# 412 too: a failed If-Match says this client's idea of the version is out of date.
+GONE = (404, 410, 412)
+
+
+def _forgets(token: str, cache: ClientCache | None) -> Callable[[httpx.Response], None] | None:
+    """A hook that drops the cached document when the server says the context is gone."""
+    if cache is None:
+        return None
+
+    def observe(response: httpx.Response) -> None:
+        if response.status_code in GONE:
+            cache.drop(token)
+
+    return observe
+
+
+def create_call(
+    data: Any, ttl: int | None, session: str | None, cache: ClientCache | None = None
+) -> Call[str]:
     content, headers = _body(data)
     params = _params(ttl=ttl, session=session)
-    return Call("POST", "/v1/contexts", _field("token"), False, params, headers, content)
+
+    def created(response: httpx.Response) -> str:
+        token: str = msgspec.json.decode(response.content)["token"]
+        if cache is not None:
+            cache.store(token, 1, content)
+        return token
+
+    return Call("POST", "/v1/contexts", created, False, params, headers, content)
 
 
-def get_call(token: str) -> Call[Any]:
-    return Call("GET", f"/v1/contexts/{token}", _document, True)
+def get_call(token: str, cache: ClientCache | None = None) -> Call[Any]:
+    path = f"/v1/contexts/{token}"
+    if cache is None:
+        return Call("GET", path, _document, True)
+    held = cache.lookup(token)
+    headers = {} if held is None else {"If-None-Match": f'"{held.version}"'}
+
+    def observe(response: httpx.Response) -> None:
+        if response.status_code in GONE:
+            cache.drop(token)
+        elif response.status_code == 200:
+            version = version_of(response)
+            if version is not None:
+                cache.store(token, version, response.content)
+
+    def document(response: httpx.Response) -> Any:
+        if response.status_code == 304 and held is not None:
+            return held.document()
+        return _document(response)
+
+    return Call("GET", path, document, True, {}, headers, observe=observe)
 
 
-def put_call(token: str, data: Any, if_version: int | None) -> Call[int]:
+def put_call(
+    token: str, data: Any, if_version: int | None, cache: ClientCache | None = None
+) -> Call[int]:
     content, headers = _body(data)
     path = f"/v1/contexts/{token}"
-    return Call("PUT", path, _field("version"), True, {}, _if_match(headers, if_version), content)
+
+    def replaced(response: httpx.Response) -> int:
+        version: int = msgspec.json.decode(response.content)["version"]
+        if cache is not None:
+            cache.store(token, version, content)
+        return version
+
+    headers = _if_match(headers, if_version)
+    observe = _forgets(token, cache)
+    return Call("PUT", path, replaced, True, {}, headers, content, observe)
 
 
-def patch_call(token: str, merge_patch: Any, if_version: int | None) -> Call[int]:
+def patch_call(
+    token: str, merge_patch: Any, if_version: int | None, cache: ClientCache | None = None
+) -> Call[int]:
     content, headers = _body(merge_patch, MERGE_PATCH)
     path = f"/v1/contexts/{token}"
+
+    def patched(response: httpx.Response) -> int:
+        version: int = msgspec.json.decode(response.content)["version"]
+        if cache is not None:
+            cache.patched(token, version, content)
+        return version
+
     headers = _if_match(headers, if_version)
-    return Call("PATCH", path, _field("version"), False, {}, headers, content)
+    observe = _forgets(token, cache)
+    return Call("PATCH", path, patched, False, {}, headers, content, observe)
 
 
-def delete_call(token: str) -> Call[None]:
-    return Call("DELETE", f"/v1/contexts/{token}", _nothing, True)
+def delete_call(token: str, cache: ClientCache | None = None) -> Call[None]:
+    def deleted(response: httpx.Response) -> None:
+        if cache is not None:
+            cache.drop(token)
+
+    observe = _forgets(token, cache)
+    return Call("DELETE", f"/v1/contexts/{token}", deleted, True, observe=observe)
 
 
 def mget_call(tokens: list[str]) -> Call[list[Any]]:
@@ -173,8 +243,22 @@ def check(response: httpx.Response) -> None:
 
 
 def decode(call: Call[T], response: httpx.Response) -> T:
+    if call.observe is not None:
+        call.observe(response)
     check(response)
-    return call.decode(response)
+    status = response.status_code
+    try:
+        if 300 <= status < 400 and status != 304:
+            raise ValueError("a redirect")  # fastctx never redirects
+        return call.decode(response)
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+        kind = response.headers.get("content-type", "no content type")
+        raise not_fastctx(f"HTTP {status}, {kind}") from exc
+
+
+def not_fastctx(what: str) -> FastctxError:
+    """An answer that fastctx would never give: base_url is wrong, or a proxy answered."""
+    return FastctxError(f"not a fastctx answer: {what}")
 
 
 def unreachable(base_url: str, exc: Exception) -> Unavailable:
@@ -244,13 +328,15 @@ class SseParser:
             return None  # e.g. the `retry:` preamble
         self.last_id = event_id
         fields = msgspec.json.decode(data)
-        # A context's stream has nothing more to say once the context is gone.
-        if kind in ("deleted", "expired") and self.ends_on_delete:
+        # A context's stream has nothing more to say once the context is gone; a session's,
+        # once the session itself is (its own event names no context).
+        token = fields.get("token")
+        if kind in ("deleted", "expired") and (self.ends_on_delete or token is None):
             self.finished = True
         return Event(
             event_id,
             kind,
-            fields["token"],
+            token,
             int(fields["version"]),
             fields.get("session"),
             fields.get("data"),

@@ -11,6 +11,7 @@ import httpx
 
 from fastctx.client import _common as c
 from fastctx.client._common import Event, SseParser
+from fastctx.client.cache import ClientCache
 from fastctx.errors import Unavailable
 
 T = TypeVar("T")
@@ -98,8 +99,11 @@ class Client:
         *,
         timeout: float = 5.0,
         retries: int = 3,
+        cache_size: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: The last `cache_size` documents read or written, by token; None when off.
+        self.cache = ClientCache(cache_size) if cache_size else None
         self.timeout = timeout
         self.retries = retries
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -127,6 +131,8 @@ class Client:
             except httpx.TransportError as exc:
                 error = c.unreachable(self.base_url, exc)
                 from_server = False
+            except httpx.RequestError as exc:  # e.g. a body that its Content-Encoding garbles
+                raise c.not_fastctx(f"{type(exc).__name__}: {exc}") from exc
             except Unavailable as exc:
                 error, from_server = exc, True
             if not c.should_retry(call, attempt, self.retries):
@@ -136,21 +142,22 @@ class Client:
 
     def create(self, data: Any, ttl: int | None = None, session: str | None = None) -> str:
         """Store `data`; returns its token."""
-        return self._run(c.create_call(data, ttl, session))
+        return self._run(c.create_call(data, ttl, session, self.cache))
 
     def get(self, token: str) -> Any:
-        return self._run(c.get_call(token))
+        """The document; with a cache, a held one is revalidated with If-None-Match."""
+        return self._run(c.get_call(token, self.cache))
 
     def put(self, token: str, data: Any, if_version: int | None = None) -> int:
         """Replace the document; returns the new version."""
-        return self._run(c.put_call(token, data, if_version))
+        return self._run(c.put_call(token, data, if_version, self.cache))
 
     def patch(self, token: str, merge_patch: Any, if_version: int | None = None) -> int:
         """Apply an RFC 7386 merge patch; returns the new version."""
-        return self._run(c.patch_call(token, merge_patch, if_version))
+        return self._run(c.patch_call(token, merge_patch, if_version, self.cache))
 
     def delete(self, token: str) -> None:
-        self._run(c.delete_call(token))
+        self._run(c.delete_call(token, self.cache))
 
     def mget(self, tokens: list[str]) -> list[Any]:
         """The documents in the order asked; None for each token that does not exist."""
@@ -161,9 +168,15 @@ class Client:
         return self._run(c.session_call(ttl, meta))
 
     def events(
-        self, token: str | None = None, session: str | None = None, include_data: bool = False
+        self,
+        token: str | None = None,
+        session: str | None = None,
+        include_data: bool = False,
+        last_event_id: str | None = None,
     ) -> EventStream:
-        """Changes to one context or one session, from now on, as they happen."""
+        """Changes to one context or one session as they happen: from now on, or from just
+        after `last_event_id` (an Event.id kept from before; "0-0" for every retained one)."""
         path = c.events_path(token, session)
         params = {"include": "data"} if include_data else {}
-        return EventStream(self, path, params, SseParser(ends_on_delete=token is not None))
+        parser = SseParser(ends_on_delete=token is not None, last_id=last_event_id)
+        return EventStream(self, path, params, parser)
