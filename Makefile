@@ -1,4 +1,4 @@
-# The only entry points: build, serve, test, bench, loadtest, lint, format.
+# The only entry points: build, serve, test, bench, loadtest, example, lint, format.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -17,7 +17,7 @@ extra_requirements = $(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.
 RUST_SOURCES := $(wildcard rust_core/src/*.rs) rust_core/Cargo.toml $(wildcard rust_core/Cargo.lock)
 PY_SOURCES := pyproject.toml
 
-.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench loadtest clean
+.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench loadtest example clean
 
 help:
 	@echo "make serve   build (release) and serve on $(HOST):$(PORT) with $(BACKEND)"
@@ -26,6 +26,7 @@ help:
 	@echo "make format  apply ruff format and cargo fmt"
 	@echo "make bench   wrk against the floors, fastctx and its peers; micro benchmarks"
 	@echo "make loadtest  locust scenarios, headless, with CSV and HTML reports"
+	@echo "make example  fastctx, gateway -> pricing -> billing and an SSE listener: one order"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,11 +86,15 @@ format: $(BIN)/python
 bench: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
 	$(BIN)/python benches/coherence.py
+	$(BIN)/python benches/fanout.py
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
 
 loadtest: build $(VENV)/.extra-load
 	$(BIN)/python loadtests/run.py $(LOADTEST_ARGS)
+
+example: build
+	FASTCTX_BACKEND="$(BACKEND)" $(BIN)/python examples/run.py
 
 clean:
 	rm -rf $(VENV) rust_core/target target .pytest_cache .mypy_cache .ruff_cache
