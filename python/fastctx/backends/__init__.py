@@ -191,7 +191,11 @@ def open_backend(settings: Settings) -> Backend:
         from fastctx.backends.redis import RedisBackend
 
         return RedisBackend(settings.backend, timeout=settings.backend_timeout)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from fastctx.backends.cluster import ClusterBackend
+
+        return ClusterBackend(settings.backend, timeout=settings.backend_timeout)
     raise ValueError(
-        f"unsupported backend URL {settings.backend!r}: use memory://, redis://host:port/db "
-        "or rediss://host:port/db"
+        f"unsupported backend URL {settings.backend!r}: use memory://, redis://host:port/db, "
+        "rediss://host:port/db or redis+cluster://host:port,host:port,..."
     )
