@@ -156,6 +156,18 @@ class RedisServer:
         )
         return done.stdout.strip()
 
+    def cli_many(self, commands: list[list[str]]) -> str:
+        """Several commands on one connection (for those that depend on it, like WAIT)."""
+        script = "".join(" ".join(f'"{part}"' for part in command) + "\n" for command in commands)
+        done = subprocess.run(
+            ["redis-cli", "-h", self.host, "-p", str(self.port)],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
     def start(self) -> RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:

@@ -7,6 +7,7 @@ these are what only a cluster has.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GranianServer, RedisCluster, ServerPool
+from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
 from fastctx import _core
 from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
 from fastctx.backends.redis import context_key
@@ -52,7 +53,7 @@ def test_cluster_urls() -> None:
     assert all(s.username == "user" and s.password == "secret" for s in seeds)
     assert cluster_addresses("rediss+cluster://h:1")[0].tls is not None
     for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1?db=3", "redis+cluster://h"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"database 0|host:port"):
             cluster_addresses(bad)
 
 
@@ -166,14 +167,20 @@ def test_an_event_through_one_node_reaches_a_subscriber_on_the_other(
             ).json()["token"]
             b.patch(f"/v1/contexts/{token}", content=b'{"a":1}', headers=MERGE)
             b.delete(f"/v1/sessions/{session}")
-            seen = []
+            seen: list[tuple[str, str, int]] = []
+            kind = ""
             for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    seen.append(line)
-                if line.startswith("event: deleted") and len(seen) >= 3:
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    seen.append((kind, data["token"], data["version"]))
+                if sum(1 for k, _, _ in seen if k == "deleted") == 2:
                     break
-        text = "\n".join(seen)
-        assert other in text and token in text
+        # Written through B, on several masters; heard on A, in the order they were made.
+        assert seen[:2] == [("updated", other, 1), ("updated", token, 2)]
+        # A session's members are deleted together: their events come in either order.
+        assert sorted(seen[2:]) == sorted([("deleted", token, 2), ("deleted", other, 1)])
 
 
 @pytest.fixture
@@ -197,6 +204,12 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
             key = context_key("fo", token)
             slot = key_slot(key)
             master = _master_of(cluster, slot)
+            # Replication is asynchronous: only a write a replica acknowledged (WAIT) is sure
+            # to outlive its master. WAIT counts every write before it on the master, so one
+            # write of our own in the same slot, then WAIT, covers the context's.
+            marker = f"fc:test:{{fo/{token}}}"
+            waited = master.cli_many([["SET", marker, "1"], ["WAIT", "1", "5000"]])
+            assert waited.splitlines()[-1] == "1", waited
             os.kill(master.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
             master.proc.wait()  # type: ignore[union-attr]
             master.proc = None
@@ -207,10 +220,10 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
                 try:
                     frame = await backend.get("fo", token)
                     break
-                except BackendError:
+                except BackendError as exc:
                     if time.monotonic() > deadline:
                         nodes = [n.cli("CLUSTER", "NODES") for n in cluster.nodes if n.proc]
-                        raise AssertionError("no replica took over the slot:\n" + nodes[0])
+                        raise AssertionError("no replica took over:\n" + nodes[0]) from exc
                     await asyncio.sleep(0.1)
             assert frame is not None  # the replica had it: it was written before the kill
             second = _core.new_token()
@@ -222,7 +235,7 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
     asyncio.run(scenario())
 
 
-def _master_of(cluster: RedisCluster, slot: int) -> object:
+def _master_of(cluster: RedisCluster, slot: int) -> RedisServer:
     for node in cluster.nodes:
         for line in node.cli("CLUSTER", "NODES").splitlines():
             fields = line.split()
