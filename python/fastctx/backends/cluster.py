@@ -120,6 +120,7 @@ class ClusterPipeline:
         self._on_invalidate = on_invalidate
         self._nodes: dict[Node, Pipeline] = {}
         self._slots: list[Node] | None = None
+        self._masters: frozenset[Node] = frozenset()  # the distinct nodes of _slots
         self._refreshing: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # connections to former masters
 
@@ -134,8 +135,8 @@ class ClusterPipeline:
             node.on_invalidate = callback
 
     @property
-    def masters(self) -> set[Node]:
-        return set(self._slots or ())
+    def masters(self) -> frozenset[Node]:
+        return self._masters
 
     @property
     def tracking(self) -> bool:
@@ -228,6 +229,7 @@ class ClusterPipeline:
         self._node(node)
         if self._slots is not None:
             self._slots[slot] = node
+            self._masters = frozenset(self._slots)
         # One slot moved usually means more did (a resharding, a failover): ask again.
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._refresh_quietly())
@@ -261,6 +263,7 @@ class ClusterPipeline:
             raise BackendError("the Redis Cluster does not cover every slot")
         before = self.masters
         self._slots = slots  # type: ignore[assignment]  # checked just above
+        self._masters = frozenset(self._slots)
         if before and self.masters != before:
             logger.warning("Redis Cluster masters changed: %s", sorted(self.masters))
             for node in before - self.masters:
