@@ -14,8 +14,10 @@ inflated by contention. The mixes:
   mixed     9 GETs to 1 merge PATCH over the same 500 contexts: every write invalidates the
             other nodes' copies, so their next read of that context goes to Redis
 
-Run: .venv/bin/python benches/scaling.py [--nodes 1,2,3,4] [--duration 8]
-Writes benches/results/scaling.json and prints a table.
+Every node talks to one Redis, or (--redis cluster) to a 3-master Redis Cluster of its own.
+
+Run: .venv/bin/python benches/scaling.py [--redis single|cluster] [--nodes 1,2,3,4]
+Writes benches/results/scaling-{single,cluster}.json and prints a table.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import contextlib
 import datetime
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,7 @@ from load import Request, Result, write_requests, wrk
 from run import CONTEXT, MERGE_PATCH, cache_reads, create_contexts
 from servers import BENCHES, SERVERS, Process, Stack, free_port
 
-RESULTS = BENCHES / "results" / "scaling.json"
+RESULTS = BENCHES / "results" / "scaling.json"  # written as scaling-single/-cluster.json
 TOKENS = 500
 CONNECTIONS = 8  # per node
 DELAY_MS = 1.0  # per request and connection: about 4-6k req/s per node, well under saturation
@@ -66,20 +70,78 @@ def mix_requests(mix: str, tokens: Sequence[str]) -> list[Request]:
     return requests
 
 
-class Redis:
-    """Redis's own counters, read through redis-cli."""
+class Cluster:
+    """A 3-master Redis Cluster of our own (no replicas), on free ports."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.ports = [free_port() for _ in range(masters)]
+        self.processes = []
+        for port in self.ports:
+            node_dir = workdir / f"cluster-{port}"
+            node_dir.mkdir()
+            command = [
+                "redis-server",
+                *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)),
+                *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes"),
+                *("--cluster-port", str(free_port()), "--cluster-config-file", "nodes.conf"),
+            ]
+            self.processes.append(Process(f"redis-{port}", command, dict(os.environ), node_dir))
+        for port in self.ports:
+            deadline = time.monotonic() + 10
+            while self.cli(port, "PING") != "PONG":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} did not start")
+                time.sleep(0.05)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+            capture_output=True,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    @staticmethod
+    def cli(port: int, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    def flush(self) -> None:
+        for port in self.ports:
+            self.cli(port, "FLUSHALL")
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+class Redis:
+    """Redis's own counters, read through redis-cli; summed over a cluster's masters."""
+
+    def __init__(self, ports: Sequence[int]) -> None:
+        self.ports = ports
 
     def counters(self) -> dict[str, float]:
         info: dict[str, float] = {}
-        for line in self.stack.redis_cli("INFO", "all").splitlines():
-            key, _, value = line.strip().partition(":")
-            if key in ("total_commands_processed", "used_cpu_user", "used_cpu_sys"):
-                info[key] = float(value)
-            elif key.startswith("cmdstat_"):  # cmdstat_get:calls=12,usec=...
-                info[key] = float(value.split(",")[0].removeprefix("calls="))
+        for port in self.ports:
+            for line in Cluster.cli(port, "INFO", "all").splitlines():
+                key, _, text = line.strip().partition(":")
+                if key in ("total_commands_processed", "used_cpu_user", "used_cpu_sys"):
+                    value = float(text)
+                elif key.startswith("cmdstat_"):  # cmdstat_get:calls=12,usec=...
+                    value = float(text.split(",")[0].removeprefix("calls="))
+                else:
+                    continue
+                info[key] = info.get(key, 0.0) + value
         return info
 
 
@@ -94,13 +156,14 @@ def cpu_seconds(processes: Sequence[Process]) -> float:
 
 
 @contextlib.contextmanager
-def nodes(stack: Stack, count: int, workdir: Path) -> Iterator[list[tuple[int, Process]]]:
+def nodes(backend: str, count: int, workdir: Path) -> Iterator[list[tuple[int, Process]]]:
     template, health = SERVERS["fastctx-redis"]
     started: list[tuple[int, Process]] = []
     try:
         for index in range(count):
             port = free_port()
-            command = [part.format(port=port, redis=stack.redis_port) for part in template]
+            command = [part.format(port=port, redis=0) for part in template]
+            command[command.index("--backend") + 1] = backend
             env = {**os.environ, "FASTCTX_LOG_LEVEL": "warning"}
             process = Process(f"node{index}", command, env, workdir)
             started.append((port, process))
@@ -112,13 +175,12 @@ def nodes(stack: Stack, count: int, workdir: Path) -> Iterator[list[tuple[int, P
 
 
 def measure(
-    stack: Stack, servers: list[tuple[int, Process]], mix: str, tokens: Sequence[str], args: Any
+    redis: Redis, servers: list[tuple[int, Process]], mix: str, tokens: Sequence[str], args: Any
 ) -> dict[str, Any]:
     requests_file = Path(args.workdir) / f"{mix}.lua"
     write_requests(mix_requests(mix, tokens), requests_file)
     # A short unmeasured run warms every node's cache with the contexts.
     drive(servers, requests_file, 2.0)
-    redis = Redis(stack)
     processes = [process for _, process in servers]
     before_redis, before_cpu = redis.counters(), cpu_seconds(processes)
     before_reads = [cache_reads(port) for port, _ in servers]
@@ -139,6 +201,7 @@ def measure(
     by_command = {k.removeprefix("cmdstat_"): round(v / served, 4) for k, v in calls.items() if v}
     seconds = max(summary["duration_us"] for summary in summaries) / 1e6
     return {
+        "redis": args.redis,
         "nodes": len(servers),
         "mix": mix,
         "requests": served,
@@ -190,24 +253,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="1,2,3,4", help="node counts, comma-separated")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--redis", choices=("single", "cluster"), default="single", help="one Redis or 3 masters"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="the JSON to write")
     args = parser.parse_args(argv)
+    args.output = args.output or RESULTS.with_name(f"scaling-{args.redis}.json")
     counts = [int(n) for n in args.nodes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fastctx-scaling-") as workdir:
         args.workdir = workdir
-        stack = Stack(Path(workdir), None)
+        redis: Stack | Cluster
+        if args.redis == "cluster":
+            redis = Cluster(Path(workdir))
+            backend, ports, flush = redis.url, redis.ports, redis.flush
+        else:
+            redis = Stack(Path(workdir), None)
+            backend = f"redis://127.0.0.1:{redis.redis_port}/0"
+            ports = [redis.redis_port]
+
+            def flush() -> None:
+                redis.redis_cli("FLUSHALL")
+
         try:
             for count in counts:
-                stack.redis_cli("FLUSHALL")
-                with nodes(stack, count, Path(workdir)) as servers:
+                flush()
+                with nodes(backend, count, Path(workdir)) as servers:
                     tokens = create_contexts(servers[0][0], TOKENS)
                     for mix in MIXES:
-                        row = measure(stack, servers, mix, tokens, args)
+                        row = measure(Redis(ports), servers, mix, tokens, args)
                         print(table([row]).splitlines()[-1], flush=True)
                         rows.append(row)
         finally:
-            stack.close()
+            redis.close()
     print(f"\n{table(rows)}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     saved = {

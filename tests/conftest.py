@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FASTCTX_BIN = Path(sys.executable).with_name("fastctx")
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "redis", "cluster")
 TRANSPORTS = ("asgi", "granian")
 COMBOS = [(b, t) for b in BACKENDS for t in TRANSPORTS]
 COMBO_IDS = [f"{b}-{t}" for b, t in COMBOS]
@@ -142,9 +142,31 @@ class RedisServer:
     port: int
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    options: list[str] = field(default_factory=list)  # more redis-server arguments
 
     def url(self, db: int = 0) -> str:
         return f"redis://{self.host}:{self.port}/{db}"
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-h", self.host, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    def cli_many(self, commands: list[list[str]]) -> str:
+        """Several commands on one connection (for those that depend on it, like WAIT)."""
+        script = "".join(" ".join(f'"{part}"' for part in command) + "\n" for command in commands)
+        done = subprocess.run(
+            ["redis-cli", "-h", self.host, "-p", str(self.port)],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
 
     def start(self) -> RedisServer:
         exe = shutil.which("redis-server")
@@ -156,6 +178,7 @@ class RedisServer:
         args = [
             exe, "--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir),
             "--save", "", "--appendonly", "no", "--databases", "16", "--logfile", str(log),
+            *self.options,
         ]
         # fmt: on
         self.proc = subprocess.Popen(
@@ -173,6 +196,55 @@ class RedisServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+class RedisCluster:
+    """A real Redis Cluster: `masters` redis-server processes (each with `replicas` replicas)
+    joined by `redis-cli --cluster create`, all on loopback and free ports."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        for _ in range(masters * (1 + replicas)):
+            port = free_port()
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            # The bus port is free too, not port + 10000 (which may be taken, or past 65535).
+            options += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "1000"]
+            self.nodes.append(RedisServer(node_dir, port, options=options))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"{n.host}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
+            assert time.monotonic() < deadline, "the Redis Cluster did not come up"
+            time.sleep(0.1)
+        # A replica that never synced is not eligible to take over: wait for every link.
+        while not all(self._synced(n) for n in self.nodes):
+            assert time.monotonic() < deadline, "the replicas did not sync"
+            time.sleep(0.1)
+        return self
+
+    @staticmethod
+    def _synced(node: RedisServer) -> bool:
+        info = node.cli("INFO", "replication")
+        return "role:master" in info or "master_link_status:up" in info
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @pytest.fixture(scope="session")
@@ -253,12 +325,26 @@ class ServerPool:
         self._clients: dict[tuple[str, str, str], httpx.Client] = {}
         self._granian: dict[tuple[str, str, str], GranianServer] = {}
         self._stack = contextlib.ExitStack()
+        self._cluster: RedisCluster | None = None
+
+    @property
+    def cluster(self) -> RedisCluster:
+        """The session's Redis Cluster, started on first use (only DB 0: profiles share it)."""
+        if self._cluster is None:
+            workdir = self.log_dir / "cluster"
+            workdir.mkdir()
+            cluster = RedisCluster(workdir)
+            self._stack.callback(cluster.stop)
+            self._cluster = cluster.start()
+        return self._cluster
 
     def backend_url(self, backend: str, profile: str) -> str:
         if backend == "memory":
             return "memory://"
         if backend == "redis":
             return self.redis.url(REDIS_DB[profile])
+        if backend == "cluster":
+            return self.cluster.url
         if backend == "down":
             # A port held bound but never listening: connections are refused, and no server
             # started later in the session can take it over.

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "FASTCTX_"
-BACKEND_SCHEMES = ("memory", "redis", "rediss", "unix")
+BACKEND_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
@@ -70,7 +70,7 @@ class Settings:
         if urlsplit(self.backend).scheme not in BACKEND_SCHEMES:
             raise ValueError(
                 f"unsupported backend URL {self.backend!r}: use memory://, "
-                "redis://host:port/db or rediss://host:port/db"
+                "redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,..."
             )
         if self.write_replicas and urlsplit(self.backend).scheme == "memory":
             raise ValueError(

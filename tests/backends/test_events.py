@@ -37,9 +37,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
-    url = "memory://" if request.param == "memory" else redis_server.url(EVENTS_DB)
+    if request.param == "cluster":
+        url = request.getfixturevalue("server_pool").cluster.url
+    else:
+        url = "memory://" if request.param == "memory" else redis_server.url(EVENTS_DB)
     opened = open_backend(Settings(backend=url))
     await opened.start()
     try:

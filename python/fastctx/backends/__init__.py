@@ -244,7 +244,17 @@ def open_backend(settings: Settings) -> Backend:
             breaker_reset=settings.breaker_reset,
             write_replicas=settings.write_replicas,
         )
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from fastctx.backends.cluster import ClusterBackend
+
+        return ClusterBackend(
+            settings.backend,
+            timeout=settings.backend_timeout,
+            breaker_failures=settings.breaker_failures,
+            breaker_reset=settings.breaker_reset,
+            write_replicas=settings.write_replicas,
+        )
     raise ValueError(
-        f"unsupported backend URL {settings.backend!r}: use memory://, redis://host:port/db "
-        "or rediss://host:port/db"
+        f"unsupported backend URL {settings.backend!r}: use memory://, redis://host:port/db, "
+        "rediss://host:port/db or redis+cluster://host:port,host:port,..."
     )

@@ -1,0 +1,278 @@
+"""The Redis Cluster backend on a real cluster: routing, redirections, nodes, failover.
+
+The whole HTTP contract suite runs on the shared 3-master cluster too (backend "cluster");
+these are what only a cluster has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
+from fastctx import _core
+from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
+from fastctx.backends.redis import context_key
+from fastctx.errors import BackendError, NotDurable
+
+JSON = {"Content-Type": "application/json"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.fixture(scope="module")
+def cluster(server_pool: ServerPool) -> RedisCluster:
+    return server_pool.cluster
+
+
+def test_key_slot_is_the_slot_redis_computes(cluster: RedisCluster) -> None:
+    node = cluster.nodes[0]
+    keys = [
+        "fc:c:{default/0BZi8mkgv0GbGirtZ7HtCE}",
+        "fc:x:{acme/41HYjK1K4i9GWlmwUz32K5}",
+        "plain-key",
+        "{}empty-tag",  # an empty tag does not count: the whole key is hashed
+        "a{b}c{d}",  # the first tag counts
+        "no{closing",
+        "ünïcode{tag}",
+    ]
+    for key in keys:
+        assert key_slot(key) == int(node.cli("CLUSTER", "KEYSLOT", key)), key
+
+
+def test_cluster_urls() -> None:
+    seeds = cluster_addresses("redis+cluster://user:secret@10.0.0.1:7000,10.0.0.2:7001")
+    assert [(s.host, s.port) for s in seeds] == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert all(s.username == "user" and s.password == "secret" for s in seeds)
+    assert cluster_addresses("rediss+cluster://h:1")[0].tls is not None
+    for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1?db=3", "redis+cluster://h"):
+        with pytest.raises(ValueError, match=r"database 0|host:port"):
+            cluster_addresses(bad)
+
+
+def test_contexts_spread_over_every_master(cluster: RedisCluster) -> None:
+    async def scenario() -> dict[int, int]:
+        backend = ClusterBackend(cluster.url)
+        await backend.start()
+        try:
+            tokens = [_core.new_token() for _ in range(60)]
+            for token in tokens:
+                assert await backend.insert("spread", token, _frame(b"{}"), _later(), None)
+            frames = await backend.mget("spread", tokens)
+            assert all(frame is not None for frame in frames)
+        finally:
+            await backend.close()
+        counts = {}
+        for node in cluster.nodes:
+            found = node.cli("--scan", "--pattern", "fc:c:{spread/*")
+            counts[node.port] = len(found.split()) if found else 0
+        return counts
+
+    counts = asyncio.run(scenario())
+    assert sum(counts.values()) == 60
+    assert all(count > 0 for count in counts.values()), counts
+
+
+def test_a_stale_slot_map_follows_moved(cluster: RedisCluster) -> None:
+    async def scenario() -> None:
+        pipeline = ClusterPipeline(cluster_addresses(cluster.url))
+        try:
+            await pipeline.ready()
+            keys = [f"fc:test:{{moved-{i}}}" for i in range(40)]
+            # Every slot pointed at one master, as after a resharding nobody was told of:
+            # Redis answers MOVED for the slots that master does not serve.
+            wrong = pipeline._slots[0]  # type: ignore[index]
+            pipeline._slots = [wrong] * len(pipeline._slots)  # type: ignore[arg-type]
+            await asyncio.gather(*(pipeline.execute(b"SET", key, key) for key in keys))
+            values = await asyncio.gather(*(pipeline.execute(b"GET", key) for key in keys))
+            assert values == [key.encode() for key in keys]
+            await asyncio.sleep(0.2)  # the refresh a MOVED starts
+            assert len(set(pipeline._slots)) == cluster.masters  # type: ignore[arg-type]
+        finally:
+            await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_cluster_is_a_backend_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        pipeline = ClusterPipeline(cluster_addresses("redis+cluster://127.0.0.1:1"), timeout=0.3)
+        with pytest.raises(BackendError):
+            await pipeline.execute(b"GET", b"key")
+        await pipeline.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def cluster_nodes(
+    cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GranianServer, GranianServer]]:
+    log_dir = tmp_path_factory.mktemp("cluster-nodes")
+    first = GranianServer.start(log_dir, cluster.url)
+    try:
+        second = GranianServer.start(log_dir, cluster.url)
+        try:
+            yield first, second
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_a_write_through_one_node_reaches_the_others_cache(
+    cluster_nodes: tuple[GranianServer, GranianServer],
+) -> None:
+    a_server, b_server = cluster_nodes
+    with (
+        httpx.Client(base_url=a_server.base_url) as a,
+        httpx.Client(base_url=b_server.base_url) as b,
+    ):
+        tokens = [a.post("/v1/contexts", content=b'{"n":1}', headers=JSON).json()["token"]]
+        tokens += [a.post("/v1/contexts", content=b'{"n":1}', headers=JSON).json()["token"]]
+        for token in tokens:  # two tokens: most likely on two masters
+            assert a.get(f"/v1/contexts/{token}").headers["x-cache"] == "hit"
+            r = b.patch(f"/v1/contexts/{token}", content=b'{"n":2}', headers=MERGE)
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 2
+            while a.get(f"/v1/contexts/{token}").json() != {"n": 2}:
+                assert time.monotonic() < deadline, "node A kept serving the old version"
+                time.sleep(0.005)
+
+
+def test_an_event_through_one_node_reaches_a_subscriber_on_the_other(
+    cluster_nodes: tuple[GranianServer, GranianServer],
+) -> None:
+    a_server, b_server = cluster_nodes
+    with (
+        httpx.Client(base_url=a_server.base_url, timeout=10) as a,
+        httpx.Client(base_url=b_server.base_url) as b,
+    ):
+        session = a.post("/v1/sessions").json()["session"]
+        token = a.post(
+            "/v1/contexts", content=b"{}", headers=JSON, params={"session": session}
+        ).json()["token"]
+        with a.stream("GET", f"/v1/sessions/{session}/events") as stream:
+            assert stream.status_code == 200
+            # A second member, most likely on another master than the session's stream.
+            other = b.post(
+                "/v1/contexts", content=b"{}", headers=JSON, params={"session": session}
+            ).json()["token"]
+            b.patch(f"/v1/contexts/{token}", content=b'{"a":1}', headers=MERGE)
+            b.delete(f"/v1/sessions/{session}")
+            seen: list[tuple[str, str, int]] = []
+            kind = ""
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    seen.append((kind, data["token"], data["version"]))
+                if sum(1 for k, _, _ in seen if k == "deleted") == 2:
+                    break
+        # Written through B, on several masters; heard on A, in the order they were made.
+        assert seen[:2] == [("updated", other, 1), ("updated", token, 2)]
+        # A session's members are deleted together: their events come in either order.
+        assert sorted(seen[2:]) == sorted([("deleted", token, 2), ("deleted", other, 1)])
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path, masters=3, replicas=1)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluster) -> None:
+    cluster = replicated_cluster
+
+    async def scenario() -> None:
+        # Writes acknowledged with FASTCTX_WRITE_REPLICAS=1 (WAIT 1) must outlive their master.
+        durable = ClusterBackend(cluster.url, timeout=1.0, write_replicas=1)
+        backend = ClusterBackend(cluster.url, timeout=1.0)
+        await durable.start()
+        await backend.start()
+        try:
+            tokens = [_core.new_token() for _ in range(30)]
+            for token in tokens:  # on every master
+                assert await durable.insert("fo", token, _frame(b'{"v":1}'), _later(), None)
+            slot = key_slot(context_key("fo", tokens[0]))
+            master = _master_of(cluster, slot)
+            os.kill(master.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            master.proc.wait()  # type: ignore[union-attr]
+            master.proc = None
+            # Until a replica takes over, the slot's calls fail with BackendError (503);
+            # after it, they go to the new master without a restart.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    frames = await backend.mget("fo", tokens)
+                    break
+                except BackendError as exc:
+                    if time.monotonic() > deadline:
+                        nodes = [n.cli("CLUSTER", "NODES") for n in cluster.nodes if n.proc]
+                        raise AssertionError("no replica took over:\n" + nodes[0]) from exc
+                    await asyncio.sleep(0.1)
+            assert all(frame is not None for frame in frames), "an acknowledged write was lost"
+            second = _core.new_token()
+            assert await backend.insert("fo", second, _frame(b"{}"), _later(), None)
+            assert await backend.get("fo", second) is not None
+            # The promoted replica has no replica of its own: a write there that asks for one
+            # is applied but not durable, and says so.
+            promoted = _master_of(cluster, slot)
+            served = _slots_of(promoted)
+            orphan = next(
+                token
+                for token in (_core.new_token() for _ in range(1000))
+                if any(key_slot(context_key("fo", token)) in r for r in served)
+            )
+            with pytest.raises(NotDurable):
+                await durable.insert("fo", orphan, _frame(b"{}"), _later(), None)
+            assert await backend.get("fo", orphan) is not None
+        finally:
+            await durable.close()
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+def _slots_of(node: RedisServer) -> list[range]:
+    """The slot ranges a master serves, from its own line of CLUSTER NODES."""
+    for line in node.cli("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "myself" in fields[2]:
+            ranges = []
+            for part in fields[8:]:
+                start, _, end = part.partition("-")
+                if start.isdigit():
+                    ranges.append(range(int(start), int(end or start) + 1))
+            return ranges
+    raise AssertionError("CLUSTER NODES has no line for the node itself")
+
+
+def _master_of(cluster: RedisCluster, slot: int) -> RedisServer:
+    for node in cluster.nodes:
+        if node.proc is None:  # killed by the test
+            continue
+        role = node.cli("ROLE").split()[0]
+        if role == "master" and any(slot in served for served in _slots_of(node)):
+            return node
+    raise AssertionError(f"no master serves slot {slot}")
+
+
+def _frame(payload: bytes) -> bytes:
+    now = int(time.time() * 1000)
+    return _core.encode_frame(payload, 1, now, now, now + 60_000, None)
+
+
+def _later() -> int:
+    return int(time.time() * 1000) + 60_000
