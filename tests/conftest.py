@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +267,29 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def backend_url(request: pytest.FixtureRequest, redis_server: RedisServer, db: int) -> str:
+    """The URL of the backend a test is parametrized with: "memory", "redis" (on database
+    `db` of the session's redis-server) or "cluster" (the session's Redis Cluster)."""
+    kind = request.param
+    if kind == "cluster":
+        return str(request.getfixturevalue("server_pool").cluster.url)
+    return "memory://" if kind == "memory" else redis_server.url(db)
+
+
+@contextlib.asynccontextmanager
+async def started_backend(url: str) -> AsyncIterator[Any]:
+    """A started fastctx backend for `url`, closed afterwards."""
+    from fastctx.backends import open_backend
+    from fastctx.config import Settings
+
+    opened = open_backend(Settings(backend=url))
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def make_settings(backend: str, **settings: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import OwnRedis
+from conftest import OwnRedis, backend_url, started_backend
 from fastctx import _core
 from fastctx.backends import Backend, open_backend
 from fastctx.backends.memory import MemoryBackend
@@ -34,13 +34,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
-    url = "memory://" if request.param == "memory" else redis_server.url(REGISTRY_DB)
-    opened = open_backend(Settings(backend=url))
-    await opened.start()
-    try:
+    async with started_backend(backend_url(request, redis_server, REGISTRY_DB)) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def make_registry(backend: Backend, **settings: object) -> Registry:

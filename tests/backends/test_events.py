@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from conftest import backend_url, started_backend
 from fastctx.backends import (
     EVENTS_KEPT,
     EVENTS_MAX_AGE_MS,
@@ -39,16 +40,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
-    if request.param == "cluster":
-        url = request.getfixturevalue("server_pool").cluster.url
-    else:
-        url = "memory://" if request.param == "memory" else redis_server.url(EVENTS_DB)
-    opened = open_backend(Settings(backend=url))
-    await opened.start()
-    try:
+    async with started_backend(backend_url(request, redis_server, EVENTS_DB)) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def kinds(events: list[tuple[str, dict[str, str]]]) -> list[tuple[str, str]]:

@@ -60,8 +60,9 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     503: (
         "ServiceUnavailable",
-        "The backend is down (and the in-process cache cannot answer), or the server is shedding"
-        " load.",
+        "The backend is down (and the in-process cache cannot answer), the server is shedding"
+        " load, or (type write-not-durable) a write was applied on the Redis primary but fewer"
+        " replicas than FASTCTX_WRITE_REPLICAS acknowledged it in time.",
         {"Retry-After": _ref("headers", "Retry-After")},
     ),
 }

@@ -1,0 +1,81 @@
+"""read_body's deadline: a body that does not arrive in time is a 400, and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from fastctx.errors import BadRequest
+from fastctx.http.body import SWEEP_SECONDS, read_body
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def test_a_body_that_never_comes_is_a_400_within_the_deadline() -> None:
+    async def scenario() -> float:
+        started = time.monotonic()
+        with pytest.raises(BadRequest, match=r"did not arrive in full within 0\.3 s"):
+            await read_body(never, b"10", 100, seconds=0.3)
+        elapsed = time.monotonic() - started
+        # The request goes on normally afterwards: no cancellation is left pending on it.
+        await asyncio.sleep(0.01)
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        return elapsed
+
+    elapsed = run(scenario())
+    assert 0.3 <= elapsed < 0.3 + 2 * SWEEP_SECONDS + 0.5
+
+
+def test_a_body_in_time_is_returned_and_leaves_nothing_behind() -> None:
+    async def scenario() -> None:
+        parts = iter([b"ab", b"cd", b""])
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.01)
+            body = next(parts)
+            return {"type": "http.request", "body": body, "more_body": bool(body)}
+
+        assert await read_body(receive, None, 100, seconds=5) == b"abcd"
+        # Well past the sweeps that would have fired: nothing cancels the task later.
+        await asyncio.sleep(3 * SWEEP_SECONDS)
+
+    run(scenario())
+
+
+def test_other_cancellations_stay_cancellations() -> None:
+    async def scenario() -> None:
+        reading = asyncio.ensure_future(read_body(never, None, 100, seconds=30))
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+    run(scenario())
+
+
+def test_readers_time_out_by_their_own_deadlines() -> None:
+    async def one(seconds: float) -> str:
+        try:
+            await read_body(never, None, 100, seconds=seconds)
+        except BadRequest:
+            return f"late {seconds:g}"
+        return "read"
+
+    async def scenario() -> list[str]:
+        slow = asyncio.ensure_future(one(60))
+        results = await asyncio.gather(one(0.2), one(0.4))
+        assert not slow.done()  # its own deadline is far away
+        slow.cancel()
+        return list(results)
+
+    assert run(scenario()) == ["late 0.2", "late 0.4"]
