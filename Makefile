@@ -17,7 +17,7 @@ extra_requirements = $(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.
 RUST_SOURCES := $(wildcard rust_core/src/*.rs) rust_core/Cargo.toml $(wildcard rust_core/Cargo.lock)
 PY_SOURCES := pyproject.toml
 
-.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench loadtest example clean
+.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench bench-scaling loadtest example clean
 
 help:
 	@echo "make serve   build (release) and serve on $(HOST):$(PORT) with $(BACKEND)"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint    ruff, mypy --strict, cargo fmt --check, cargo clippy -D warnings"
 	@echo "make format  apply ruff format and cargo fmt"
 	@echo "make bench   wrk against the floors, fastctx and its peers; micro benchmarks"
+	@echo "make bench-scaling  cost per request of 1..4 nodes on one Redis and on a cluster"
 	@echo "make loadtest  locust scenarios, headless, with CSV and HTML reports"
 	@echo "make example  fastctx, gateway -> pricing -> billing and an SSE listener: one order"
 
@@ -89,6 +90,10 @@ bench: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/fanout.py
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
+
+bench-scaling: build redis-server wrk $(VENV)/.extra-bench
+	$(BIN)/python benches/scaling.py --redis single
+	$(BIN)/python benches/scaling.py --redis cluster
 
 loadtest: build $(VENV)/.extra-load
 	$(BIN)/python loadtests/run.py $(LOADTEST_ARGS)
