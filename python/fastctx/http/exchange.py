@@ -14,7 +14,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Exchange:
-    __slots__ = ("_query", "receive", "scope", "send", "started")
+    __slots__ = ("_headers", "_query", "receive", "scope", "send", "started")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -22,13 +22,18 @@ class Exchange:
         self.send = send
         self.started = False
         self._query: dict[str, str] | None = None
+        self._headers: dict[bytes, bytes] | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a request header, by its lower-case name."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value  # type: ignore[no-any-return]
-        return None
+        index = self._headers
+        if index is None:
+            # Built on the first lookup: cheaper than a scan per lookup from the second one on
+            # (an MCP request looks up eight).
+            index = self._headers = {}
+            for key, value in self.scope["headers"]:
+                index.setdefault(key, value)
+        return index.get(name)
 
     def query(self, name: str) -> str | None:
         if self._query is None:
