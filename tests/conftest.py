@@ -206,13 +206,22 @@ class RedisCluster:
         self.masters = masters
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
+        taken: set[int] = set()
+
+        def distinct_port() -> int:
+            # free_port() may give a port twice while nothing listens on it yet.
+            while (port := free_port()) in taken:
+                pass
+            taken.add(port)
+            return port
+
         for _ in range(masters * (1 + replicas)):
-            port = free_port()
+            port = distinct_port()
             node_dir = workdir / str(port)
             node_dir.mkdir()
             options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             # The bus port is free too, not port + 10000 (which may be taken, or past 65535).
-            options += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "1000"]
+            options += ["--cluster-port", str(distinct_port()), "--cluster-node-timeout", "1000"]
             self.nodes.append(RedisServer(node_dir, port, options=options))
 
     @property
@@ -235,6 +244,18 @@ class RedisCluster:
         while not all(self._synced(n) for n in self.nodes):
             assert time.monotonic() < deadline, "the replicas did not sync"
             time.sleep(0.1)
+        if self.replicas:
+            # CLUSTER SLOTS lists a replica only once the others have seen it replicate
+            # something (a replication offset above 0): a few writes, on every master.
+            for n in range(64):
+                self.nodes[0].cli("-c", "SET", f"fc:warm:{n}", "1")
+            replica_ports = [str(n.port) for n in self.nodes if n.cli("ROLE").startswith("slave")]
+            while not all(
+                all(port in n.cli("CLUSTER", "SLOTS").split() for port in replica_ports)
+                for n in self.nodes
+            ):
+                assert time.monotonic() < deadline, "the replicas are not in CLUSTER SLOTS"
+                time.sleep(0.1)
         return self
 
     @staticmethod

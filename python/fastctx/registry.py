@@ -163,7 +163,10 @@ class Registry:
             if cached is not None:
                 return Read(cached[0], cached[1], "hit")
         try:
-            frame = await self.backend.get(tenant, token)
+            if fresh:
+                frame = await self.backend.get(tenant, token)
+            else:  # a cache miss: a replica may answer, if the backend reads from them
+                frame = await self.backend.get_relaxed(tenant, token)
         except BackendError:
             stale = None if self.cache is None else self.cache.get(key)
             if stale is None:

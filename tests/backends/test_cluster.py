@@ -11,8 +11,9 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,10 +22,13 @@ from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
 from fastctx import _core
 from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
 from fastctx.backends.redis import context_key
-from fastctx.errors import BackendError, NotDurable
+from fastctx.config import Settings
+from fastctx.errors import BackendError, NotDurable, NotFound
+from fastctx.registry import Registry
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +247,88 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
             await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_cache_misses_read_from_replicas_and_stay_coherent(
+    replicated_cluster: RedisCluster,
+) -> None:
+    cluster = replicated_cluster
+
+    async def scenario() -> None:
+        # Node A reads its cache misses from replicas; node B writes.
+        a_backend = ClusterBackend(cluster.url + "?read_from=replicas", timeout=1.0)
+        b_backend = ClusterBackend(cluster.url, timeout=1.0)
+        await a_backend.start()
+        await b_backend.start()
+        a, b = Registry(a_backend, Settings()), Registry(b_backend, Settings())
+        try:
+            token = (await b.create("rr", b'{"v":1}')).token
+            replicas_before = _gets(cluster, "slave")
+            masters_before = _gets(cluster, "master")
+            # Replication is asynchronous: a context just created elsewhere may be missing on
+            # the replica for its lag, no longer.
+            first = await _eventually(lambda: a.read("rr", token))
+            assert (first.payload, first.version, first.cache) == (b'{"v":1}', 1, "miss")
+            assert _gets(cluster, "slave") > replicas_before  # a replica answered
+            assert _gets(cluster, "master") == masters_before  # no master did
+            assert (await a.read("rr", token)).cache == "hit"
+            # A write through B reaches A's cache through the replica's invalidation.
+            await b.patch("rr", token, b'{"v":2}', "merge")
+
+            async def current() -> object:
+                read = await a.read("rr", token)
+                assert read.version == 2, "still the old version"
+                return read
+
+            assert (await _eventually(current)).payload == b'{"v":2}'  # type: ignore[attr-defined]
+            # A read that must be current goes to the master, never a replica.
+            masters_before = _gets(cluster, "master")
+            assert (await a.read("rr", token, fresh=True)).version == 2
+            assert _gets(cluster, "master") == masters_before + 1
+            # Without its replica, the read falls back to the master.
+            slot = key_slot(context_key("rr", token))
+            master = _master_of(cluster, slot)
+            for node in cluster.nodes:
+                if node.proc is not None and _replica_of(node) == master.port:
+                    node.stop()
+            a.forget("rr", token)
+            assert (await a.read("rr", token)).version == 2
+        finally:
+            await a_backend.close()
+            await b_backend.close()
+
+    asyncio.run(scenario())
+
+
+def _gets(cluster: RedisCluster, role: str) -> int:
+    """GET calls served so far by the live nodes of `role` (master or slave)."""
+    total = 0
+    for node in cluster.nodes:
+        if node.proc is None or f"role:{role}" not in node.cli("INFO", "replication"):
+            continue
+        for line in node.cli("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_get:"):
+                total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
+def _replica_of(node: RedisServer) -> int | None:
+    """The port of the master `node` replicates, if it is a replica."""
+    for line in node.cli("INFO", "replication").splitlines():
+        if line.startswith("master_port:"):
+            return int(line.split(":")[1])
+    return None
+
+
+async def _eventually(attempt: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await attempt()
+        except (NotFound, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
 
 
 def _slots_of(node: RedisServer) -> list[range]:

@@ -108,6 +108,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def get(self, tenant: str, token: str) -> bytes | None: ...
 
+    async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
+        """As `get`, for a read the cache would have answered had it held the context: it may
+        come from a replica, as old as its replication lag (see the cluster backend)."""
+        return await self.get(tenant, token)
+
     @abc.abstractmethod
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]: ...
 

@@ -64,6 +64,7 @@ logger = logging.getLogger("fastctx")
 
 SLOTS = 16384
 REDIRECTS = 5  # MOVED replies followed for one write that waits for replicas
+REFRESH_EVERY_S = 10.0  # the slot map (and the replicas) is read again at least this often
 STREAM_PREFIXES = ("fc:x:", "fc:y:")  # context streams, session streams
 # Commands whose routing key is not their first argument.
 _KEYLESS = {b"PING", b"CLIENT", b"INFO", b"CLUSTER", b"WAIT"}
@@ -132,6 +133,10 @@ class ClusterPipeline:
         self._nodes: dict[Node, Pipeline] = {}
         self._slots: list[Node] | None = None
         self._masters: frozenset[Node] = frozenset()  # the distinct nodes of _slots
+        self._replicas_of: dict[Node, list[Node]] = {}
+        self._refresh_at = 0.0  # when the slot map is next read again unasked
+        self._replica_nodes: dict[Node, Pipeline] = {}  # READONLY connections, made on use
+        self._next_replica = 0
         self._refreshing: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # connections to former masters
 
@@ -142,7 +147,7 @@ class ClusterPipeline:
     @on_invalidate.setter
     def on_invalidate(self, callback: Invalidation | None) -> None:
         self._on_invalidate = callback
-        for node in self._nodes.values():
+        for node in [*self._nodes.values(), *self._replica_nodes.values()]:
             node.on_invalidate = callback
 
     @property
@@ -169,9 +174,10 @@ class ClusterPipeline:
     async def close(self) -> None:
         if self._refreshing is not None:
             self._refreshing.cancel()
-        for node in self._nodes.values():
+        for node in [*self._nodes.values(), *self._replica_nodes.values()]:
             await node.close()
         self._nodes.clear()
+        self._replica_nodes.clear()
 
     async def _execute(self, args: tuple[bytes | str | int | float, ...]) -> Any:
         command = args[0].upper() if isinstance(args[0], bytes) else str(args[0]).encode().upper()
@@ -227,6 +233,42 @@ class ClusterPipeline:
         node = await self._node_for(key_slot(key if isinstance(key, bytes) else str(key)))
         return await node.execute_together(*commands, block=block)
 
+    async def replica_for(self, slot: int) -> Pipeline | None:
+        """A READONLY connection to a replica of `slot`'s master (each in turn), if it has one.
+
+        It tracks the same key prefixes as the masters' connections: a replica pushes the
+        invalidations of the writes it replicates, in order with its replies, so what a node
+        caches from a replica is kept coherent with that replica.
+        """
+        if self._slots is None:
+            await self.refresh()
+        assert self._slots is not None
+        copies = self._replicas_of.get(self._slots[slot])
+        if not copies:
+            return None
+        self._next_replica += 1
+        return self._replica(copies[self._next_replica % len(copies)])
+
+    async def ready_replicas(self) -> None:
+        """Connect to every replica now rather than on a first read (best effort)."""
+        replicas = [self._replica(node) for copies in self._replicas_of.values() for node in copies]
+        await asyncio.gather(*(r.execute(b"PING") for r in replicas), return_exceptions=True)
+
+    def _replica(self, node: Node) -> Pipeline:
+        pipeline = self._replica_nodes.get(node)
+        if pipeline is None:
+            failures, reset = self._breaker
+            pipeline = Pipeline(
+                replace(self.seeds[0], host=node[0], port=node[1]),
+                timeout=self.timeout,
+                tracking_prefixes=self.tracking_prefixes,
+                on_invalidate=self._on_invalidate,
+                breaker=Breaker(failures, reset, probe_timeout=self.timeout),
+                setup=[(b"READONLY",)],
+            )
+            self._replica_nodes[node] = pipeline
+        return pipeline
+
     def follow(self, error: hiredis.ReplyError) -> bool:
         """Learn from a MOVED reply (True: send again); False for any other error."""
         redirect = str(error).split()
@@ -238,6 +280,11 @@ class ClusterPipeline:
     async def _node_for(self, slot: int | None) -> Pipeline:
         if self._slots is None:
             await self.refresh()
+        elif time.monotonic() > self._refresh_at:
+            # Now and then, unasked: replicas come and go without any MOVED to tell.
+            self._refresh_at = time.monotonic() + REFRESH_EVERY_S
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(self._refresh_quietly())
         assert self._slots is not None
         if slot is None:
             return self._nodes[self._slots[0]]
@@ -284,16 +331,20 @@ class ClusterPipeline:
                 last = exc
                 continue
             self._install(reply, node)
+            self._refresh_at = time.monotonic() + REFRESH_EVERY_S
             return
         raise BackendError(f"no Redis Cluster node answers: {last}")
 
     def _install(self, reply: list[Any], asked: Node) -> None:
         slots: list[Node | None] = [None] * SLOTS
-        for start, end, master, *_replicas in reply:
+        replicas: dict[Node, list[Node]] = {}
+        for start, end, master, *copies in reply:
             host = _text(master[0]) or asked[0]  # an empty host is the node asked
             node = (host, int(master[1]))
             self._node(node)
             slots[start : end + 1] = [node] * (end - start + 1)
+            replicas[node] = [(_text(c[0]) or asked[0], int(c[1])) for c in copies]
+        self._replicas_of = replicas
         covered = [node for node in slots if node is not None]
         if len(covered) < SLOTS:
             raise BackendError("the Redis Cluster does not cover every slot")
@@ -407,6 +458,11 @@ class ClusterBackend(RedisBackend):
     ) -> None:
         seeds = cluster_addresses(url)
         self._seeds = seeds
+        read_from = parse_qs(urlsplit(url).query).get("read_from", ["masters"])[0]
+        if read_from not in ("masters", "replicas"):
+            raise ValueError("read_from must be masters or replicas")
+        #: Cache misses are read from replicas (see get_relaxed).
+        self.replica_reads = read_from == "replicas"
         self.timeout = timeout
         breaker = {"breaker_failures": breaker_failures, "breaker_reset": breaker_reset}
         self._pipeline = ClusterPipeline(  # type: ignore[assignment]
@@ -450,6 +506,8 @@ class ClusterBackend(RedisBackend):
         # Not fatal, as on one Redis: /readyz says 503 until the cluster answers.
         with contextlib.suppress(BackendError):
             await self._cluster.ready()
+            if self.replica_reads:
+                await self._cluster.ready_replicas()
         listening = [listener.listening.wait() for listener in self._listeners.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*listening), self.timeout)
@@ -530,6 +588,23 @@ class ClusterBackend(RedisBackend):
     async def ping(self) -> None:
         await self._cluster.ready()
         await self._run(b"PING")
+
+    async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
+        """With `read_from=replicas`, a cache miss is read from a replica of its slot: as old
+        as that replica's lag, which is what it would have been served from the cache anyway
+        had the invalidation not come yet. Reads that must be current (`no-cache`, the read
+        before a write) use `get`, on the master. Any failure there falls back to the master."""
+        if not self.replica_reads:
+            return await self.get(tenant, token)
+        key = context_key(tenant, token)
+        replica = await self._cluster.replica_for(key_slot(key))
+        if replica is not None:
+            try:
+                frame: bytes | None = await replica.execute(b"GET", key)
+                return frame
+            except (BackendError, hiredis.ReplyError) as exc:
+                logger.debug("replica read failed (%s); reading from the master", exc)
+        return await self.get(tenant, token)
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         # MGET cannot span slots; GETs issued together leave in one write per master.

@@ -256,9 +256,12 @@ class Pipeline:
         tracking_prefixes: Sequence[str] = (),
         on_invalidate: Invalidation | None = None,
         breaker: Breaker | None = None,
+        setup: Sequence[tuple[bytes, ...]] = (),
     ) -> None:
         self.address = address
         self.timeout = timeout
+        #: Commands every new connection sends after it authenticates (e.g. READONLY).
+        self.setup = tuple(setup)
         #: Shared by every connection to the same Redis, so that they fail fast together.
         self.breaker = breaker or Breaker(probe_timeout=timeout)
         self.tracking_prefixes = tuple(tracking_prefixes)
@@ -405,6 +408,8 @@ class Pipeline:
                 await protocol.send(pack_command(tuple(auth)))
         if address.db:
             await protocol.send(pack_command((b"SELECT", address.db)))
+        for extra in self.setup:
+            await protocol.send(pack_command(extra))
         self.tracking = False
         if resp3 and self.tracking_prefixes:
             command: list[bytes | str] = [b"CLIENT", b"TRACKING", b"ON", b"BCAST"]
