@@ -239,20 +239,12 @@ def open_backend(settings: Settings) -> Backend:
         from fastctx.backends.memory import MemoryBackend
 
         return MemoryBackend()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        from fastctx.backends.cluster import ClusterBackend
         from fastctx.backends.redis import RedisBackend
 
-        return RedisBackend(
-            settings.backend,
-            timeout=settings.backend_timeout,
-            breaker_failures=settings.breaker_failures,
-            breaker_reset=settings.breaker_reset,
-            write_replicas=settings.write_replicas,
-        )
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        from fastctx.backends.cluster import ClusterBackend
-
-        return ClusterBackend(
+        kind = ClusterBackend if scheme.endswith("+cluster") else RedisBackend
+        return kind(
             settings.backend,
             timeout=settings.backend_timeout,
             breaker_failures=settings.breaker_failures,
