@@ -60,6 +60,7 @@ def _is_loopback(host: str) -> bool:
 def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     if urlsplit(settings.backend).scheme == "memory" and settings.workers > 1:
@@ -92,6 +93,8 @@ def serve(settings: Settings) -> int:
         # forever; past this, workers are killed and stream clients resume with Last-Event-ID.
         workers_kill_timeout=GRACEFUL_STOP_SECONDS,
         backpressure=max(MIN_CONCURRENT_REQUESTS, open_files),
+        # A request head that trickles in (slowloris) holds a connection until this closes it.
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
     ).serve()
     return 0
 

@@ -36,6 +36,9 @@ class Settings:
     backend_timeout: float = 2.0
     # Seconds a request body may take to arrive in full; a slower one is refused with 400.
     body_timeout: float = 30.0
+    # Seconds a request's head (line and headers) may take to arrive; past it granian closes
+    # the connection. Under `fastctx serve` only (it is granian's own setting).
+    header_timeout: float = 10.0
     # Consecutive failed backend calls that open the circuit breaker (0: never open it), and
     # the seconds it stays open before one call probes the backend again.
     breaker_failures: int = 5
@@ -59,6 +62,8 @@ class Settings:
             raise ValueError("cache sizes and ages cannot be negative")
         if not self.body_timeout > 0:
             raise ValueError(f"{ENV_PREFIX}BODY_TIMEOUT must be a positive number of seconds")
+        if not 0.001 <= self.header_timeout <= 60:
+            raise ValueError(f"{ENV_PREFIX}HEADER_TIMEOUT must be between 0.001 and 60 seconds")
         for name in ("breaker_failures", "max_inflight", "write_replicas"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be 0 or a positive integer")

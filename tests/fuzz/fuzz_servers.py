@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile import Live, create_protected
+from hostile import HEADER_TIMEOUT, Live, create_protected
 from redis import Redis
 
 from conftest import PROFILES, GranianServer, RedisServer, ServerPool
@@ -40,7 +40,13 @@ OWN_DB = {"default": 13, "tenants": 14}  # their Redis DBs, theirs alone
 def _own(redis: RedisServer, log_dir: Path, backend: str, profile: str) -> Iterator[Live]:
     """A server of these tests' own, alone on its Redis DB so that key counts are exact."""
     url = "memory://" if backend == "memory" else redis.url(OWN_DB[profile])
-    server = GranianServer.start(log_dir, url, body_timeout=BODY_TIMEOUT, **PROFILES[profile])
+    server = GranianServer.start(
+        log_dir,
+        url,
+        body_timeout=BODY_TIMEOUT,
+        header_timeout=HEADER_TIMEOUT,
+        **PROFILES[profile],
+    )
     db = None
     if backend == "redis":
         db = Redis(host=redis.host, port=redis.port, db=OWN_DB[profile])

@@ -19,6 +19,8 @@ MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, 
 # A document whose exact bytes (spacing, key order, escapes) a read must give back unchanged.
 PROTECTED = b'{ "victim" : [1, 2.50, "\\u00e9\\n", {"k": null}],\n  "z": true }'
 
+HEADER_TIMEOUT = 2  # seconds: FASTCTX_HEADER_TIMEOUT of the own_* servers (fuzz_servers)
+
 
 DEEP = 100_000  # nesting levels
 MIB = 1024 * 1024
