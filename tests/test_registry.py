@@ -223,3 +223,66 @@ async def test_redis_invalidations_remove_entries_written_elsewhere(redis_server
             await asyncio.sleep(0.002)
     finally:
         await backend.close()
+
+
+def _gets(redis: OwnRedis) -> int:
+    """GET calls Redis has run (those inside scripts included)."""
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_get:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_a_write_names_the_cached_version_without_reading_it_first(
+    own_redis: OwnRedis,
+) -> None:
+    backend = open_backend(Settings(backend=own_redis.url))
+    await backend.start()
+    registry = make_registry(backend)
+    try:
+        created = await registry.create("t", b'{"a": 1}', session=None)
+        before = _gets(own_redis)
+        assert await registry.patch("t", created.token, b'{"b": 2}', "merge") == 2
+        # One GET: the script's own version check. No read before it: the cache had v1.
+        assert _gets(own_redis) - before == 1
+        assert (await registry.read("t", created.token, fresh=True)).payload == b'{"a":1,"b":2}'
+        # The cached copy keeps what the frame needs: created_at survives the write.
+        meta = await registry.meta("t", created.token)
+        assert meta.version == 2
+        assert meta.created_at <= meta.updated_at
+    finally:
+        await backend.close()
+
+
+async def test_a_cached_copy_that_is_behind_costs_a_retry_not_an_update(
+    redis_server: Any,
+) -> None:
+    """Node A still holds v1 as fresh (say, an invalidation is on its way) when B has written v2:
+    A's write from its copy is refused by the version check, and A reads v2 and writes on it."""
+    url = redis_server.url(REGISTRY_DB)
+    a_backend, b_backend = open_backend(Settings(backend=url)), open_backend(Settings(backend=url))
+    a, b = make_registry(a_backend), make_registry(b_backend)
+    try:
+        created = await a.create("t", b'{"n": 1}')
+        key = f"t/{created.token}"
+        stale = a.cache.peek(key)  # type: ignore[union-attr]
+        assert stale is not None
+        await b.patch("t", created.token, b'{"by": "b"}', "merge")
+        # Put A's v1 back as if no invalidation had arrived yet.
+        a.cache.put(key, stale[0], stale[1], stale[2], stale[4])  # type: ignore[union-attr]
+        assert a.fresh(key) is not None
+        assert await a.patch("t", created.token, b'{"by2": "a"}', "merge") == 3
+        read = await b.read("t", created.token, fresh=True)
+        assert json.loads(read.payload) == {"n": 1, "by": "b", "by2": "a"}
+        # With If-Match naming the stale version, the backend's version decides: a conflict.
+        a.cache.put(key, stale[0], stale[1], stale[2], stale[4])  # type: ignore[union-attr]
+        with pytest.raises(VersionConflict):
+            await a.patch("t", created.token, b'{"x": 1}', "merge", if_version=1)
+        # A delete from a stale copy is not lost either: it lands on the real version.
+        a.cache.put(key, stale[0], stale[1], stale[2], stale[4])  # type: ignore[union-attr]
+        await a.delete("t", created.token)
+        with pytest.raises(NotFound):
+            await b.read("t", created.token, fresh=True)
+    finally:
+        await a_backend.close()
+        await b_backend.close()

@@ -207,12 +207,21 @@ class Cache:
         makes the entry the most recently used.
         """
 
-    def put(self, key: str, payload: bytes, version: int, expires_at: int) -> None:
+    def peek(self, key: str) -> tuple[bytes, int, int, int, object | None] | None:
+        """Return (payload, version, expires_at, cached_at, extra) for a live entry, else None.
+
+        Not counted as a hit or a miss, and the entry keeps its place in the LRU order.
+        """
+
+    def put(
+        self, key: str, payload: bytes, version: int, expires_at: int, extra: object = None
+    ) -> None:
         """Cache `payload` for `key` at `version`, with cached_at = now.
 
         Does nothing if a live entry with a newer version is cached. Otherwise replaces any
         entry for `key`; an entry larger than max_bytes, or already expired, is not kept.
-        Evicts least recently used entries to make room.
+        Evicts least recently used entries to make room. `extra` (a small object, not counted
+        in the entry's bytes) is kept with the entry and handed back by peek.
         """
 
     def invalidate(self, key: str) -> bool:

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar, cast
 
 from fastctx import _core
 from fastctx.backends import Backend, Outcome, context_id
@@ -27,6 +27,31 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+
+
+class _Stored(Protocol):
+    """What a conditional write needs of the stored context: a decoded frame, or _Current."""
+
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def created_at(self) -> int: ...
+    @property
+    def expires_at(self) -> int: ...
+    @property
+    def session(self) -> str | None: ...
+
+
+class _Current(NamedTuple):
+    """The stored context as this node's cache holds it (see Registry._cached_current)."""
+
+    payload: bytes
+    version: int
+    created_at: int
+    expires_at: int
+    session: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,16 +136,37 @@ class Registry:
         if self.cache is None:
             return None
         entry = self.cache.get(key)
-        if entry is None or entry[3] < self._valid_since:
-            return None
-        if self.backend.in_process:
-            return entry  # every write to it passes through here
-        max_age = self.max_age_ms if self.backend.coherent else UNTRACKED_MAX_AGE_MS
-        return entry if now_ms() - entry[3] <= max_age else None
+        return entry if entry is not None and self._is_fresh(entry[3]) else None
 
-    def _remember(self, key: str, payload: bytes, version: int, expires_at: int) -> None:
+    def _is_fresh(self, cached_at: int) -> bool:
+        if cached_at < self._valid_since:
+            return False
+        if self.backend.in_process:
+            return True  # every write to it passes through here
+        max_age = self.max_age_ms if self.backend.coherent else UNTRACKED_MAX_AGE_MS
+        return now_ms() - cached_at <= max_age
+
+    def _cached_current(self, key: str) -> _Current | None:
+        """The context as this node's cache holds it, if fresh and complete: a write can name
+        its version without reading it from the backend first (the write's version check
+        still decides; a stale copy only costs a retry)."""
+        entry = None if self.cache is None else self.cache.peek(key)
+        if entry is None or entry[4] is None or not self._is_fresh(entry[3]):
+            return None
+        created_at, session = cast(tuple[int, str | None], entry[4])
+        return _Current(entry[0], entry[1], created_at, entry[2], session)
+
+    def _remember(
+        self,
+        key: str,
+        payload: bytes,
+        version: int,
+        expires_at: int,
+        created_at: int,
+        session: str | None,
+    ) -> None:
         if self.cache is not None:
-            self.cache.put(key, payload, version, expires_at)
+            self.cache.put(key, payload, version, expires_at, (created_at, session))
 
     def _forget(self, key: str) -> None:
         if self.cache is not None:
@@ -150,7 +196,7 @@ class Registry:
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
         if not await self.backend.insert(tenant, token, frame, expires_at, session):
             raise NotFound("no such session")
-        self._remember(context_id(tenant, token), document, 1, expires_at)
+        self._remember(context_id(tenant, token), document, 1, expires_at, now, session)
         return Created(token, 1, expires_at)
 
     async def read(self, tenant: str, token: str, fresh: bool = False) -> Read:
@@ -176,7 +222,14 @@ class Registry:
             self._forget(key)
             raise NotFound("no such context")
         decoded = _core.decode_frame(frame)
-        self._remember(key, decoded.payload, decoded.version, decoded.expires_at)
+        self._remember(
+            key,
+            decoded.payload,
+            decoded.version,
+            decoded.expires_at,
+            decoded.created_at,
+            decoded.session,
+        )
         return Read(decoded.payload, decoded.version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
@@ -199,7 +252,12 @@ class Registry:
                 continue
             decoded = _core.decode_frame(frame)
             self._remember(
-                context_id(tenant, token), decoded.payload, decoded.version, decoded.expires_at
+                context_id(tenant, token),
+                decoded.payload,
+                decoded.version,
+                decoded.expires_at,
+                decoded.created_at,
+                decoded.session,
             )
             found[token] = (decoded.payload, decoded.version)
         return [found[token] for token in tokens]
@@ -234,8 +292,8 @@ class Registry:
         return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
-        async def remove(frame: bytes, current: _core.Frame) -> tuple[Outcome, None]:
-            outcome = await self.backend.remove(tenant, token, frame[_VERSION], current.session)
+        async def remove(expected: bytes, current: _Stored) -> tuple[Outcome, None]:
+            outcome = await self.backend.remove(tenant, token, expected, current.session)
             self._forget(context_id(tenant, token))
             return outcome, None
 
@@ -265,7 +323,7 @@ class Registry:
         if_version: int | None,
         change: Callable[[bytes], bytes],
     ) -> int:
-        async def swap(frame: bytes, old: _core.Frame) -> tuple[Outcome, int]:
+        async def swap(expected: bytes, old: _Stored) -> tuple[Outcome, int]:
             document = change(old.payload)
             self._check_size(document)  # a patch can grow a document past the limit
             version = old.version + 1
@@ -273,10 +331,17 @@ class Registry:
                 document, version, old.created_at, now_ms(), old.expires_at, old.session
             )
             outcome = await self.backend.swap(
-                tenant, token, frame[_VERSION], new, old.expires_at, old.session
+                tenant, token, expected, new, old.expires_at, old.session
             )
             if outcome is Outcome.DONE:
-                self._remember(context_id(tenant, token), document, version, old.expires_at)
+                self._remember(
+                    context_id(tenant, token),
+                    document,
+                    version,
+                    old.expires_at,
+                    old.created_at,
+                    old.session,
+                )
             return outcome, version
 
         return await self._conditional(tenant, token, if_version, swap)
@@ -286,24 +351,37 @@ class Registry:
         tenant: str,
         token: str,
         if_version: int | None,
-        attempt: Callable[[bytes, _core.Frame], Awaitable[tuple[Outcome, T]]],
+        attempt: Callable[[bytes, _Stored], Awaitable[tuple[Outcome, T]]],
     ) -> T:
         """Read the context, check If-Match, then `attempt` the conditional write.
 
         The write names the version it read, so it fails rather than overwrite another
         writer's change; the loser re-reads and tries again unless the client fixed a version.
+        The first attempt uses this node's cached copy when it is fresh: if the copy was
+        behind, the write's own version check refuses it and the context is read from the
+        backend, so only a successful write, or what the backend says, decides the answer.
         """
         key = context_id(tenant, token)
         async with self._locks.hold(key):
+            cached = self._cached_current(key) if _core.is_token(token) else None
             for _ in range(MAX_WRITE_ATTEMPTS):
-                frame = await self._load(tenant, token)
-                current = _core.decode_frame(frame)
+                current: _Stored
+                if cached is not None:
+                    current, expected = cached, cached.version.to_bytes(8, "little")
+                else:
+                    frame = await self._load(tenant, token)
+                    current, expected = _core.decode_frame(frame), frame[_VERSION]
+                from_cache, cached = cached is not None, None
                 if if_version is not None and current.version != if_version:
+                    if from_cache:
+                        continue  # the backend's copy decides
                     raise VersionConflict(f"context is at version {current.version}")
-                outcome, result = await attempt(frame, current)
+                outcome, result = await attempt(expected, current)
                 if outcome is Outcome.DONE:
                     return result
                 self._forget(key)
+                if from_cache:
+                    continue  # the cached copy was behind: read the backend's
                 if outcome is Outcome.MISSING:
                     raise NotFound("no such context")
                 if if_version is not None:

@@ -158,6 +158,16 @@ impl<V> Lru<V> {
         Lookup::Hit(&entry.value, meta)
     }
 
+    /// The live entry for `key` at time `now`, without counting a lookup or moving it.
+    pub fn peek(&self, key: &str, now: u64) -> Option<(&V, EntryMeta)> {
+        let &at = self.index.get(key)?;
+        let entry = self.nodes[at]
+            .entry
+            .as_ref()
+            .expect("indexed nodes hold an entry");
+        is_live(entry.meta.expires_at, now).then_some((&entry.value, entry.meta))
+    }
+
     /// Stores `value` (whose payload is `len` bytes) unless a live newer version is cached.
     /// Returns the values that left the cache (or the refused one), to be dropped by the caller.
     pub fn put(
@@ -241,10 +251,16 @@ impl<V> Lru<V> {
     }
 }
 
+/// What the Python cache keeps per key: the payload, and a small object of the caller's.
+struct Cached {
+    payload: Py<PyBytes>,
+    extra: Option<Py<PyAny>>,
+}
+
 /// In-process cache of context payloads, bounded by bytes, LRU eviction, thread-safe.
 #[pyclass(frozen, module = "fastctx._core")]
 pub struct Cache {
-    lru: Mutex<Lru<Py<PyBytes>>>,
+    lru: Mutex<Lru<Cached>>,
 }
 
 #[pymethods]
@@ -295,8 +311,8 @@ impl Cache {
         let now = now_ms();
         let mut lru = self.lru.lock();
         let found = match lru.get(key, now) {
-            Lookup::Hit(payload, meta) => Ok((
-                payload.clone_ref(py),
+            Lookup::Hit(cached, meta) => Ok((
+                cached.payload.clone_ref(py),
                 meta.version,
                 meta.expires_at,
                 meta.cached_at,
@@ -309,13 +325,45 @@ impl Cache {
         found.ok()
     }
 
-    /// Cache `payload` for `key`, unless a newer version of it is cached.
-    fn put(&self, key: &str, payload: Bound<'_, PyBytes>, version: u64, expires_at: u64) {
+    /// (payload, version, expires_at, cached_at, extra) for a live entry, else None; not
+    /// counted as a lookup, and the entry keeps its place.
+    #[allow(clippy::type_complexity)]
+    fn peek(
+        &self,
+        py: Python<'_>,
+        key: &str,
+    ) -> Option<(Py<PyBytes>, u64, u64, u64, Option<Py<PyAny>>)> {
+        let lru = self.lru.lock();
+        let (cached, meta) = lru.peek(key, now_ms())?;
+        Some((
+            cached.payload.clone_ref(py),
+            meta.version,
+            meta.expires_at,
+            meta.cached_at,
+            cached.extra.as_ref().map(|extra| extra.clone_ref(py)),
+        ))
+    }
+
+    /// Cache `payload` for `key`, unless a newer version of it is cached; `extra` is kept
+    /// with it (a small object: it is not counted in the entry's bytes).
+    #[pyo3(signature = (key, payload, version, expires_at, extra = None))]
+    fn put(
+        &self,
+        key: &str,
+        payload: Bound<'_, PyBytes>,
+        version: u64,
+        expires_at: u64,
+        extra: Option<Py<PyAny>>,
+    ) {
         let len = payload.as_bytes().len();
+        let cached = Cached {
+            payload: payload.unbind(),
+            extra,
+        };
         let gone = self
             .lru
             .lock()
-            .put(key, payload.unbind(), len, version, expires_at, now_ms());
+            .put(key, cached, len, version, expires_at, now_ms());
         drop(gone);
     }
 
@@ -405,6 +453,25 @@ mod tests {
         assert!(lru.is_empty());
         assert_eq!(lru.put("b", 3, 100, 1, 1000, 1000), vec![3]);
         assert!(lru.is_empty());
+        check_links(&lru);
+    }
+
+    #[test]
+    fn peeks_without_counting_or_moving() {
+        let mut lru = Lru::new(2 * SIZE);
+        put(&mut lru, "a", 1, 1);
+        put(&mut lru, "b", 2, 1);
+        let (value, meta) = lru.peek("a", 1000).expect("a is cached");
+        assert_eq!((*value, meta.version), (1, 1));
+        assert_eq!((lru.hits, lru.misses), (0, 0));
+        assert!(lru.peek("nothing", 1000).is_none());
+        // "a" was peeked, not used: it is still the least recently used, and goes first.
+        put(&mut lru, "c", 3, 1);
+        assert!(lru.peek("a", 1000).is_none());
+        assert!(lru.peek("b", 1000).is_some());
+        lru.put("d", 4, 100, 1, 1500, 1000);
+        assert!(lru.peek("d", 1499).is_some());
+        assert!(lru.peek("d", 1500).is_none()); // expired: not live, though not yet removed
         check_links(&lru);
     }
 
