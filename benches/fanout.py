@@ -37,13 +37,13 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from load import OtherLoad, Quiet, Request, Result, write_requests, wrk
+from run import create_contexts
 from servers import BENCHES, BIN, SERVERS, Process, Stack, free_port
 
 RESULTS = BENCHES / "results" / "fanout.json"
 RSS_TARGET_MIB = 100.0
 RATE_TARGET = 0.10  # the GET rate with subscribers may be at most this much lower
 LATENCY_TARGET_MS = 100.0
-DOCUMENT = json.dumps({"order": 421337, "status": "pending", "notes": "x" * 900}).encode()
 JSON = {"Content-Type": "application/json"}
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 # A wrk run during which other processes used more CPU than this (in cores) is rerun while the
@@ -218,25 +218,6 @@ def start_node(stack: Stack, name: str) -> tuple[int, Process]:
     process = Process(name, command, env, stack.workdir)
     process.wait_ready(port, health)
     return port, process
-
-
-def create_contexts(port: int, count: int) -> list[str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    tokens = []
-    try:
-        for _ in range(count):
-            connection.request("POST", "/v1/contexts", DOCUMENT, JSON)
-            response = connection.getresponse()
-            body = response.read()
-            if response.status != 201:
-                raise RuntimeError(f"creating a context answered {response.status}: {body!r}")
-            tokens.append(json.loads(body)["token"])
-        for token in tokens:  # the GET runs measure cache hits, as the hot path is
-            connection.request("GET", f"/v1/contexts/{token}")
-            connection.getresponse().read()
-    finally:
-        connection.close()
-    return tokens
 
 
 def rss_mib(process: Process) -> float:

@@ -97,10 +97,18 @@ class Unavailable(FastctxError):
 
 
 class BackendError(Unavailable):
-    """The storage backend failed or timed out."""
+    """The storage backend failed or timed out.
+
+    `unsent`: the command never reached the backend, or the backend refused it without running
+    it, so sending it again cannot apply it twice. Otherwise it may have run.
+    """
 
     slug = "backend-unavailable"
     title = "Backend unavailable"
+
+    def __init__(self, detail: str = "", retry_after: int = 1, *, unsent: bool = False) -> None:
+        super().__init__(detail, retry_after)
+        self.unsent = unsent
 
 
 class NotDurable(Unavailable):

@@ -118,9 +118,21 @@ async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: OwnRedis) 
         await connection.execute("PING")
         own_redis.cli("CLIENT", "PAUSE", "1500", "ALL")
         started = time.monotonic()
-        with pytest.raises(BackendError):
+        with pytest.raises(BackendError) as raised:
             await connection.execute("GET", "k")
         assert time.monotonic() - started < 1.2
+        assert not raised.value.unsent  # it was sent: Redis may still run it
+    finally:
+        await connection.close()
+
+
+async def test_errors_say_whether_the_command_can_have_run(own_redis: OwnRedis) -> None:
+    own_redis.stop()
+    connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
+    try:
+        with pytest.raises(BackendError, match="cannot connect") as raised:
+            await connection.execute("SET", "k", "v")
+        assert raised.value.unsent  # never sent: safe to send again
     finally:
         await connection.close()
 

@@ -157,11 +157,13 @@ def _client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=30.0)
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_a_rest_write_to_a_subscribed_context_is_notified_on_the_get_stream(
-    server_pool: ServerPool, backend: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+@pytest.fixture(params=["memory", "redis"])
+def url(request: pytest.FixtureRequest, server_pool: ServerPool) -> str:
+    """The base URL of a granian server on each backend."""
+    return server_pool.granian(request.param).base_url
+
+
+def test_a_rest_write_to_a_subscribed_context_is_notified_on_the_get_stream(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -192,11 +194,7 @@ def test_a_rest_write_to_a_subscribed_context_is_notified_on_the_get_stream(
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_changes_made_while_no_stream_is_open_are_sent_when_one_opens(
-    server_pool: ServerPool, backend: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+def test_changes_made_while_no_stream_is_open_are_sent_when_one_opens(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -222,9 +220,7 @@ def test_changes_made_while_no_stream_is_open_are_sent_when_one_opens(
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_unsubscribe_and_delete_end_notifications(server_pool: ServerPool, backend: str) -> None:
-    url = server_pool.granian(backend).base_url
+def test_unsubscribe_and_delete_end_notifications(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -249,9 +245,7 @@ def test_unsubscribe_and_delete_end_notifications(server_pool: ServerPool, backe
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_a_stream_resumes_after_its_last_event_id(server_pool: ServerPool, backend: str) -> None:
-    url = server_pool.granian(backend).base_url
+def test_a_stream_resumes_after_its_last_event_id(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -356,11 +350,7 @@ def test_two_nodes_serving_one_session_notify_each_change_once(
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_subscribing_to_what_is_not_there_is_an_error(
-    server_pool: ServerPool, backend: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+def test_subscribing_to_what_is_not_there_is_an_error(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -425,11 +415,7 @@ def test_another_tenants_context_cannot_be_subscribed(server_pool: ServerPool) -
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_subscriptions_listen_streams_updates_of_the_named_resources(
-    server_pool: ServerPool, backend: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+def test_subscriptions_listen_streams_updates_of_the_named_resources(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -468,11 +454,7 @@ def test_subscriptions_listen_streams_updates_of_the_named_resources(
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_subscriptions_listen_refuses_what_it_cannot_serve(
-    server_pool: ServerPool, backend: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+def test_subscriptions_listen_refuses_what_it_cannot_serve(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as client:
@@ -560,12 +542,8 @@ def _updates() -> tuple[asyncio.Queue[str], Any]:
     return queue, handler
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
 @pytest.mark.parametrize("kind", ["sdk-legacy", "fastmcp-legacy"])
-def test_a_real_client_hears_of_a_rest_write_to_what_it_subscribed(
-    server_pool: ServerPool, backend: str, kind: str
-) -> None:
-    url = server_pool.granian(backend).base_url
+def test_a_real_client_hears_of_a_rest_write_to_what_it_subscribed(url: str, kind: str) -> None:
     queue, handler = _updates()
 
     async def main() -> None:
@@ -598,9 +576,7 @@ def test_a_real_client_hears_of_a_rest_write_to_what_it_subscribed(
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_the_sdk_client_listens_in_2026_07_28(server_pool: ServerPool, backend: str) -> None:
-    url = server_pool.granian(backend).base_url
+def test_the_sdk_client_listens_in_2026_07_28(url: str) -> None:
 
     async def main() -> None:
         async with _client(url) as rest, SdkClient(f"{url}/mcp") as client:

@@ -44,6 +44,7 @@ from fastctx.backends import (
 from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.pipeline import Address, Breaker, Invalidation, Pipeline
 from fastctx.backends.redis import (
+    _CREATE,
     _EXPIRED,
     _REMOVE,
     _SWAP,
@@ -212,7 +213,7 @@ class ClusterPipeline:
                     return await reply
                 raise
             except BackendError as exc:
-                if not _not_run(exc) or time.monotonic() + delay > deadline:
+                if not exc.unsent or time.monotonic() + delay > deadline:
                     raise
                 logger.info("Redis Cluster: %s; retrying after a topology refresh", exc)
                 await asyncio.sleep(delay)
@@ -370,17 +371,6 @@ def _node(where: str) -> Node:
     return host, int(port)
 
 
-# BackendError texts (see pipeline.py) of commands that never reached Redis, or that Redis
-# refused without running them.
-_NOT_RUN = ("cannot connect", "connection closed", "keeps failing", "CLUSTERDOWN", "TRYAGAIN")
-
-
-def _not_run(error: BackendError) -> bool:
-    """True when Redis cannot have run the command: it was refused or never sent."""
-    text = str(error)
-    return any(sign in text for sign in _NOT_RUN)
-
-
 # KEYS: session, members, session stream  ARGV: token, session
 # The member's half of a create in a session; 0 if the session does not exist (any more).
 _JOIN = Script(
@@ -392,7 +382,8 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], pttl)
 session_event(KEYS[3], KEYS[1], 'updated', 1, ARGV[1], ARGV[2])
 return 1
-"""
+""",
+    writes=True,
 )
 
 # KEYS: context, stream  ARGV: token
@@ -426,7 +417,8 @@ local tokens = redis.call('SMEMBERS', KEYS[2])
 redis.call('DEL', KEYS[2])
 table.insert(tokens, 1, existed)
 return tokens
-"""
+""",
+    writes=True,
 )
 
 # KEYS: context, stream  ARGV: token, session  ->  the deleted version, or false
@@ -440,7 +432,8 @@ local version = version_of(frame)
 local now = event(KEYS[2], 'deleted', version, ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], now + {EVENTS_MAX_AGE_MS})
 return version
-"""
+""",
+    writes=True,
 )
 
 
@@ -552,13 +545,6 @@ class ClusterBackend(RedisBackend):
             await self._note(tenant, session, "expired", [(ident, version)], leave=False)
         return True
 
-    async def _script(
-        self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
-    ) -> Any:
-        if self.write_replicas and script in _CLUSTER_WRITES:
-            return await self._replicated(script, keys, args)
-        return await super()._script(script, keys, args)
-
     async def _replicated(
         self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int]
     ) -> Any:
@@ -578,7 +564,7 @@ class ClusterBackend(RedisBackend):
                 if redirects > REDIRECTS:
                     raise BackendError("the Redis Cluster kept redirecting a write") from exc
             except BackendError as exc:
-                if not _not_run(exc) or time.monotonic() + delay > deadline:
+                if not exc.unsent or time.monotonic() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.25)
@@ -616,7 +602,8 @@ class ClusterBackend(RedisBackend):
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
         context = [context_key(tenant, token), context_stream(tenant, token)]
-        done = await self._script(_CREATE_IN, context, [frame, expires_at, token, session or ""])
+        # The Redis backend's create, naming the session its member will join (_JOIN).
+        done = await self._script(_CREATE, context, [frame, expires_at, token, session or ""])
         if done == -1:
             raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
         if session is None:
@@ -754,20 +741,3 @@ class ClusterBackend(RedisBackend):
                 return []
             if self._interrupted:
                 return []  # the caller has other streams to follow: it asks again
-
-
-# KEYS: context, stream  ARGV: frame, expires_at_ms, token, session
-# A create, in a session or not: the session's half is _JOIN, on the session's slot.
-_CREATE_IN = Script(
-    f"""
-if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return -1 end
-redis.call('XADD', KEYS[2], '*', 'type', 'updated', 'version', 1, 'token', ARGV[3],
-           'session', ARGV[4])
-redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})
-return 1
-"""
-)
-
-# The cluster's own scripts that change what a client was told is stored: with
-# FASTCTX_WRITE_REPLICAS each waits for the replicas, as the Redis backend's _WRITES do.
-_CLUSTER_WRITES = frozenset({_CREATE_IN, _JOIN, _DROP, _SESSION_DROP})

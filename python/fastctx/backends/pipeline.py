@@ -78,6 +78,7 @@ class Address:
 
 # Replies that mean "Redis cannot take this now", as opposed to a bug in a command.
 _UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_REFUSED_UNRUN = ("CLUSTERDOWN", "TRYAGAIN")
 
 
 class Breaker:
@@ -113,6 +114,7 @@ class Breaker:
         return BackendError(
             "Redis keeps failing; calls fail at once until it answers a probe again",
             retry_after=max(1, math.ceil(wait)),
+            unsent=True,
         )
 
     def answered(self) -> None:
@@ -141,7 +143,9 @@ class Breaker:
 def _refusal(error: hiredis.ReplyError) -> Exception:
     """Redis refusing for now is `BackendError` (503); any other error reply stays as it is."""
     if str(error).startswith(_UNAVAILABLE_REPLIES):
-        return BackendError(f"Redis refused the command: {error}")
+        # A cluster that is down or moving a slot refuses before running anything.
+        unsent = str(error).startswith(_REFUSED_UNRUN)
+        return BackendError(f"Redis refused the command: {error}", unsent=unsent)
     return error
 
 
@@ -176,7 +180,7 @@ class _Protocol(asyncio.Protocol):
     def send(self, command: bytes, block: float = 0.0) -> asyncio.Future[Any]:
         """Queue `command`; `block` is how long Redis may hold its reply back on purpose."""
         if self.closed:
-            raise BackendError("Redis connection closed")
+            raise BackendError("Redis connection closed", unsent=True)
         future: asyncio.Future[Any] = self._loop.create_future()
         if not self._buffer:
             self._loop.call_soon(self._flush)
@@ -382,7 +386,7 @@ class Pipeline:
                 protocol.abort()  # a half-open connection is dropped, and counts as a failure
             if isinstance(exc, OSError | TimeoutError):
                 detail = exc or type(exc).__name__
-                raise BackendError(f"cannot connect to Redis: {detail}") from exc
+                raise BackendError(f"cannot connect to Redis: {detail}", unsent=True) from exc
             raise
         self._protocol = protocol
         return protocol
@@ -397,7 +401,7 @@ class Pipeline:
             resp3 = True
         except hiredis.ReplyError as exc:
             if "NOPROTO" not in str(exc) and "unknown command" not in str(exc).lower():
-                raise BackendError(f"Redis refused the connection: {exc}") from exc
+                raise BackendError(f"Redis refused the connection: {exc}", unsent=True) from exc
             resp3 = False  # Redis before 6: no RESP3, so no invalidation pushes either
             if address.password is not None:
                 auth = [

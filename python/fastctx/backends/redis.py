@@ -109,9 +109,12 @@ def members_key(tenant: str, session: str) -> str:
 class Script:
     """A Lua script run by its SHA1, loaded on the first NOSCRIPT (e.g. after a restart)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, writes: bool = False) -> None:
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source).hexdigest()
+        #: It changes what a client is told is stored: with FASTCTX_WRITE_REPLICAS, it waits
+        #: for the replicas.
+        self.writes = writes
 
     async def __call__(
         self, pipeline: Pipeline, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
@@ -256,7 +259,7 @@ class RedisBackend(Backend):
     async def _script(
         self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int] = ()
     ) -> Any:
-        if self.write_replicas and script in _WRITES:
+        if self.write_replicas and script.writes:
             return await self._replicated(script, keys, args)
         return await script(self._pipeline, keys, args)
 
@@ -312,7 +315,7 @@ class RedisBackend(Backend):
     ) -> bool:
         keys = [context_key(tenant, token), context_stream(tenant, token)]
         if session is None:
-            done = await self._script(_CREATE, keys, [frame, expires_at, token])
+            done = await self._script(_CREATE, keys, [frame, expires_at, token, ""])
         else:
             keys += [
                 session_key(tenant, session),
@@ -494,17 +497,14 @@ def _ignore_result(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-_CREATE = Script(CREATE)
-_INSERT = Script(INSERT)
-_SWAP = Script(SWAP)
-_REMOVE = Script(REMOVE)
-_SESSION_CREATE = Script(SESSION_CREATE)
+_CREATE = Script(CREATE, writes=True)
+_INSERT = Script(INSERT, writes=True)
+_SWAP = Script(SWAP, writes=True)
+_REMOVE = Script(REMOVE, writes=True)
+_SESSION_CREATE = Script(SESSION_CREATE, writes=True)
 _SESSION_TOUCH = Script(SESSION_TOUCH)
 _SESSION_MEMBERS = Script(SESSION_MEMBERS)
-_SESSION_DELETE = Script(SESSION_DELETE)
-# The scripts that change what a client was told is stored: with FASTCTX_WRITE_REPLICAS, each
-# waits for the replicas.
-_WRITES = frozenset({_CREATE, _INSERT, _SWAP, _REMOVE, _SESSION_CREATE, _SESSION_DELETE})
+_SESSION_DELETE = Script(SESSION_DELETE, writes=True)
 _MCP_SUBSCRIBE = Script(MCP_SUBSCRIBE)
 _MCP_UNSUBSCRIBE = Script(MCP_UNSUBSCRIBE)
 _MCP_NOTIFY = Script(MCP_NOTIFY)

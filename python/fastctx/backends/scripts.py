@@ -46,13 +46,14 @@ local function version_of(frame)
 end
 """
 
-# KEYS: context, stream  ARGV: frame, expires_at_ms, token
-# The common create, outside a session: its stream is new, so there is nothing to trim, and
-# none of the shared functions are worth defining (a third of this script's cost in Redis).
+# KEYS: context, stream  ARGV: frame, expires_at_ms, token, session ("" for none)
+# The common create, outside a session (and on a cluster, a session's member before it joins):
+# its stream is new, so there is nothing to trim, and none of the shared functions are worth
+# defining (a third of this script's cost in Redis).
 CREATE = f"""
 if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return -1 end
 redis.call('XADD', KEYS[2], '*', 'type', 'updated', 'version', 1, 'token', ARGV[3],
-           'session', '')
+           'session', ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})
 return 1
 """
