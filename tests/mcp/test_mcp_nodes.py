@@ -37,7 +37,9 @@ def test_a_session_from_node_a_continues_on_b_and_ends_everywhere(
 
         arguments = {"name": "context_create", "arguments": {"data": 1}}
         created = _rpc(b, session, "tools/call", arguments)
-        token = created.json()["result"]["structuredContent"]["token"]
+        result = created.json()["result"]
+        token = result["structuredContent"]["token"]
+        assert "resultType" not in result  # 2026-07-28's member, not the session era's
         read = _rpc(a, session, "resources/read", {"uri": f"ctx://{token}"})
         assert read.json()["result"]["contents"][0]["text"] == "1"
 

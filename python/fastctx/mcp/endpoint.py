@@ -26,6 +26,7 @@ from fastctx.mcp.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     UNSUPPORTED_PROTOCOL_VERSION,
+    Era,
     Message,
     RpcError,
 )
@@ -36,7 +37,6 @@ from fastctx.mcp.protocol import (
     META_PROTOCOL_VERSION,
     MODERN_VERSIONS,
     SUPPORTED_VERSIONS,
-    Era,
     Methods,
     SessionRecord,
 )

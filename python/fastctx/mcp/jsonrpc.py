@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -21,6 +21,8 @@ MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 RequestId = int | str
+# The protocol eras: sessions opened by initialize, or self-contained 2026-07-28 requests.
+Era = Literal["session", "modern"]
 
 
 class Message(msgspec.Struct, forbid_unknown_fields=False):

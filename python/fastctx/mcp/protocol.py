@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -12,11 +12,10 @@ from fastctx.mcp.jsonrpc import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     RESOURCE_NOT_FOUND,
+    Era,
     RpcError,
 )
 from fastctx.mcp.tools import RESOURCE_TEMPLATES, TOOLS, Tools
-
-Era = Literal["session", "modern"]
 
 # Revisions reached by the initialize handshake (sessions), and the per-request revision.
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
@@ -90,13 +89,14 @@ class Methods:
             "instructions": INSTRUCTIONS,
         }
 
-    async def call(self, tenant: str, method: str, params: Any, era: Era) -> dict[str, Any]:
+    async def call(
+        self, tenant: str, method: str, params: Any, era: Era
+    ) -> dict[str, Any] | msgspec.Raw:
         given = _params(params)
+        if method == "tools/call":
+            return await self.tools.call(tenant, given.get("name"), given.get("arguments"), era)
         if method == "tools/list":
             return _listed({"tools": TOOLS}, era)
-        if method == "tools/call":
-            result = await self.tools.call(tenant, given.get("name"), given.get("arguments"))
-            return _complete(result, era)
         if method == "resources/list":
             # Tokens are capabilities: a client learns one from a tool, never from a listing.
             return _listed({"resources": []}, era)
@@ -131,12 +131,6 @@ class Methods:
             # A context changes under the same URI: never cache it.
             result.update(resultType="complete", cacheScope="private", ttlMs=0)
         return result
-
-
-def _complete(result: dict[str, Any], era: Era) -> dict[str, Any]:
-    if era == "modern":
-        result["resultType"] = "complete"
-    return result
 
 
 def _listed(result: dict[str, Any], era: Era) -> dict[str, Any]:

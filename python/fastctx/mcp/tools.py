@@ -10,7 +10,7 @@ import msgspec
 from fastctx import _core
 from fastctx.clock import rfc3339
 from fastctx.errors import NotFound, PayloadTooLarge, VersionConflict
-from fastctx.mcp.jsonrpc import INVALID_PARAMS, RpcError
+from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
 from fastctx.registry import MAX_TTL_SECONDS, Registry
 from fastctx.sessions import SessionManager
 
@@ -163,17 +163,24 @@ RESOURCE_TEMPLATES: list[dict[str, Any]] = [
 ]
 
 
-def tool_result(structured: bytes) -> dict[str, Any]:
-    """A tool's success: the JSON as structuredContent and, for older clients, as text."""
-    return {
-        "content": [{"type": "text", "text": structured.decode()}],
-        "structuredContent": msgspec.Raw(structured),
-        "isError": False,
-    }
+_RESULT = b'{"content":[{"type":"text","text":%s}],"structuredContent":%s,"isError":false%s}'
+_MODERN_RESULT = b',"resultType":"complete"'
 
 
-def tool_error(message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": message}], "isError": True}
+def tool_result(structured: bytes, era: Era) -> msgspec.Raw:
+    """A tool's success: the JSON as structuredContent and, for older clients, as text.
+
+    Spliced rather than encoded from a dict: the document is encoded once, as the text.
+    """
+    text = msgspec.json.encode(structured.decode())
+    return msgspec.Raw(_RESULT % (text, structured, _MODERN_RESULT if era == "modern" else b""))
+
+
+def tool_error(message: str, era: Era) -> dict[str, Any]:
+    result = {"content": [{"type": "text", "text": message}], "isError": True}
+    if era == "modern":
+        result["resultType"] = "complete"
+    return result
 
 
 class Tools:
@@ -191,7 +198,9 @@ class Tools:
             "session_get": (SessionGet, self._session_get),
         }
 
-    async def call(self, tenant: str, name: Any, arguments: Any) -> dict[str, Any]:
+    async def call(
+        self, tenant: str, name: Any, arguments: Any, era: Era
+    ) -> dict[str, Any] | msgspec.Raw:
         """The CallToolResult; failures the model can act on are results with isError."""
         if not isinstance(name, str) or name not in self._tools:
             raise RpcError(INVALID_PARAMS, f"unknown tool: {name!r}")
@@ -199,17 +208,17 @@ class Tools:
         try:
             args = msgspec.convert(arguments or {}, kind)
         except msgspec.ValidationError as exc:
-            return tool_error(f"invalid arguments for {name}: {exc}")
+            return tool_error(f"invalid arguments for {name}: {exc}", era)
         try:
-            return tool_result(await run(tenant, args))
+            return tool_result(await run(tenant, args), era)
         except NotFound as exc:
-            return tool_error(f"not found: {exc.detail}")
+            return tool_error(f"not found: {exc.detail}", era)
         except VersionConflict as exc:
-            return tool_error(f"version conflict: {exc.detail}")
+            return tool_error(f"version conflict: {exc.detail}", era)
         except PayloadTooLarge as exc:
-            return tool_error(f"too large: {exc.detail}")
+            return tool_error(f"too large: {exc.detail}", era)
         except (_core.JsonError, _core.PatchError, ValueError) as exc:
-            return tool_error(f"{name} failed: {exc}")
+            return tool_error(f"{name} failed: {exc}", era)
 
     async def read(self, tenant: str, uri: str) -> tuple[bytes, int]:
         """The document and version behind a ctx:// URI; NotFound when there is none."""
