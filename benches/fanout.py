@@ -7,7 +7,8 @@
 (b) 1,000 subscribers of one context on node A, the write made through node B: the delay
     from sending the write to each subscriber receiving its event (target: all within 100 ms).
 (c) The floor of (a): the RSS growth of granian serving `hold` below, an app that only holds
-    each event stream open, to as many clients, in granian's `auto` and HTTP/1-only modes.
+    each event stream open, to as many clients, in HTTP/1-only mode (as `fastctx serve` runs
+    it) and, for comparison, granian's `auto` mode (HTTP/1 and HTTP/2).
 
 Subscribers are raw asyncio sockets (an HTTP/1.1 GET and a byte scan, no HTTP library) in a
 child process of their own (this file, run with --subscriber-process), so that the client
@@ -325,6 +326,7 @@ def floor(stack: Stack, subscribers: SubscriberProcess, args: argparse.Namespace
         command = [
             str(BIN / "granian"),
             *("--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--http", mode),
+            "--no-ws",
             *("--backpressure", str(raise_nofile()), "--log-level", "warning"),
             *("--host", "127.0.0.1", "--port", str(port), "fanout:hold"),
         ]

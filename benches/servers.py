@@ -23,7 +23,7 @@ def _granian(target: str) -> list[str]:
     # The options `fastctx serve` gives granian, so the floors differ from it only by the app.
     return [
         str(BIN / "granian"),
-        *("--interface", "asgi", "--workers", "1", "--loop", "uvloop"),
+        *("--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws"),
         *("--log-level", "warning", "--host", "127.0.0.1", "--port", "{port}", target),
     ]
 

@@ -11,7 +11,9 @@ import httpx
 import pytest
 import redis
 
-FLAGS = ("--backend", "--host", "--port", "--workers")
+from fastctx.config import Settings
+
+FLAGS = ("--backend", "--host", "--port", "--workers", "--http")
 
 
 def _free_port() -> int:
@@ -66,9 +68,45 @@ def test_top_level_help_names_serve(spawn_fastctx: Any) -> None:
     assert "serve" in spawned.output()
 
 
+# What a client speaking HTTP/2 with prior knowledge (h2c) sends first: the connection
+# preface, then its SETTINGS frame (empty).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+H2_SETTINGS_FRAME = 4
+
+
+def _answers_h2c(port: int) -> bool:
+    """Whether the server answers the HTTP/2 preface with its own SETTINGS frame."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    return len(head) == 9 and head[3] == H2_SETTINGS_FRAME
+
+
+@pytest.mark.parametrize(("flags", "h2c"), [((), False), (("--http", "auto"), True)])
+def test_http_versions(spawn_fastctx: Any, flags: tuple[str, ...], h2c: bool) -> None:
+    """HTTP/1.1 unless told otherwise (each connection costs less); `auto` adds h2c."""
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), *flags, backend="memory://")
+    assert _wait_healthy(spawned, port).http_version == "HTTP/1.1"
+    assert _answers_h2c(port) is h2c
+
+
+def test_http_versions_from_environment_are_checked() -> None:
+    assert Settings.from_env({}).http == "1"
+    assert Settings.from_env({"FASTCTX_HTTP": "auto"}).http == "auto"
+    with pytest.raises(ValueError, match="FASTCTX_HTTP"):
+        Settings.from_env({"FASTCTX_HTTP": "3"})
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ("serve", "--http", "3"),
         ("serve", "--port", "not-a-port"),
         ("serve", "--backend", "ftp://127.0.0.1/"),
         ("serve", "--workers", "0", "--backend", "redis://127.0.0.1:1/0"),

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from fastctx.config import LOG_LEVELS, Settings
+from fastctx.config import HTTP_MODES, LOG_LEVELS, Settings
 
 logger = logging.getLogger("fastctx")
 GRACEFUL_STOP_SECONDS = 5
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (FASTCTX_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (FASTCTX_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (FASTCTX_WORKERS, default 1)")
+    serve.add_argument(
+        "--http", choices=HTTP_MODES, help="HTTP versions: 1, 2 or auto (FASTCTX_HTTP, default 1)"
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="FASTCTX_LOG_LEVEL, default info")
     return parser
 
@@ -59,7 +62,7 @@ def _is_loopback(host: str) -> bool:
 
 def serve(settings: Settings) -> int:
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
@@ -88,6 +91,8 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
+        http=HTTPModes(settings.http),
+        websockets=False,  # fastctx has no WebSocket routes: no upgrade is ever taken
         log_level=LogLevels(settings.log_level),
         # Event streams stay open until their client leaves, which would hold a graceful stop
         # forever; past this, workers are killed and stream clients resume with Last-Event-ID.
@@ -107,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            http=args.http,
             log_level=args.log_level,
         )
     except ValueError as exc:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 ENV_PREFIX = "FASTCTX_"
 BACKEND_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+HTTP_MODES = ("1", "2", "auto")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
 
@@ -24,6 +25,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # HTTP versions `fastctx serve` speaks: "1" (HTTP/1.1), "2" (HTTP/2 with prior knowledge),
+    # or "auto" (both). HTTP/1.1 alone: granian's auto mode costs each connection about 11 KiB
+    # more, which idle event streams and pooled keep-alive connections pay for as long as open.
+    http: str = "1"
     cache_bytes: int = 256 * 1024 * 1024
     default_ttl: int = 86400
     max_context_bytes: int = 1024 * 1024
@@ -81,6 +86,8 @@ class Settings:
             raise ValueError(
                 f"{ENV_PREFIX}WRITE_REPLICAS needs a Redis backend; memory:// has none"
             )
+        if self.http not in HTTP_MODES:
+            raise ValueError(f"{ENV_PREFIX}HTTP must be one of {', '.join(HTTP_MODES)}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"{ENV_PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         self.tenants()  # validates the key list at start, not on the first request
