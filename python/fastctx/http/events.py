@@ -7,12 +7,14 @@ long as the client listens, and needs the raw `send` and `receive` anyway.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import heapq
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastctx import _core
-from fastctx.backends import Event, context_stream, event_order, session_stream
+from fastctx.backends import Backend, Event, context_stream, event_order, session_stream
 from fastctx.clock import now_ms
 from fastctx.errors import BadRequest, NotFound
 from fastctx.http.exchange import Exchange
@@ -62,7 +64,7 @@ class EventRoutes:
         self.backend = registry.backend
         self.changes = changes
         self.pinger = Pinger()
-        self._looks: set[asyncio.Task[bytes | None]] = set()
+        self.looks = ExpiryLooks(registry.backend)
         self._context: dict[str, Handler] = {"GET": self.context_events}
         self._session: dict[str, Handler] = {"GET": self.session_events}
 
@@ -88,23 +90,11 @@ class EventRoutes:
         stream = context_stream(tenant, token)
         if frame is None:
             return await self._serve(ex, tenant, stream, after, False, "context")
-        delay = (_core.decode_frame(frame).expires_at - now_ms()) / 1000 + EXPIRY_LOOK_DELAY
-        look = asyncio.get_running_loop().call_later(delay, self._look, tenant, token)
+        self.looks.follow(tenant, token, _core.decode_frame(frame).expires_at)
         try:
             return await self._serve(ex, tenant, stream, after, True, "context")
         finally:
-            look.cancel()
-
-    def _look(self, tenant: str, token: str) -> None:
-        """Read a context at its expiry: the backend then notices it and appends its event."""
-        task = asyncio.ensure_future(self.backend.get(tenant, token))
-        self._looks.add(task)
-        task.add_done_callback(self._looked)
-
-    def _looked(self, task: asyncio.Task[bytes | None]) -> None:
-        self._looks.discard(task)
-        if not task.cancelled():
-            task.exception()  # a backend that fails now leaves it to its own expiry sweep
+            self.looks.leave(tenant, token)
 
     async def session_events(self, ex: Exchange, tenant: str, session: str) -> int:
         after = last_event_id(ex)
@@ -211,6 +201,80 @@ def _ends(event: Event, of: Literal["context", "session"]) -> bool:
     """Whether a gone-event ends a stream of `of`: any does a context's; a session's ends
     only with the session's own (its contexts come and go within it)."""
     return of == "context" or not event[1].get("token")
+
+
+class ExpiryLooks:
+    """Reads each followed context just after it expires, from one timer per node.
+
+    Redis expires a key nobody asks for only when its sampling comes upon it, which in a large
+    keyspace can be many minutes later; the read makes it notice, and the backend appends the
+    expired event. One heap entry per followed context, however many streams follow it: a
+    timer per stream would cost each one a timer handle and a libuv timer (~700 bytes).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._followers: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._due: dict[tuple[str, str], float] = {}  # when each context is to be read
+        self._heap: list[tuple[float, str, str]] = []  # (due, tenant, token), earliest first
+        self._timer: asyncio.TimerHandle | None = None
+        self._reads: set[asyncio.Task[bytes | None]] = set()
+
+    @property
+    def scheduled(self) -> int:
+        """Reads waiting in the heap, including those of contexts nobody follows any more."""
+        return len(self._heap)
+
+    def follow(self, tenant: str, token: str, expires_at_ms: int) -> None:
+        key = (tenant, token)
+        self._followers[key] += 1
+        if key in self._due:
+            return  # another stream of this node waits for the same expiry
+        loop = asyncio.get_running_loop()
+        due = loop.time() + max(0.0, (expires_at_ms - now_ms()) / 1000) + EXPIRY_LOOK_DELAY
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, tenant, token))
+        if self._timer is None or due < self._timer.when():
+            self._arm(loop)
+
+    def leave(self, tenant: str, token: str) -> None:
+        key = (tenant, token)
+        if self._followers[key] > 1:
+            self._followers[key] -= 1
+            return
+        del self._followers[key]
+        self._due.pop(key, None)
+        if not self._due:
+            self._heap.clear()
+            self._arm(asyncio.get_running_loop())
+        elif len(self._heap) > 2 * len(self._due) + 64:
+            # Entries of contexts nobody follows any more wait in the heap until they are due;
+            # rebuilt when they outnumber the rest, it stays the size of what is followed.
+            self._heap = [(due, *key) for key, due in self._due.items()]
+            heapq.heapify(self._heap)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(self._heap[0][0], self._fire, loop) if self._heap else None
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._heap and self._heap[0][0] <= now:
+            due, tenant, token = heapq.heappop(self._heap)
+            if self._due.get((tenant, token)) != due:
+                continue  # nobody follows it any more
+            del self._due[(tenant, token)]  # read once; its followers stay counted
+            read = asyncio.ensure_future(self.backend.get(tenant, token))
+            self._reads.add(read)
+            read.add_done_callback(self._read)
+        self._arm(loop)
+
+    def _read(self, task: asyncio.Task[bytes | None]) -> None:
+        self._reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # a backend that fails now leaves it to its own expiry sweep
 
 
 class Pinger:
