@@ -50,6 +50,8 @@ class Settings:
     breaker_reset: float = 0.5
     # Requests a worker holds at once (0: no bound); past it, requests are shed with 503.
     max_inflight: int = 128
+    # Event streams (SSE and MCP) a worker holds open at once (0: no bound); past it, 503.
+    max_streams: int = 10_000
     # Replicas that must acknowledge a write (Redis WAIT) before it is acknowledged; 0: none.
     write_replicas: int = 0
     # Origins (scheme://host[:port], comma-separated, or "*") whose browser pages may use /mcp
@@ -69,7 +71,7 @@ class Settings:
             raise ValueError(f"{ENV_PREFIX}BODY_TIMEOUT must be a positive number of seconds")
         if not 0.001 <= self.header_timeout <= 60:
             raise ValueError(f"{ENV_PREFIX}HEADER_TIMEOUT must be between 0.001 and 60 seconds")
-        for name in ("breaker_failures", "max_inflight", "write_replicas"):
+        for name in ("breaker_failures", "max_inflight", "max_streams", "write_replicas"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be 0 or a positive integer")
         if not 0 < self.backend_timeout < 3600 or not 0 < self.breaker_reset < 3600:

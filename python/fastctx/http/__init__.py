@@ -21,7 +21,7 @@ from fastctx.http.auth import Tenants
 from fastctx.http.contexts import ContextRoutes
 from fastctx.http.events import EventRoutes
 from fastctx.http.front import Front
-from fastctx.http.guard import Guard
+from fastctx.http.guard import Guard, StreamLimit
 from fastctx.http.metrics import Metrics
 from fastctx.http.openapi import OPENAPI
 from fastctx.http.problems import EXCEPTION_HANDLERS, problem
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None) -> Front:
     backend = open_backend(settings)
     registry = Registry(backend, settings)
     guard = Guard(settings.max_inflight)
-    metrics = Metrics(registry, guard)
+    streams = StreamLimit(settings.max_streams)
+    metrics = Metrics(registry, guard, streams)
     context_routes = ContextRoutes(registry, settings, metrics.stats)
     changes = ChangeStream(backend)
 
@@ -90,8 +91,8 @@ def create_app(settings: Settings | None = None) -> Front:
     app.state.registry = registry
     app.state.sessions = session_manager = SessionManager(backend, registry)
     app.state.metrics = metrics
-    mcp = McpEndpoint(registry, session_manager, settings, changes)
-    events = EventRoutes(registry, changes)
+    mcp = McpEndpoint(registry, session_manager, settings, changes, streams)
+    events = EventRoutes(registry, changes, streams)
     return Front(
         app, Tenants(settings.tenants()), metrics.stats, context_routes, mcp, events, guard
     )

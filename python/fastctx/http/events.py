@@ -18,6 +18,7 @@ from fastctx.backends import Backend, Event, context_stream, event_order, sessio
 from fastctx.clock import now_ms
 from fastctx.errors import BadRequest, NotFound
 from fastctx.http.exchange import Exchange
+from fastctx.http.guard import StreamLimit
 from fastctx.registry import Registry
 from fastctx.streams import ChangeStream, Subscription
 
@@ -59,14 +60,26 @@ def _data_lines(document: bytes) -> bytes:
 
 
 class EventRoutes:
-    def __init__(self, registry: Registry, changes: ChangeStream) -> None:
+    def __init__(
+        self, registry: Registry, changes: ChangeStream, streams: StreamLimit | None = None
+    ) -> None:
         self.registry = registry
+        self.streams = streams or StreamLimit(0)
         self.backend = registry.backend
         self.changes = changes
         self.pinger = Pinger()
         self.looks = ExpiryLooks(registry.backend)
-        self._context: dict[str, Handler] = {"GET": self.context_events}
-        self._session: dict[str, Handler] = {"GET": self.session_events}
+        self._context: dict[str, Handler] = {"GET": self._bounded(self.context_events)}
+        self._session: dict[str, Handler] = {"GET": self._bounded(self.session_events)}
+
+    def _bounded(self, handler: Handler) -> Handler:
+        """`handler`, holding one of the worker's stream slots while it runs (503 if none)."""
+
+        async def bounded(ex: Exchange, tenant: str, ident: str) -> int:
+            with self.streams.hold():
+                return await handler(ex, tenant, ident)
+
+        return bounded
 
     def route(self, path: str) -> tuple[str, dict[str, Handler], str] | None:
         """(route template, handlers by method, token or session id) for an /events path."""

@@ -9,10 +9,13 @@ already admitted keep their latency and clients learn at once to back off or try
 Probes (/healthz, /readyz, /metrics) are never shed: an orchestrator must still see the
 node. Event streams are not counted: they hold a connection while they wait, not work. A
 request to /mcp that turns into one (subscriptions/listen) gives its slot back when its
-stream starts.
+stream starts. Streams have a bound of their own (`StreamLimit`).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from starlette.types import Message, Send
 
@@ -20,6 +23,8 @@ from fastctx.errors import Unavailable
 from fastctx.http.problems import problem
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Seconds a client refused a stream is told to wait: streams end slowly, so a second is too soon.
+STREAM_RETRY_AFTER = 5
 
 
 def _shed_response() -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -83,3 +88,34 @@ class Slot:
         if self.held:
             self.held = False
             self.guard.inflight -= 1
+
+
+class StreamLimit:
+    """Bounds the event streams (SSE, MCP) one worker holds open; `limit` 0 means no bound.
+
+    Guard does not count streams, since they wait rather than work, but each holds a connection
+    and about 20 KiB for as long as its client listens. Past the limit a new one is refused
+    with 503 and Retry-After before anything is done for it; the client retries later, or on
+    another node.
+    """
+
+    __slots__ = ("limit", "open", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit or 1 << 62
+        self.open = 0
+        self.refused = 0  # streams refused since start, for /metrics
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.open >= self.limit:
+            self.refused += 1
+            raise Unavailable(
+                "this server holds as many event streams as it may; retry later",
+                retry_after=STREAM_RETRY_AFTER,
+            )
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastctx.backends.pipeline import Breaker
-from fastctx.http.guard import Guard
+from fastctx.http.guard import Guard, StreamLimit
 from fastctx.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,10 +51,17 @@ class RequestStats:
 
 
 class _Collector(Collector):
-    def __init__(self, stats: RequestStats, registry: Registry, guard: Guard | None) -> None:
+    def __init__(
+        self,
+        stats: RequestStats,
+        registry: Registry,
+        guard: Guard | None,
+        streams: StreamLimit | None,
+    ) -> None:
         self.stats = stats
         self.registry = registry
         self.guard = guard
+        self.streams = streams
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -99,7 +106,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily("fastctx_cache_entries", "Entries held.", value=len(cache))
 
     def _degradation(self) -> Iterator[Metric]:
-        """Load shedding and the backend's circuit breaker."""
+        """Load shedding, the bound on event streams, and the backend's circuit breaker."""
         if self.guard is not None:
             yield CounterMetricFamily(
                 "fastctx_shed_requests",
@@ -108,6 +115,15 @@ class _Collector(Collector):
             )
             yield GaugeMetricFamily(
                 "fastctx_inflight_requests", "Requests in flight.", value=self.guard.inflight
+            )
+        if self.streams is not None:
+            yield GaugeMetricFamily(
+                "fastctx_open_streams", "Event streams open (SSE, MCP).", value=self.streams.open
+            )
+            yield CounterMetricFamily(
+                "fastctx_refused_streams",
+                "Event streams refused with 503 because as many were open as allowed.",
+                value=self.streams.refused,
             )
         breaker = getattr(self.registry.backend, "breaker", None)
         if isinstance(breaker, Breaker):
@@ -124,10 +140,15 @@ class _Collector(Collector):
 
 
 class Metrics:
-    def __init__(self, registry: Registry, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        guard: Guard | None = None,
+        streams: StreamLimit | None = None,
+    ) -> None:
         self.stats = RequestStats()
         self.collectors = CollectorRegistry(auto_describe=True)
-        self.collectors.register(_Collector(self.stats, registry, guard))
+        self.collectors.register(_Collector(self.stats, registry, guard, streams))
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)

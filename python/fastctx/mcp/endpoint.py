@@ -19,6 +19,7 @@ from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.http.body import JSON, require_media_type
 from fastctx.http.exchange import Exchange, Headers
+from fastctx.http.guard import StreamLimit
 from fastctx.mcp import jsonrpc
 from fastctx.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -104,8 +105,10 @@ class McpEndpoint:
         sessions: SessionManager,
         settings: Settings,
         changes: ChangeStream,
+        streams: StreamLimit | None = None,
     ) -> None:
         self.sessions = sessions
+        self.streams = streams or StreamLimit(0)
         self.methods = Methods(Tools(registry, sessions))
         self.max_bytes = settings.max_context_bytes + ENVELOPE_BYTES
         self.body_timeout = settings.body_timeout
@@ -248,7 +251,8 @@ class McpEndpoint:
                 if b"text/event-stream" not in (ex.header(b"accept") or b"").lower():
                     raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
                 assert message.id is not None  # decode() refuses a null id
-                return await self.notifications.listen(ex, tenant, message.id, message.params)
+                with self.streams.hold():
+                    return await self.notifications.listen(ex, tenant, message.id, message.params)
         except RpcError as exc:
             status = 400 if exc.status == 200 else exc.status
             return await self._reply(ex, jsonrpc.error(message.id, exc), status, wants_json)
@@ -289,7 +293,8 @@ class McpEndpoint:
         if b"text/event-stream" not in (ex.header(b"accept") or b""):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
         after = resume_point(session, ex.header(b"last-event-id"))
-        return await self.notifications.session_stream(ex, tenant, session, after)
+        with self.streams.hold():
+            return await self.notifications.session_stream(ex, tenant, session, after)
 
 
 def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
