@@ -38,9 +38,7 @@ LISTEN = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GranianServer]:
-    server = GranianServer.start(
-        tmp_path_factory.mktemp("streams"), "memory://", max_streams=LIMIT
-    )
+    server = GranianServer.start(tmp_path_factory.mktemp("streams"), "memory://", max_streams=LIMIT)
     yield server
     server.stop()
 
@@ -109,7 +107,8 @@ def test_streams_past_the_limit_are_refused_until_one_ends(
         # Requests that are not streams go on as before.
         assert client.get(f"/v1/contexts/{token}").status_code == 200
         refused_count = [
-            line for line in client.get("/metrics").text.splitlines()
+            line
+            for line in client.get("/metrics").text.splitlines()
             if line.startswith("fastctx_refused_streams_total ")
         ]
         assert refused_count == ["fastctx_refused_streams_total 4.0"]
