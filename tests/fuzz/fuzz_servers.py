@@ -51,7 +51,11 @@ def _own(redis: RedisServer, log_dir: Path, backend: str, profile: str) -> Itera
     if backend == "redis":
         db = Redis(host=redis.host, port=redis.port, db=OWN_DB[profile])
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+        # The server closes a keep-alive connection idle for HEADER_TIMEOUT (it waits that long
+        # for the next request's head); a client that kept it longer could send a request just
+        # as it closes. Pooled connections expire first, as they should with any client.
+        limits = httpx.Limits(keepalive_expiry=HEADER_TIMEOUT / 2)
+        with httpx.Client(base_url=server.base_url, timeout=30.0, limits=limits) as client:
             yield Live(server.base_url, client, db)
     finally:
         server.stop()
