@@ -198,18 +198,23 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _contexts(port: int, kind: str, body: bytes) -> list[str]:
+    """The tokens of CONTEXTS new contexts to read or patch; none for a row of creates."""
+    tokens = []
+    for _ in range(0 if kind == "create" else CONTEXTS):
+        status, answer = http_request(port, "POST", "/v1/contexts", body, {
+            "content-type": "application/json"
+        })  # fmt: skip
+        assert status == 201, answer
+        tokens.append(answer.split(b'"token":"')[1].split(b'"')[0].decode())
+    return tokens
+
+
 def run(limit: int, kind: str, size: int, seconds: float, stack: Stack) -> dict[str, float]:
     os.environ["FASTCTX_MAX_INFLIGHT"] = str(limit)
     body = document(size)
     with stack.server("fastctx-redis", SERVER_CORES) as (port, _):
-        tokens = []
-        for _ in range(0 if kind == "create" else CONTEXTS):
-            status, answer = http_request(port, "POST", "/v1/contexts", body, {
-                "content-type": "application/json"
-            })  # fmt: skip
-            assert status == 201, answer
-            tokens.append(answer.split(b'"token":"')[1].split(b'"')[0].decode())
-        requests = _requests(kind, tokens, body)
+        requests = _requests(kind, _contexts(port, kind, body), body)
         capacity, _ = asyncio.run(closed_loop(port, requests, 32, 3.0))
         results = asyncio.run(open_loop(port, requests, 2 * capacity, seconds))
     admitted = [v for status, values in results.items() if 200 <= status < 300 for v in values]
@@ -237,14 +242,7 @@ def sweep(kind: str, size: int, seconds: float, stack: Stack) -> None:
     os.environ["FASTCTX_MAX_INFLIGHT"] = "0"
     body = document(size)
     with stack.server("fastctx-redis", SERVER_CORES) as (port, _):
-        tokens = []
-        for _ in range(0 if kind == "create" else CONTEXTS):
-            status, answer = http_request(port, "POST", "/v1/contexts", body, {
-                "content-type": "application/json"
-            })  # fmt: skip
-            assert status == 201, answer
-            tokens.append(answer.split(b'"token":"')[1].split(b'"')[0].decode())
-        requests = _requests(kind, tokens, body)
+        requests = _requests(kind, _contexts(port, kind, body), body)
         for connections in (4, 16, 64, 128, 256, 512, 1024):
             rate, latencies = asyncio.run(closed_loop(port, requests, connections, seconds))
             print(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +36,6 @@ import hiredis
 from fastctx import _core
 from fastctx.backends import (
     EVENTS_MAX_AGE_MS,
-    ChangeCallback,
     Outcome,
     StreamEvent,
     context_stream,
@@ -456,40 +456,30 @@ class ClusterBackend(RedisBackend):
             raise ValueError("read_from must be masters or replicas")
         #: Cache misses are read from replicas (see get_relaxed).
         self.replica_reads = read_from == "replicas"
-        self.timeout = timeout
-        breaker = {"breaker_failures": breaker_failures, "breaker_reset": breaker_reset}
-        self._pipeline = ClusterPipeline(  # type: ignore[assignment]
+        # Not RedisBackend.__init__: it would connect to one Redis; the state it keeps, though.
+        self._init_state(timeout, write_replicas)
+        connect = functools.partial(
+            ClusterPipeline,
             seeds,
             timeout=timeout,
-            tracking_prefixes=[CONTEXT_PREFIX],
-            on_topology=self._masters_changed,
-            **breaker,  # type: ignore[arg-type]
+            breaker_failures=breaker_failures,
+            breaker_reset=breaker_reset,
         )
-        self._on_change: ChangeCallback | None = None
-        self.write_replicas = write_replicas
+        self._pipeline = connect(  # type: ignore[assignment]
+            tracking_prefixes=[CONTEXT_PREFIX], on_topology=self._masters_changed
+        )
         # As on one Redis: writes that WAIT get connections of their own.
-        self._writer = (
-            ClusterPipeline(seeds, timeout=timeout, **breaker)  # type: ignore[assignment, arg-type]
-            if write_replicas
-            else self._pipeline
-        )
-        self._watch = ClusterPipeline(
-            seeds,
-            timeout=timeout,
-            tracking_prefixes=STREAM_PREFIXES,
-            on_invalidate=self._streams_changed,
-            **breaker,  # type: ignore[arg-type]
+        self._writer = connect() if write_replicas else self._pipeline  # type: ignore[assignment]
+        self._watch = connect(
+            tracking_prefixes=STREAM_PREFIXES, on_invalidate=self._streams_changed
         )
         self._changed: set[str] = set()
         self._all_changed = True
         self._checked: set[str] = set()
         self._wake = asyncio.Event()
-        self._interrupted = False
         # Keyspace notifications are each node's own: one expiry listener per master.
         self._listeners: dict[Node, ExpiryListener] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._expired: list[tuple[str, str, str]] = []
-        self._announcer: asyncio.Task[None] | None = None
 
     @property
     def _cluster(self) -> ClusterPipeline:

@@ -141,17 +141,15 @@ class RedisBackend(Backend):
         write_replicas: int = 0,
     ) -> None:
         address = Address.from_url(url)
-        self.timeout = timeout
+        self._init_state(timeout, write_replicas)
         #: One breaker for every connection to this Redis: when it fails, all fail fast.
         self.breaker = Breaker(breaker_failures, breaker_reset, probe_timeout=timeout)
         self._pipeline = Pipeline(
             address, timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX], breaker=self.breaker
         )
-        self._on_change: ChangeCallback | None = None
         # Blocking stream reads get a connection of their own: on the shared pipeline they
         # would hold up every reply queued behind them.
         self._reader = Pipeline(address, timeout=timeout, breaker=self.breaker)
-        self.write_replicas = write_replicas
         # So would a WAIT for replicas: writes that wait get a connection of their own too.
         self._writer = (
             Pipeline(address, timeout=timeout, breaker=self.breaker)
@@ -159,10 +157,17 @@ class RedisBackend(Backend):
             else self._pipeline
         )
         self._reader_id: int | None = None  # its CLIENT ID while an XREAD blocks on it
-        self._interrupted = False
         # Expired contexts and sessions, heard of by keyspace notification, get their events.
         self._expiry = ExpiryListener(address, self._heard_expired, timeout)
-        self._expired: list[tuple[str, str, str]] = []
+
+    def _init_state(self, timeout: float, write_replicas: int) -> None:
+        """The state this class's methods keep whatever the connections are: the cluster
+        backend, which makes connections of its own, starts from it too."""
+        self.timeout = timeout
+        self.write_replicas = write_replicas
+        self._on_change: ChangeCallback | None = None
+        self._interrupted = False
+        self._expired: list[tuple[str, str, str]] = []  # heard of, event not yet appended
         self._announcer: asyncio.Task[None] | None = None
 
     @property

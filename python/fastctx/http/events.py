@@ -69,17 +69,8 @@ class EventRoutes:
         self.changes = changes
         self.pinger = Pinger()
         self.looks = ExpiryLooks(registry.backend)
-        self._context: dict[str, Handler] = {"GET": self._bounded(self.context_events)}
-        self._session: dict[str, Handler] = {"GET": self._bounded(self.session_events)}
-
-    def _bounded(self, handler: Handler) -> Handler:
-        """`handler`, holding one of the worker's stream slots while it runs (503 if none)."""
-
-        async def bounded(ex: Exchange, tenant: str, ident: str) -> int:
-            with self.streams.hold():
-                return await handler(ex, tenant, ident)
-
-        return bounded
+        self._context: dict[str, Handler] = {"GET": self.context_events}
+        self._session: dict[str, Handler] = {"GET": self.session_events}
 
     def route(self, path: str) -> tuple[str, dict[str, Handler], str] | None:
         """(route template, handlers by method, token or session id) for an /events path."""
@@ -95,27 +86,31 @@ class EventRoutes:
             return None
         return (template, handlers, ident) if ident and "/" not in ident else None
 
+    # Each holds one of the worker's stream slots from the start (503 when none is left): in
+    # the handler itself, not in a wrapper around it, whose frame every idle stream would keep.
     async def context_events(self, ex: Exchange, tenant: str, token: str) -> int:
-        after = last_event_id(ex)
-        if not _core.is_token(token):
-            raise NotFound("no such context")
-        frame = await self.backend.get(tenant, token)
-        stream = context_stream(tenant, token)
-        if frame is None:
-            return await self._serve(ex, tenant, stream, after, False, "context")
-        self.looks.follow(tenant, token, _core.decode_frame(frame).expires_at)
-        try:
-            return await self._serve(ex, tenant, stream, after, True, "context")
-        finally:
-            self.looks.leave(tenant, token)
+        with self.streams:
+            after = last_event_id(ex)
+            if not _core.is_token(token):
+                raise NotFound("no such context")
+            frame = await self.backend.get(tenant, token)
+            stream = context_stream(tenant, token)
+            if frame is None:
+                return await self._serve(ex, tenant, stream, after, False, "context")
+            self.looks.follow(tenant, token, _core.decode_frame(frame).expires_at)
+            try:
+                return await self._serve(ex, tenant, stream, after, True, "context")
+            finally:
+                self.looks.leave(tenant, token)
 
     async def session_events(self, ex: Exchange, tenant: str, session: str) -> int:
-        after = last_event_id(ex)
-        if not _core.is_token(session):
-            raise NotFound("no such session")
-        live = await self.backend.session_touch(tenant, session, now_ms()) is not None
-        stream = session_stream(tenant, session)
-        return await self._serve(ex, tenant, stream, after, live, "session")
+        with self.streams:
+            after = last_event_id(ex)
+            if not _core.is_token(session):
+                raise NotFound("no such session")
+            live = await self.backend.session_touch(tenant, session, now_ms()) is not None
+            stream = session_stream(tenant, session)
+            return await self._serve(ex, tenant, stream, after, live, "session")
 
     async def _serve(
         self,

@@ -14,9 +14,6 @@ stream starts. Streams have a bound of their own (`StreamLimit`).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from starlette.types import Message, Send
 
 from fastctx.errors import Unavailable
@@ -106,8 +103,9 @@ class StreamLimit:
         self.open = 0
         self.refused = 0  # streams refused since start, for /metrics
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    # `with limit:` holds one slot for the block. The object is its own context manager, so
+    # that an idle stream keeps no generator or wrapper alive for as long as it lasts.
+    def __enter__(self) -> None:
         if self.open >= self.limit:
             self.refused += 1
             raise Unavailable(
@@ -115,7 +113,6 @@ class StreamLimit:
                 retry_after=STREAM_RETRY_AFTER,
             )
         self.open += 1
-        try:
-            yield
-        finally:
-            self.open -= 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.open -= 1

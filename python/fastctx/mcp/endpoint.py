@@ -251,7 +251,7 @@ class McpEndpoint:
                 if b"text/event-stream" not in (ex.header(b"accept") or b"").lower():
                     raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
                 assert message.id is not None  # decode() refuses a null id
-                with self.streams.hold():
+                with self.streams:
                     return await self.notifications.listen(ex, tenant, message.id, message.params)
         except RpcError as exc:
             status = 400 if exc.status == 200 else exc.status
@@ -293,7 +293,7 @@ class McpEndpoint:
         if b"text/event-stream" not in (ex.header(b"accept") or b""):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
         after = resume_point(session, ex.header(b"last-event-id"))
-        with self.streams.hold():
+        with self.streams:
             return await self.notifications.session_stream(ex, tenant, session, after)
 
 

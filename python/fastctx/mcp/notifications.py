@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastctx import _core
@@ -120,6 +121,29 @@ class _Watches:
         for stream in list(self.by_stream):
             self.drop(stream)
 
+    @contextlib.asynccontextmanager
+    async def serving(self, ex: Exchange) -> AsyncIterator[asyncio.Future[None]]:
+        """The life of the response stream these watches feed; yields the task that ends when
+        the client leaves. A client gone while we wrote ends it quietly; a backend that fails
+        once the stream has started ends it too, to be resumed with Last-Event-ID once the
+        backend is back (before that, the failure is answered as 503). Every watch is
+        dropped at the end."""
+        gone = asyncio.ensure_future(_disconnected(ex, self.wake))
+        try:
+            yield gone
+        except OSError:
+            pass  # the ASGI server raises OSError when the client has gone
+        except BackendError:
+            if not ex.started:
+                raise
+            with contextlib.suppress(OSError):
+                await ex.send({"type": "http.response.body", "body": b""})
+        finally:
+            self.close()
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+
     async def wait(self, ex: Exchange) -> None:
         """Until woken, sending a `: ping` every PING_INTERVAL of quiet."""
         try:
@@ -190,7 +214,6 @@ class Notifications:
         watches = _Watches(self.changes)
         inbox = watches.follow(notes, start)
         cursors: dict[str, str] = {}  # token -> the subscription's cursor, as last seen
-        gone = asyncio.ensure_future(_disconnected(ex, watches.wake))
         tag = stream_tag(session).encode()
         sent = event_order(start)
 
@@ -225,7 +248,7 @@ class Notifications:
                     % (tag, event[0].encode(), _updated(uri)),
                 )
 
-        try:
+        async with watches.serving(ex) as gone:
             # First what changed while no stream was open, so that the replay includes it:
             # in the order of each context's latest change.
             subscribed = await self.backend.mcp_subscriptions(tenant, session)
@@ -266,19 +289,6 @@ class Notifications:
                         break  # the session ended (a DELETE through any node, or it expired)
             if not gone.done():
                 await ex.send({"type": "http.response.body", "body": b""})
-        except OSError:
-            pass  # the client went while we wrote (the ASGI server raises OSError then)
-        except BackendError:
-            if not ex.started:
-                raise  # answered as 503
-            # Ended, to be resumed with Last-Event-ID once the backend is back.
-            with contextlib.suppress(OSError):
-                await ex.send({"type": "http.response.body", "body": b""})
-        finally:
-            watches.close()
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
         return 200
 
     async def _alive(self, tenant: str, session: str, cursors: dict[str, str]) -> bool:
@@ -330,8 +340,7 @@ class Notifications:
             "method": ACKNOWLEDGED,
             "params": {"notifications": granted, "_meta": meta},
         }
-        gone = asyncio.ensure_future(_disconnected(ex, watches.wake))
-        try:
+        async with watches.serving(ex) as gone:
             ex.started = True
             await ex.send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             await _send(ex, _message(jsonrpc.encode(ack)))
@@ -356,18 +365,6 @@ class Notifications:
                 done = jsonrpc.result(request_id, {"_meta": meta, "resultType": "complete"})
                 await _send(ex, _message(done))
                 await ex.send({"type": "http.response.body", "body": b""})
-        except OSError:
-            pass
-        except BackendError:
-            if not ex.started:
-                raise
-            with contextlib.suppress(OSError):
-                await ex.send({"type": "http.response.body", "body": b""})
-        finally:
-            watches.close()
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
         return 200
 
 
