@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
+from fastctx.cli import GC_THRESHOLD
 from fastctx.config import Settings
 
 FLAGS = ("--backend", "--host", "--port", "--workers", "--http")
@@ -221,3 +226,39 @@ def test_no_warning_on_loopback(spawn_fastctx: Any) -> None:
     spawned = spawn_fastctx("serve", "--host", "127.0.0.1", "--port", str(port), log_level="info")
     _wait_healthy(spawned, port)
     assert not _log_says_unauthenticated(spawned.output()), spawned.output()
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of the one sample called `name` in a /metrics page."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_served_workers_freeze_their_start_up_heap(spawn_fastctx: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port))
+    _wait_healthy(spawned, port)
+    page = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    # The app, its modules and classes: tens of thousands of objects, out of every collection.
+    assert _sample(page, "fastctx_gc_frozen_objects") > 10_000
+    assert "python_gc_collections_total" in page
+
+
+def test_tune_collector_freezes_and_raises_the_first_threshold() -> None:
+    # In a child process: freezing this one would change the collector for every later test.
+    script = (
+        "import gc, json\n"
+        "from fastctx.cli import tune_collector\n"
+        "before = gc.get_threshold()\n"
+        "tune_collector()\n"
+        "print(json.dumps([gc.get_freeze_count(), before, gc.get_threshold()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, check=True, timeout=60
+    )
+    frozen, before, after = json.loads(done.stdout)
+    assert frozen > 0
+    assert after == [GC_THRESHOLD, *before[1:]]

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
 import resource
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fastctx.config import HTTP_MODES, LOG_LEVELS, Settings
+
+if TYPE_CHECKING:
+    from fastctx.http.front import Front
 
 logger = logging.getLogger("fastctx")
 GRACEFUL_STOP_SECONDS = 5
@@ -20,6 +25,13 @@ GRACEFUL_STOP_SECONDS = 5
 # for as long as its client listens, so the bound is what the open-file limit allows; shedding
 # work that takes too long is Guard's job (FASTCTX_MAX_INFLIGHT), which does not count streams.
 MIN_CONCURRENT_REQUESTS = 1024
+# The cyclic collector's first threshold in a worker (CPython's default is 700). A request
+# frees what it allocates by reference counting, so the count of live container objects only
+# crosses 700 because 64 requests are in flight at once; each such crossing traversed them all
+# for nothing. At 10,000 a worker answering tools/call on 64 connections collected nothing in
+# 117,600 requests, where 700 cost 2,360 collections; cyclic garbage (an exception's frames)
+# waits for at most 10,000 objects.
+GC_THRESHOLD = 10_000
 
 
 def _raise_open_files() -> int:
@@ -60,6 +72,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def tune_collector() -> None:
+    """Keep the cyclic collector to what a server's requests leave behind.
+
+    The heap a worker starts with (modules, classes, the app) lives as long as the worker, yet a
+    full collection walks it every time: measured on tools/call context_get at 64 connections,
+    a full collection every ~0.5 s took ~16 ms, 5% of the worker's time with the young ones.
+    Frozen, it is left out of collections (a full one then took 0.2 ms).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def worker_app() -> Front:
+    """The app as each `fastctx serve` worker runs it: built, then its start-up heap frozen.
+
+    Only here: an application that mounts create_app()'s app owns its process and its collector.
+    """
+    from fastctx.http import create_app
+
+    app = create_app()
+    tune_collector()
+    return app
+
+
 def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -84,7 +121,7 @@ def serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     open_files = _raise_open_files()  # before the workers start: they inherit it
     Granian(
-        "fastctx.http:create_app",
+        "fastctx.cli:worker_app",
         factory=True,
         address=settings.host,
         port=settings.port,

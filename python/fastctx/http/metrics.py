@@ -8,9 +8,10 @@ dicts into metric families only when /metrics is scraped.
 from __future__ import annotations
 
 import bisect
+import gc
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import GC_COLLECTOR, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -86,6 +87,12 @@ class _Collector(Collector):
                 buckets.append((bound, cumulative))
             latency.add_metric([route, method], buckets, sum_value=histogram[-1])
         yield latency
+        yield GaugeMetricFamily(
+            "fastctx_gc_frozen_objects",
+            "Objects frozen out of the cyclic collector's work (`fastctx serve` freezes the heap "
+            "a worker starts with).",
+            value=gc.get_freeze_count(),
+        )
         reads = CounterMetricFamily(
             "fastctx_context_reads", "Context reads by how the cache answered.", labels=["cache"]
         )
@@ -149,6 +156,8 @@ class Metrics:
         self.stats = RequestStats()
         self.collectors = CollectorRegistry(auto_describe=True)
         self.collectors.register(_Collector(self.stats, registry, guard, streams))
+        # python_gc_*: collections and what they found, by generation.
+        self.collectors.register(GC_COLLECTOR)
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)
