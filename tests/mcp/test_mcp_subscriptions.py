@@ -531,6 +531,32 @@ def test_mcp_param_headers_must_mirror_the_annotated_arguments(
     assert call({"data": 1, "ttl": 60}, ("Mcp-Param-Ttl", f"=?base64?{encoded}?=")).is_success
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_mcp_routing_headers_may_be_base64_wrapped(server_pool: ServerPool, backend: str) -> None:
+    client = server_pool.client(backend, "granian")
+
+    def wrapped(text: str) -> str:
+        return f"=?base64?{base64.b64encode(text.encode()).decode()}?="
+
+    def read(uri: str, name: str, method: str = "resources/read") -> httpx.Response:
+        headers = {**modern("resources/read", uri), "Mcp-Name": name, "Mcp-Method": method}
+        params = {"_meta": ENVELOPE, "uri": uri}
+        return client.post("/mcp", content=rpc("resources/read", params), headers=headers)
+
+    token = client.post("/v1/contexts", json={"wrapped": True}).json()["token"]
+    uri = f"ctx://{token}"
+    for name, method in [(uri, "resources/read"), (wrapped(uri), wrapped("resources/read"))]:
+        r = read(uri, name, method)
+        assert r.status_code == 200, (name, method, r.text)
+        assert json.loads(r.json()["result"]["contents"][0]["text"]) == {"wrapped": True}
+    # Wrapped or not, a header that says something else is a mismatch; so is a wrapping that
+    # is not base64, which is then compared as it stands.
+    for name in [wrapped(uri + "x"), "=?base64?not base64?=", f"=?{uri}"]:
+        r = read(uri, name)
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["code"] == -32020, name
+
+
 def _updates() -> tuple[asyncio.Queue[str], Any]:
     """A queue of updated URIs, and a message handler for a client that fills it."""
     queue: asyncio.Queue[str] = asyncio.Queue()

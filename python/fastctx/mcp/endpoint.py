@@ -302,19 +302,30 @@ def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
     meta = params.get("_meta") if isinstance(params, dict) else None
     if not isinstance(meta, dict):
         raise RpcError(INVALID_PARAMS, f"params._meta must carry {META_PROTOCOL_VERSION}")
-    missing = [k for k in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if k not in meta]
-    if missing:
+    if META_PROTOCOL_VERSION not in meta or META_CLIENT_CAPABILITIES not in meta:
+        missing = [k for k in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if k not in meta]
         raise RpcError(INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}")
-    if _header_value(ex.header(b"mcp-protocol-version")) != meta[META_PROTOCOL_VERSION]:
+    if not _mirrors(ex.header(b"mcp-protocol-version"), meta[META_PROTOCOL_VERSION]):
         raise RpcError(HEADER_MISMATCH, "MCP-Protocol-Version differs from params._meta")
-    if _header_value(ex.header(b"mcp-method")) != method:
+    if not _mirrors(ex.header(b"mcp-method"), method):
         raise RpcError(HEADER_MISMATCH, "Mcp-Method differs from the request's method")
     named = _NAMED.get(method)
-    value = None if named is None else params.get(named)
-    if value is not None and _header_value(ex.header(b"mcp-name")) != value:
+    if named is None:
+        return
+    value = params.get(named)
+    if value is not None and not _mirrors(ex.header(b"mcp-name"), value):
         raise RpcError(HEADER_MISMATCH, f"Mcp-Name differs from params.{named}")
     if method == "tools/call":
         _check_param_headers(ex, params.get("name"), params.get("arguments"))
+
+
+def _mirrors(raw: bytes | None, value: object) -> bool:
+    """Whether a routing header carries `value`: as it is, or wrapped as =?base64?...?=."""
+    if raw is None:
+        return False
+    if raw.startswith(b"=?"):
+        return _header_value(raw) == value
+    return raw.decode("latin-1") == value
 
 
 def _check_param_headers(ex: Exchange, tool: Any, arguments: Any) -> None:
