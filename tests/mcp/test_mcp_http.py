@@ -8,32 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp_wire import BASE, ENVELOPE, LEGACY, MODERN, UNKNOWN, in_session, modern, rpc
 
 from conftest import ServerPool
-
-ACCEPT = "application/json, text/event-stream"
-BASE = {"Content-Type": "application/json", "Accept": ACCEPT}
-LEGACY = "2025-11-25"
-MODERN = "2026-07-28"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
-UNKNOWN_SESSION = "0AbCdEfGhIjKlMnOpQrStU"
 
 
 @pytest.fixture(params=["memory", "redis"])
 def mcp(server_pool: ServerPool, request: pytest.FixtureRequest) -> httpx.Client:
     return server_pool.client(request.param, "granian")
-
-
-def rpc(method: str, params: dict[str, Any] | None = None, id: int | None = 1) -> bytes:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if params is not None:
-        message["params"] = params
-    if id is not None:
-        message["id"] = id
-    return json.dumps(message).encode()
 
 
 def initialize(client: httpx.Client, version: str = LEGACY) -> str:
@@ -54,17 +36,6 @@ def initialize(client: httpx.Client, version: str = LEGACY) -> str:
     )
     assert r.status_code == 202, r.text
     return session
-
-
-def in_session(session: str, version: str = LEGACY) -> dict[str, str]:
-    return {**BASE, "Mcp-Session-Id": session, "MCP-Protocol-Version": version}
-
-
-def modern(method: str, name: str | None = None) -> dict[str, str]:
-    headers = {**BASE, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
-    if name is not None:
-        headers["Mcp-Name"] = name
-    return headers
 
 
 def error_code(r: httpx.Response) -> int:
@@ -131,7 +102,7 @@ def test_a_modern_unknown_method_is_404_and_bad_params_400(mcp: httpx.Client) ->
 
 
 def test_modern_headers_must_match_the_body(mcp: httpx.Client) -> None:
-    params = {"_meta": ENVELOPE, "name": "context_get", "arguments": {"token": UNKNOWN_SESSION}}
+    params = {"_meta": ENVELOPE, "name": "context_get", "arguments": {"token": UNKNOWN}}
     for headers in (modern("tools/list", "context_get"), modern("tools/call", "context_create")):
         r = mcp.post("/mcp", content=rpc("tools/call", params), headers=headers)
         assert r.status_code == 400
@@ -183,7 +154,7 @@ def test_sessions_missing_unknown_and_ended(mcp: httpx.Client) -> None:
         "/mcp", content=rpc("tools/list"), headers={**BASE, "MCP-Protocol-Version": LEGACY}
     )
     assert r.status_code == 400
-    for unknown in (UNKNOWN_SESSION, "not-a-session"):
+    for unknown in (UNKNOWN, "not-a-session"):
         r = mcp.post("/mcp", content=rpc("tools/list"), headers=in_session(unknown))
         assert r.status_code == 404
     session = initialize(mcp)
@@ -259,9 +230,9 @@ def test_bad_tool_arguments_are_results_the_model_can_read(mcp: httpx.Client) ->
         ("context_create", {}, "data"),
         ("context_create", {"data": 1, "ttl": 0}, "ttl"),
         ("context_create", {"data": 1, "colour": "red"}, "colour"),
-        ("context_create", {"data": 1, "session": UNKNOWN_SESSION}, "no such session"),
-        ("context_update", {"token": UNKNOWN_SESSION, "patch": {}}, "no such context"),
-        ("session_get", {"session": UNKNOWN_SESSION}, "no such session"),
+        ("context_create", {"data": 1, "session": UNKNOWN}, "no such session"),
+        ("context_update", {"token": UNKNOWN, "patch": {}}, "no such context"),
+        ("session_get", {"session": UNKNOWN}, "no such session"),
         ("session_create", {"meta": [1]}, "meta"),
     ]:
         result = call_tool(mcp, name, arguments)
@@ -279,7 +250,7 @@ def test_a_context_of_any_json_round_trips_through_the_tools(mcp: httpx.Client) 
 
 
 def test_an_unknown_resource_is_an_error_in_both_eras(mcp: httpx.Client) -> None:
-    uri = f"ctx://{UNKNOWN_SESSION}"
+    uri = f"ctx://{UNKNOWN}"
     session = initialize(mcp)
     r = mcp.post("/mcp", content=rpc("resources/read", {"uri": uri}), headers=in_session(session))
     assert error_code(r) == -32002

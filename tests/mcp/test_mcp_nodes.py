@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import httpx
+from mcp_wire import BASE
 
 from conftest import GranianServer
 
-BASE = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 VERSION = "2025-06-18"
 
 

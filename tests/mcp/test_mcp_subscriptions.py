@@ -19,38 +19,12 @@ from fastmcp import Client as FastMcpClient
 from mcp.client.client import Client as SdkClient
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
+from mcp_wire import BASE, ENVELOPE, LEGACY, UNKNOWN, in_session, modern, rpc
 
 from conftest import GranianServer, ServerPool
 
-ACCEPT = "application/json, text/event-stream"
-BASE = {"Content-Type": "application/json", "Accept": ACCEPT}
-LEGACY = "2025-11-25"
-MODERN = "2026-07-28"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 UPDATED = "notifications/resources/updated"
-UNKNOWN = "0AbCdEfGhIjKlMnOpQrStU"
 WAIT = 10.0  # seconds a notification may take to arrive
-
-
-def rpc(method: str, params: dict[str, Any] | None = None, id: int | None = 1) -> bytes:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-    if id is not None:
-        message["id"] = id
-    return json.dumps(message).encode()
-
-
-def in_session(session: str) -> dict[str, str]:
-    return {**BASE, "Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
-
-
-def modern(method: str, name: str | None = None) -> dict[str, str]:
-    headers = {**BASE, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
-    if name is not None:
-        headers["Mcp-Name"] = name
-    return headers
 
 
 async def initialize(client: httpx.AsyncClient) -> str:
