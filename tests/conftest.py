@@ -54,6 +54,14 @@ def clean_env(**settings: Any) -> dict[str, str]:
     return env
 
 
+def metric(client: httpx.Client, name: str) -> float:
+    """One sample of /metrics, by its full name (a counter's ends in _total)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 def wait_healthy(
     base_url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 30.0
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GranianServer, OwnRedis
+from conftest import GranianServer, OwnRedis, metric
 from fastctx.backends.pipeline import Address, Breaker, Pipeline
 from fastctx.config import Settings
 from fastctx.errors import BackendError
@@ -27,14 +27,6 @@ CLIENT_TIMEOUT = 10.0  # a request that takes this long has hung
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def metric(client: httpx.Client, name: str) -> float:
-    """One sample of /metrics, by its full name (a counter's ends in _total)."""
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def assert_unavailable(r: httpx.Response, slug: str | None = None) -> None:

@@ -168,6 +168,10 @@ class Registry:
         if self.cache is not None:
             self.cache.put(key, payload, version, expires_at, (created_at, session))
 
+    def _remember_stored(self, key: str, stored: _Stored) -> None:
+        payload, version, expires_at = stored.payload, stored.version, stored.expires_at
+        self._remember(key, payload, version, expires_at, stored.created_at, stored.session)
+
     def _forget(self, key: str) -> None:
         if self.cache is not None:
             self.cache.invalidate(key)
@@ -222,14 +226,7 @@ class Registry:
             self._forget(key)
             raise NotFound("no such context")
         decoded = _core.decode_frame(frame)
-        self._remember(
-            key,
-            decoded.payload,
-            decoded.version,
-            decoded.expires_at,
-            decoded.created_at,
-            decoded.session,
-        )
+        self._remember_stored(key, decoded)
         return Read(decoded.payload, decoded.version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
@@ -251,14 +248,7 @@ class Registry:
                 found[token] = None
                 continue
             decoded = _core.decode_frame(frame)
-            self._remember(
-                context_id(tenant, token),
-                decoded.payload,
-                decoded.version,
-                decoded.expires_at,
-                decoded.created_at,
-                decoded.session,
-            )
+            self._remember_stored(context_id(tenant, token), decoded)
             found[token] = (decoded.payload, decoded.version)
         return [found[token] for token in tokens]
 

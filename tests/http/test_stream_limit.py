@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GranianServer
+from conftest import GranianServer, metric
 
 LIMIT = 2
 ACCEPT = "application/json, text/event-stream"
@@ -62,9 +62,7 @@ def _mcp_session(client: httpx.Client) -> str:
 
 
 def _open_streams(client: httpx.Client) -> float:
-    metrics = client.get("/metrics").text
-    (line,) = [line for line in metrics.splitlines() if line.startswith("fastctx_open_streams ")]
-    return float(line.split()[1])
+    return metric(client, "fastctx_open_streams")
 
 
 def _until_open(client: httpx.Client, count: int) -> None:
@@ -106,12 +104,7 @@ def test_streams_past_the_limit_are_refused_until_one_ends(
             _refused(refused)
         # Requests that are not streams go on as before.
         assert client.get(f"/v1/contexts/{token}").status_code == 200
-        refused_count = [
-            line
-            for line in client.get("/metrics").text.splitlines()
-            if line.startswith("fastctx_refused_streams_total ")
-        ]
-        assert refused_count == ["fastctx_refused_streams_total 4.0"]
+        assert metric(client, "fastctx_refused_streams_total") == 4
     _until_open(client, 0)
     with client.stream("GET", paths[0]) as again:
         assert again.status_code == 200

@@ -67,7 +67,7 @@ def _header_value(raw: bytes | None) -> str | None:
     if raw is None:
         return None
     text = raw.decode("latin-1")
-    if text.startswith("=?base64?") and text.endswith("?="):
+    if raw.startswith(b"=?base64?") and raw.endswith(b"?="):
         try:
             return base64.b64decode(text[9:-2], validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
@@ -305,27 +305,18 @@ def _check_envelope(ex: Exchange, method: str, params: Any) -> None:
     if META_PROTOCOL_VERSION not in meta or META_CLIENT_CAPABILITIES not in meta:
         missing = [k for k in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if k not in meta]
         raise RpcError(INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}")
-    if not _mirrors(ex.header(b"mcp-protocol-version"), meta[META_PROTOCOL_VERSION]):
+    if _header_value(ex.header(b"mcp-protocol-version")) != meta[META_PROTOCOL_VERSION]:
         raise RpcError(HEADER_MISMATCH, "MCP-Protocol-Version differs from params._meta")
-    if not _mirrors(ex.header(b"mcp-method"), method):
+    if _header_value(ex.header(b"mcp-method")) != method:
         raise RpcError(HEADER_MISMATCH, "Mcp-Method differs from the request's method")
     named = _NAMED.get(method)
     if named is None:
         return
     value = params.get(named)
-    if value is not None and not _mirrors(ex.header(b"mcp-name"), value):
+    if value is not None and _header_value(ex.header(b"mcp-name")) != value:
         raise RpcError(HEADER_MISMATCH, f"Mcp-Name differs from params.{named}")
     if method == "tools/call":
         _check_param_headers(ex, params.get("name"), params.get("arguments"))
-
-
-def _mirrors(raw: bytes | None, value: object) -> bool:
-    """Whether a routing header carries `value`: as it is, or wrapped as =?base64?...?=."""
-    if raw is None:
-        return False
-    if raw.startswith(b"=?"):
-        return _header_value(raw) == value
-    return raw.decode("latin-1") == value
 
 
 def _check_param_headers(ex: Exchange, tool: Any, arguments: Any) -> None:
