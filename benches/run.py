@@ -156,6 +156,9 @@ ROWS = [
     Row("floor-starlette", "floor-starlette"),
     # What granian alone charges for receiving a 1 KiB POST: the ceiling of any create.
     Row("floor-bare-post", "floor-bare", "POST", "/", JSON, CONTEXT),
+    # The half-rate latency of an app that does nothing, under the same paced load as the GET
+    # row's: what wrk's pacing and granian leave of the p99 target before fastctx does anything.
+    Row("floor-bare-half-rate", "floor-bare", paced_from="floor-bare"),
     Row("fastctx-memory-get", "fastctx-memory", path=TOKEN_PATH),
     Row("fastctx-redis-get-hit", "fastctx-redis", path=TOKEN_PATH),
     Row(
