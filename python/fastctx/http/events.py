@@ -141,7 +141,7 @@ class EventRoutes:
             return 200
         start = after if after is not None else await self.backend.last_event_id(stream)
         subscription = self.changes.subscribe(stream, start)
-        watcher = asyncio.create_task(_until_disconnect(ex, subscription))
+        watcher = asyncio.create_task(ex.until_disconnect(subscription.close))
         self.pinger.add(subscription)
         try:
             # Subscribed first, then read what is already there: nothing falls in between.
@@ -340,9 +340,3 @@ async def _wait(subscription: Subscription, ex: Exchange, pinger: Pinger) -> boo
         subscription.ready.clear()
         await subscription.ready.wait()
     return True
-
-
-async def _until_disconnect(ex: Exchange, subscription: Subscription) -> None:
-    while (await ex.receive())["type"] != "http.disconnect":
-        pass
-    subscription.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
@@ -46,6 +47,13 @@ class Exchange:
 
     async def body(self, limit: int, seconds: float = BODY_TIMEOUT_SECONDS) -> bytes:
         return await read_body(self.receive, self.header(b"content-length"), limit, seconds)
+
+    async def until_disconnect(self, then: Callable[[], object]) -> None:
+        """Wait for the client to leave (what else it sends is dropped), then call `then`: what
+        an event stream's watcher task runs."""
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        then()
 
     async def respond(
         self,

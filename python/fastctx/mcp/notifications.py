@@ -128,7 +128,7 @@ class _Watches:
         once the stream has started ends it too, to be resumed with Last-Event-ID once the
         backend is back (before that, the failure is answered as 503). Every watch is
         dropped at the end."""
-        gone = asyncio.ensure_future(_disconnected(ex, self.wake))
+        gone = asyncio.ensure_future(ex.until_disconnect(self.wake.set))
         try:
             yield gone
         except OSError:
@@ -374,9 +374,3 @@ def _message(body: bytes) -> bytes:
 
 async def _send(ex: Exchange, chunk: bytes) -> None:
     await ex.send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-
-async def _disconnected(ex: Exchange, wake: asyncio.Event) -> None:
-    while (await ex.receive())["type"] != "http.disconnect":
-        pass
-    wake.set()
