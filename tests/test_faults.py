@@ -489,4 +489,25 @@ def test_an_mcp_listen_stream_gives_its_slot_back(own_redis: OwnRedis, tmp_path:
                 assert stream.headers["content-type"].startswith("text/event-stream")
             assert metric(client, "fastctx_inflight_requests") == 0
             assert client.put(f"/v1/contexts/{token}", json={"still": 1}).status_code == 200
+            # A reply sent as a one-event stream is a whole response, not a stream that lasts:
+            # it holds its slot until it is done, and gives it back once.
+            one_event = {**headers, "Accept": "text/event-stream", "Mcp-Method": "tools/call"}
+            one_event["Mcp-Name"] = "context_get"
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"_meta": envelope, "name": "context_get", "arguments": {"token": token}},
+            }
+            for _ in range(3):
+                r = client.post("/mcp", json=call, headers=one_event)
+                assert r.status_code == 200, r.text
+                assert r.headers["content-type"].startswith("text/event-stream")
+                assert '"still":1' in r.text
+            assert metric(client, "fastctx_inflight_requests") == 0
+        # The listeners have left: their slots, given back when their streams started, are
+        # not given back a second time when they end.
+        until(lambda: metric(client, "fastctx_open_streams") == 0, within=5)
+        assert metric(client, "fastctx_inflight_requests") == 0
+        assert client.put(f"/v1/contexts/{token}", json={"after": 1}).status_code == 200
         assert metric(client, "fastctx_shed_requests_total") == 0

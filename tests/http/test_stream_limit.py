@@ -102,6 +102,8 @@ def test_streams_past_the_limit_are_refused_until_one_ends(
             _refused(refused)
         with client.stream("POST", "/mcp", json=LISTEN, headers=MODERN) as refused:
             _refused(refused)
+        # The refused listen held an in-flight slot as any POST does, and gave it back.
+        assert metric(client, "fastctx_inflight_requests") == 0
         # Requests that are not streams go on as before.
         assert client.get(f"/v1/contexts/{token}").status_code == 200
         assert metric(client, "fastctx_refused_streams_total") == 4

@@ -172,8 +172,7 @@ class EventRoutes:
         return 200
 
     async def _start(self, ex: Exchange) -> None:
-        ex.started = True
-        await ex.send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await ex.start_stream(_HEADERS)
         # Some servers hold the headers back until the first body bytes.
         await ex.send(
             {"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS, "more_body": True}

@@ -9,19 +9,24 @@ from starlette.types import Receive, Scope, Send
 
 from fastctx.errors import FastctxError
 from fastctx.http.body import BODY_TIMEOUT_SECONDS, JSON, read_body
+from fastctx.http.guard import Guard
 from fastctx.http.problems import problem
 
 Headers = list[tuple[bytes, bytes]]
 
 
 class Exchange:
-    __slots__ = ("_headers", "_query", "receive", "scope", "send", "started")
+    __slots__ = ("_headers", "_query", "guard", "receive", "scope", "send", "started")
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, guard: Guard | None = None
+    ) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
         self.started = False
+        # The Guard whose in-flight slot this request holds, until release() gives it back.
+        self.guard = guard
         self._query: dict[str, str] | None = None
         self._headers: dict[bytes, bytes] | None = None
 
@@ -54,6 +59,24 @@ class Exchange:
         while (await self.receive())["type"] != "http.disconnect":
             pass
         then()
+
+    def release(self) -> None:
+        """Give back the request's in-flight slot, if it holds one; only the first call counts."""
+        guard = self.guard
+        if guard is not None:
+            self.guard = None
+            guard.inflight -= 1
+
+    async def start_stream(self, headers: Headers) -> None:
+        """Send the head of an event stream's response.
+
+        From here on the request waits rather than works, so an in-flight slot it holds (a POST
+        to /mcp that became subscriptions/listen) goes back to the Guard; the StreamLimit the
+        stream entered before counts it instead.
+        """
+        self.release()
+        self.started = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def respond(
         self,

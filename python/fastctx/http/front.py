@@ -65,31 +65,23 @@ class Front:
         method: str = scope["method"]
         guard = self.guard
         if not guard.counts(path, method):
-            await self._serve(scope, receive, send, path, method)
+            await self._serve(Exchange(scope, receive, send), path, method)
             return
         if guard.inflight >= guard.limit:
             await guard.refuse(send)  # before any work, even the tenant check
             return
         guard.inflight += 1
-        if path == "/mcp":  # may answer with a stream that lasts: gives its slot back then
-            slot = guard.slot(send)
-            try:
-                await self._serve(scope, receive, slot, path, method)
-            finally:
-                slot.release()
-            return
+        ex = Exchange(scope, receive, send, guard)
         try:
-            await self._serve(scope, receive, send, path, method)
+            await self._serve(ex, path, method)
         finally:
-            guard.inflight -= 1
+            ex.release()  # unless it became an event stream, which gave the slot back then
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
-    ) -> None:
+    async def _serve(self, ex: Exchange, path: str, method: str) -> None:
         started = time.perf_counter()
+        scope = ex.scope
         if is_protected(path):
             route = self.contexts.route(path) or self.events.route(path)
-            ex = Exchange(scope, receive, send)
             label = route[0] if route is not None else "unmatched"
             try:
                 tenant = scope[TENANT_SCOPE_KEY] = self.tenants.resolve(scope["headers"])
@@ -111,6 +103,7 @@ class Front:
                 self.stats.observe(label, method, status, time.perf_counter() - started)
                 return
         status = 500
+        send = ex.send
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -119,7 +112,7 @@ class Front:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, ex.receive, send_and_note)
         finally:
             found = scope.get("route")
             # Templates, not paths: one series per route however many tokens there are.

@@ -14,7 +14,7 @@ stream starts. Streams have a bound of their own (`StreamLimit`).
 
 from __future__ import annotations
 
-from starlette.types import Message, Send
+from starlette.types import Send
 
 from fastctx.errors import Unavailable
 from fastctx.http.problems import problem
@@ -51,10 +51,6 @@ class Guard:
             return False
         return not (method == "GET" and (path.endswith("/events") or path == "/mcp"))
 
-    def slot(self, send: Send) -> Slot:
-        """Wrap `send` of a request that took a slot and may answer with an event stream."""
-        return Slot(self, send)
-
     async def refuse(self, send: Send) -> int:
         # The body, if any, is left unread: reading it is work. The server drops what is left
         # of it (a large one may cost the client its connection, after the 503 went out).
@@ -62,29 +58,6 @@ class Guard:
         await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": _BODY})
         return 503
-
-
-class Slot:
-    """A request's slot, given back when its response turns out to be an event stream."""
-
-    __slots__ = ("guard", "held", "send")
-
-    def __init__(self, guard: Guard, send: Send) -> None:
-        self.guard = guard
-        self.send = send
-        self.held = True
-
-    async def __call__(self, message: Message) -> None:
-        if self.held and message["type"] == "http.response.start":
-            for name, value in message.get("headers", ()):
-                if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                    self.release()
-        await self.send(message)
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.guard.inflight -= 1
 
 
 class StreamLimit:

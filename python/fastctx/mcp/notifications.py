@@ -258,8 +258,7 @@ class Notifications:
             for _, token in sorted(zip(map(event_order, latest), subscribed, strict=True)):
                 await watch(token, subscribed[token])
             replay = await self.backend.events_since(notes, start)
-            ex.started = True
-            await ex.send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await ex.start_stream(_HEADERS)
             await _send(ex, b": ping\n\nretry: %d\n\n" % RETRY_MS)
             for event in replay:
                 await take(event)
@@ -341,8 +340,7 @@ class Notifications:
             "params": {"notifications": granted, "_meta": meta},
         }
         async with watches.serving(ex) as gone:
-            ex.started = True
-            await ex.send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await ex.start_stream(_HEADERS)
             await _send(ex, _message(jsonrpc.encode(ack)))
             stopping = False
             while not gone.done() and not stopping:
