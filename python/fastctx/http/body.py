@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TypeVar
 
 import msgspec
@@ -81,9 +80,10 @@ async def read_body(
             raise BadRequest("Content-Length must be a non-negative integer")
         if declared > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
-    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task(loop)
     assert task is not None
-    deadlines = _deadlines()
+    deadlines = _BY_LOOP.get(loop) or _deadlines(loop)
     deadlines.add(task, seconds)
     try:
         return await _receive_all(receive, limit)
@@ -138,16 +138,16 @@ class _Deadlines:
             self._timer = self._loop.call_later(SWEEP_SECONDS, self._sweep)
 
 
-_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
-    weakref.WeakKeyDictionary()
-)
+# One per event loop that has read a body. A plain dict, looked up on every body read: a
+# WeakKeyDictionary costs ten times as much, and could not let a loop go anyway, since each
+# _Deadlines holds its loop. Closed loops are dropped when a new one comes (tests run many).
+_BY_LOOP: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
 
 
-def _deadlines() -> _Deadlines:
-    loop = asyncio.get_running_loop()
-    deadlines = _BY_LOOP.get(loop)
-    if deadlines is None:
-        deadlines = _BY_LOOP[loop] = _Deadlines(loop)
+def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    for closed in [old for old in _BY_LOOP if old.is_closed()]:
+        del _BY_LOOP[closed]
+    deadlines = _BY_LOOP[loop] = _Deadlines(loop)
     return deadlines
 
 

@@ -77,6 +77,10 @@ def _id(request_id: RequestId | msgspec.UnsetType | None) -> RequestId | None:
 
 
 def result(request_id: RequestId | msgspec.UnsetType | None, value: Any) -> bytes:
+    if isinstance(value, msgspec.Raw):
+        # Already encoded (a tool's result, around a stored document): spliced, not copied
+        # through the encoder once more.
+        return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (encode(_id(request_id)), value)
     return encode({"jsonrpc": "2.0", "id": _id(request_id), "result": value})
 
 
