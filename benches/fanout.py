@@ -39,7 +39,7 @@ import psutil  # type: ignore[import-untyped]
 
 from load import OtherLoad, Quiet, Request, Result, write_requests, wrk
 from run import create_contexts
-from servers import BENCHES, BIN, SERVERS, Process, Stack, free_port
+from servers import BENCHES, SERVERS, Process, Stack, free_port, granian
 
 RESULTS = BENCHES / "results" / "fanout.json"
 RSS_TARGET_MIB = 100.0
@@ -323,13 +323,8 @@ def floor(stack: Stack, subscribers: SubscriberProcess, args: argparse.Namespace
     found: dict[str, Any] = {}
     for mode in ("auto", "1"):
         port = free_port()
-        command = [
-            str(BIN / "granian"),
-            *("--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--http", mode),
-            "--no-ws",
-            *("--backpressure", str(raise_nofile()), "--log-level", "warning"),
-            *("--host", "127.0.0.1", "--port", str(port), "fanout:hold"),
-        ]
+        template = granian("fanout:hold", mode, "--backpressure", str(raise_nofile()))
+        command = [part.format(port=port) for part in template]
         process = Process(f"floor-http-{mode}", command, dict(os.environ), stack.workdir)
         try:
             process.wait_ready(port, "/healthz")

@@ -19,11 +19,13 @@ BENCHES = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
-def _granian(target: str) -> list[str]:
-    # The options `fastctx serve` gives granian, so the floors differ from it only by the app.
+def granian(target: str, http: str = "1", *extra: str) -> list[str]:
+    """The options `fastctx serve` gives granian, so the floors differ from it only by the app;
+    `http` and `extra` options for the measurements that vary them."""
     return [
         str(BIN / "granian"),
-        *("--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--http", "1", "--no-ws"),
+        *("--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--http", http, "--no-ws"),
+        *extra,
         *("--log-level", "warning", "--host", "127.0.0.1", "--port", "{port}", target),
     ]
 
@@ -34,8 +36,8 @@ def _fastctx(backend: str) -> list[str]:
 
 # Each kind of server: its command ("{port}" and "{redis}" filled in at start), its health path.
 SERVERS: dict[str, tuple[list[str], str]] = {
-    "floor-bare": (_granian("floors:bare"), "/"),
-    "floor-starlette": (_granian("floors:starlette"), "/"),
+    "floor-bare": (granian("floors:bare"), "/"),
+    "floor-starlette": (granian("floors:starlette"), "/"),
     "fastctx-memory": (_fastctx("memory://"), "/healthz"),
     "fastctx-redis": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # The same server again, started afresh for the MCP rows over an emptied Redis, so they do
@@ -52,8 +54,8 @@ SERVERS: dict[str, tuple[list[str], str]] = {
         "/healthz",
     ),
     # The MCP peers, on granian as fastctx is; each module documents its configuration.
-    "peer-fastmcp": (_granian("peers.fastmcp_redis:app"), "/healthz"),
-    "peer-mcp-sdk": (_granian("peers.mcp_sdk_redis:app"), "/healthz"),
+    "peer-fastmcp": (granian("peers.fastmcp_redis:app"), "/healthz"),
+    "peer-mcp-sdk": (granian("peers.mcp_sdk_redis:app"), "/healthz"),
 }
 
 
