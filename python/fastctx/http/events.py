@@ -33,11 +33,6 @@ SESSIONS = "/v1/sessions/"
 SUFFIX = "/events"
 
 Handler = Callable[[Exchange, str, str], Awaitable[int]]
-_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx would otherwise hold events back
-]
 
 
 def last_event_id(ex: Exchange) -> str | None:
@@ -172,7 +167,7 @@ class EventRoutes:
         return 200
 
     async def _start(self, ex: Exchange) -> None:
-        await ex.start_stream(_HEADERS)
+        await ex.start_stream()
         # Some servers hold the headers back until the first body bytes.
         await ex.send(
             {"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS, "more_body": True}

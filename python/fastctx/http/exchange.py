@@ -13,6 +13,10 @@ from fastctx.http.guard import Guard
 from fastctx.http.problems import problem
 
 Headers = list[tuple[bytes, bytes]]
+# What an event stream's response carries besides its content type: no cache keeps it, and
+# nginx does not hold events back.
+STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_STREAM_HEAD: Headers = [(b"content-type", b"text/event-stream"), *STREAM_HEADERS]
 
 
 class Exchange:
@@ -67,8 +71,8 @@ class Exchange:
             self.guard = None
             guard.inflight -= 1
 
-    async def start_stream(self, headers: Headers) -> None:
-        """Send the head of an event stream's response.
+    async def start_stream(self) -> None:
+        """Send the head of an event stream's response (200, text/event-stream).
 
         From here on the request waits rather than works, so an in-flight slot it holds (a POST
         to /mcp that became subscriptions/listen) goes back to the Guard; the StreamLimit the
@@ -76,7 +80,7 @@ class Exchange:
         """
         self.release()
         self.started = True
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEAD})
 
     async def respond(
         self,

@@ -18,7 +18,7 @@ import msgspec
 from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.http.body import JSON, require_media_type
-from fastctx.http.exchange import Exchange, Headers
+from fastctx.http.exchange import STREAM_HEADERS, Exchange, Headers
 from fastctx.http.guard import StreamLimit
 from fastctx.mcp import jsonrpc
 from fastctx.mcp.jsonrpc import (
@@ -54,7 +54,6 @@ _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _NAMED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 # 2026-07-28 sends JSON-RPC errors with an HTTP status of their own.
 _MODERN_STATUS = {METHOD_NOT_FOUND: 404}
-_SSE_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _record_decoder = msgspec.json.Decoder(SessionRecord)
 _SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
 # What an Mcp-Param-* value may hold as it is (RFC 9110 field value characters).
@@ -282,7 +281,9 @@ class McpEndpoint:
         if wants_json:
             return await ex.respond(status, body, headers)
         event = b"event: message\ndata: " + body + b"\n\n"
-        return await ex.respond(status, event, (headers or []) + _SSE_HEADERS, b"text/event-stream")
+        return await ex.respond(
+            status, event, (headers or []) + STREAM_HEADERS, b"text/event-stream"
+        )
 
     async def _get(self, ex: Exchange, tenant: str) -> int:
         version = ex.header(b"mcp-protocol-version")

@@ -55,11 +55,6 @@ SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 UPDATED = "notifications/resources/updated"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 _STEERING = frozenset({"subscribe", "unsubscribe"})  # entries that are never sent
-_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 def stream_tag(session: str) -> str:
@@ -258,7 +253,7 @@ class Notifications:
             for _, token in sorted(zip(map(event_order, latest), subscribed, strict=True)):
                 await watch(token, subscribed[token])
             replay = await self.backend.events_since(notes, start)
-            await ex.start_stream(_HEADERS)
+            await ex.start_stream()
             await _send(ex, b": ping\n\nretry: %d\n\n" % RETRY_MS)
             for event in replay:
                 await take(event)
@@ -340,7 +335,7 @@ class Notifications:
             "params": {"notifications": granted, "_meta": meta},
         }
         async with watches.serving(ex) as gone:
-            await ex.start_stream(_HEADERS)
+            await ex.start_stream()
             await _send(ex, _message(jsonrpc.encode(ack)))
             stopping = False
             while not gone.done() and not stopping:
