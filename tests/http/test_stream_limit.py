@@ -140,3 +140,28 @@ def test_no_bound_with_zero(tmp_path: Path) -> None:
                 _until_open(client, LIMIT + 3)
     finally:
         server.stop()
+
+
+def test_every_kind_of_stream_sends_the_same_head(client: httpx.Client) -> None:
+    token = client.post("/v1/contexts", json={"n": 1}).json()["token"]
+    session = client.post("/v1/sessions", json={}).json()["session"]
+    mcp_get = {**MCP, "Accept": "text/event-stream", "Mcp-Session-Id": _mcp_session(client)}
+    streams = [
+        ("GET", f"/v1/contexts/{token}/events", {}, None),
+        ("GET", f"/v1/sessions/{session}/events", {}, None),
+        ("GET", "/mcp", mcp_get, None),
+        ("POST", "/mcp", MODERN, LISTEN),
+    ]
+    for method, path, headers, body in streams:
+        with client.stream(method, path, headers=headers, json=body) as response:
+            assert response.status_code == 200, path
+            assert response.headers["content-type"] == "text/event-stream", path
+            assert response.headers["cache-control"] == "no-cache", path
+            assert response.headers["x-accel-buffering"] == "no", path
+        _until_open(client, 0)
+    # A reply sent as a one-event stream carries the same cache headers.
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    r = client.post("/mcp", json=ping, headers={**mcp_get, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/event-stream"
+    assert (r.headers["cache-control"], r.headers["x-accel-buffering"]) == ("no-cache", "no")
