@@ -189,11 +189,11 @@ class Notifications:
                 tenant,
                 session,
                 token,
-                cursor,
-                last,
-                fields.get("type", "updated"),
-                fields.get("version", "0"),
-                self.idle_ms,
+                expected=cursor,
+                cursor=last,
+                kind=fields.get("type", "updated"),
+                version=fields.get("version", "0"),
+                idle=self.idle_ms,
             )
             if current is None or event_order(current) >= event_order(last):
                 return current
