@@ -200,6 +200,23 @@ def test_the_get_stream_opens_with_a_ping(mcp: httpx.Client) -> None:
     assert mcp.get("/mcp", headers=modern_get).status_code == 405
 
 
+def test_media_types_in_accept_are_case_insensitive(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    shouted = {**in_session(session), "Accept": "Text/Event-Stream"}
+    with mcp.stream("GET", "/mcp", headers=shouted) as r:
+        assert r.status_code == 200
+        assert next(r.iter_text()).startswith(": ping")
+    r = mcp.post("/mcp", content=rpc("ping", id=8), headers=shouted)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    listen = {**modern("subscriptions/listen"), "Accept": "Text/Event-Stream"}
+    wanted = {"_meta": ENVELOPE, "notifications": {"toolsListChanged": True}}
+    body = rpc("subscriptions/listen", wanted)
+    with mcp.stream("POST", "/mcp", content=body, headers=listen) as r:
+        assert r.status_code == 200
+        assert "notifications/subscriptions/acknowledged" in next(r.iter_text())
+
+
 def test_mcp_acts_within_the_callers_tenant(server_pool: ServerPool) -> None:
     client = server_pool.client("memory", "granian", "tenants")
     assert client.post("/mcp", content=rpc("server/discover"), headers=BASE).status_code == 401

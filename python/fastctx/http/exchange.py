@@ -13,10 +13,11 @@ from fastctx.http.guard import Guard
 from fastctx.http.problems import problem
 
 Headers = list[tuple[bytes, bytes]]
+EVENT_STREAM = b"text/event-stream"
 # What an event stream's response carries besides its content type: no cache keeps it, and
 # nginx does not hold events back.
 STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_STREAM_HEAD: Headers = [(b"content-type", b"text/event-stream"), *STREAM_HEADERS]
+_STREAM_HEAD: Headers = [(b"content-type", EVENT_STREAM), *STREAM_HEADERS]
 
 
 class Exchange:
@@ -53,6 +54,10 @@ class Exchange:
                 for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
                     self._query.setdefault(key, value)
         return self._query.get(name)
+
+    def accepts(self, media_type: bytes) -> bool:
+        """Whether the Accept header names `media_type` (lower case: media types are not)."""
+        return media_type in (self.header(b"accept") or b"").lower()
 
     async def body(self, limit: int, seconds: float = BODY_TIMEOUT_SECONDS) -> bytes:
         return await read_body(self.receive, self.header(b"content-length"), limit, seconds)

@@ -18,7 +18,7 @@ import msgspec
 from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.http.body import JSON, require_media_type
-from fastctx.http.exchange import STREAM_HEADERS, Exchange, Headers
+from fastctx.http.exchange import EVENT_STREAM, STREAM_HEADERS, Exchange, Headers
 from fastctx.http.guard import StreamLimit
 from fastctx.mcp import jsonrpc
 from fastctx.mcp.jsonrpc import (
@@ -165,7 +165,7 @@ class McpEndpoint:
     async def _post(self, ex: Exchange, tenant: str) -> int:
         accept = (ex.header(b"accept") or b"*/*").lower()
         wants_json = b"application/json" in accept or b"*/*" in accept
-        if not wants_json and b"text/event-stream" not in accept:
+        if not wants_json and EVENT_STREAM not in accept:
             raise RpcError(
                 INVALID_REQUEST, "accept application/json or text/event-stream", status=406
             )
@@ -247,7 +247,7 @@ class McpEndpoint:
             _check_envelope(ex, message.method, message.params)
             if message.method == "subscriptions/listen":
                 # Its response is a stream, so it is one whatever else the client accepts.
-                if b"text/event-stream" not in (ex.header(b"accept") or b"").lower():
+                if not ex.accepts(EVENT_STREAM):
                     raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
                 assert message.id is not None  # decode() refuses a null id
                 with self.streams:
@@ -281,9 +281,7 @@ class McpEndpoint:
         if wants_json:
             return await ex.respond(status, body, headers)
         event = b"event: message\ndata: " + body + b"\n\n"
-        return await ex.respond(
-            status, event, (headers or []) + STREAM_HEADERS, b"text/event-stream"
-        )
+        return await ex.respond(status, event, (headers or []) + STREAM_HEADERS, EVENT_STREAM)
 
     async def _get(self, ex: Exchange, tenant: str) -> int:
         version = ex.header(b"mcp-protocol-version")
@@ -291,7 +289,7 @@ class McpEndpoint:
             # 2026-07-28 has no standing stream: subscriptions/listen replaces it.
             raise RpcError(INVALID_REQUEST, "use POST", status=405)
         session, _ = await self._session(ex, tenant)
-        if b"text/event-stream" not in (ex.header(b"accept") or b""):
+        if not ex.accepts(EVENT_STREAM):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
         after = resume_point(session, ex.header(b"last-event-id"))
         with self.streams:
