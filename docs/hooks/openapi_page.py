@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 METHODS = ("get", "head", "post", "put", "patch", "delete")
+TAG_TITLES = {"mcp": "MCP"}
 
 
 def served_document() -> dict[str, Any]:
@@ -184,6 +185,17 @@ def render(raw: dict[str, Any]) -> str:
         "",
         info.get("description", ""),
         "",
+        "## Rules on every route",
+        "",
+        "- An unknown query parameter (`?tll=5`, `?include=bogus`) is 400 naming it: a typo "
+        "never falls back to a default silently.",
+        '- `If-Match` takes a quoted version, `"3"`: unquoted (`If-Match: 3`) it is a malformed '
+        "header, 400; quoted but not the current version, 412, and nothing changes.",
+        "- Versions grow by one on every write; `ETag` is the current one "
+        "([Versions and ETags](concepts/versions.md)).",
+        "- Event streams are Server-Sent Events of `created`, `updated`, `deleted` and "
+        "`expired` events ([Change streams](concepts/streams.md)).",
+        "",
         "## Errors",
         "",
         "Every error is `application/problem+json` (RFC 9457): "
@@ -197,7 +209,8 @@ def render(raw: dict[str, Any]) -> str:
     lines.append("")
     tags = raw.get("tags", [])
     for tag in tags:
-        lines += [f"## {tag['name'].capitalize()}", "", tag.get("description", ""), ""]
+        title = TAG_TITLES.get(tag["name"], tag["name"].capitalize())
+        lines += [f"## {title}", "", tag.get("description", ""), ""]
         for path, method, op, shared in doc.operations():
             if tag["name"] in op.get("tags", []):
                 lines += operation_section(doc, path, method, op, shared)
