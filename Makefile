@@ -102,7 +102,7 @@ loadtest: build $(VENV)/.extra-load
 .PHONY: docs
 # The site, into site/: docs/hooks/pages.py writes the HTTP API and benchmarks pages.
 docs: $(VENV)/.extra-docs
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 example: build
 	FASTCTX_BACKEND="$(BACKEND)" $(BIN)/python examples/run.py
