@@ -114,3 +114,14 @@ def test_a_reference_set_is_read_when_the_checkout_has_none(tmp_path: Path) -> N
     page = docs_page.render(tmp_path, tmp_path / "no-history")
     assert f"`{reference}/`" in page or "reference/2026-12-01/" in page
     assert "p50 0.75 ms, p99 1.09 ms, max 1.17 ms" in page
+
+
+def test_the_readme_stays_a_way_in() -> None:
+    """The user guide lives in docs/ and run history in CHANGELOG.md, not in the README."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    headings = [line for line in readme.splitlines() if line.startswith("#")]
+    assert not [h for h in headings if "benchmark" in h.lower()]
+    for linked in ("docs/getting-started.md", "docs/mcp.md", "docs/client.md"):
+        assert (REPO / linked).is_file()
+        assert f"({linked})" in readme
