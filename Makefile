@@ -28,6 +28,7 @@ help:
 	@echo "make bench-scaling  cost per request of 1..4 nodes on one Redis and on a cluster"
 	@echo "make loadtest  locust scenarios, headless, with CSV and HTML reports"
 	@echo "make example  fastctx, gateway -> pricing -> billing and an SSE listener: one order"
+	@echo "make docs    the documentation site, mkdocs build --strict, into site/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +98,11 @@ bench-scaling: build redis-server wrk $(VENV)/.extra-bench
 
 loadtest: build $(VENV)/.extra-load
 	$(BIN)/python loadtests/run.py $(LOADTEST_ARGS)
+
+.PHONY: docs
+# The site, into site/: docs/hooks/pages.py writes the HTTP API and benchmarks pages.
+docs: $(VENV)/.extra-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 example: build
 	FASTCTX_BACKEND="$(BACKEND)" $(BIN)/python examples/run.py

@@ -1,0 +1,282 @@
+"""The docs' benchmarks page, written from the result files that the benchmark scripts save.
+
+Run by the mkdocs hook when the site is built (`make docs`), or by hand:
+`python benches/docs_page.py [results-dir]` prints the page.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCHES = Path(__file__).resolve().parent
+RESULTS = BENCHES / "results"
+# Result sets kept in git, one directory each, for a checkout that has not run the benchmarks.
+REFERENCE = RESULTS / "reference"
+# Past runs written up by hand, with their date, machine and commands: benches/history/*.md.
+HISTORY = BENCHES / "history"
+
+METHOD = """\
+## Method
+
+`make bench` runs, in this order, on the machine it is started on:
+
+1. `benches/run.py`: starts its own `redis-server`, the floors (bare ASGI and Starlette apps
+   that answer a constant), fastctx, a "traditional" peer (FastAPI + uvicorn + redis-py,
+   `benches/peers/`) and two MCP peers (FastMCP and the official SDK's `MCPServer`, on
+   granian), each with one worker, and drives each row with `wrk -t1 -c64` for 10 s after 2 s
+   of warm-up, on 1 KiB contexts. Every ratio is to the bare floor measured in the same run,
+   on the same core layout (by default the server under test alone on core 0, wrk and Redis
+   on core 1). Each row's first request is checked before it is timed; a row with any error
+   response measures nothing. Writes `benches/results/latest.json`.
+2. `benches/coherence.py`: the invalidation window, from a write acknowledged by one node
+   until another node on the same Redis serves it (`benches/results/coherence.json`).
+3. `benches/fanout.py`: 10,000 idle event-stream subscribers on one worker, and one write
+   reaching 1,000 subscribers on another node (`benches/results/fanout.json`).
+4. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
+   core against the Python it replaces, after checking both give the same result.
+
+`make bench-scaling` runs `benches/scaling.py --redis single` and `--redis cluster`: 1 to 4
+nodes on one Redis and on a 3-master Redis Cluster, each paced under saturation, measuring
+the CPU each request costs the nodes and Redis, Redis calls per request and the cache's hit
+share (`benches/results/scaling-single.json`, `scaling-cluster.json`).
+
+These are figures of one machine on one day: the scripts record which, and so does every
+table below. Compare runs of the same machine only, back to back.
+"""
+
+HOW_TO = """\
+To record results, run the benchmarks and build the site again:
+
+```sh
+make bench            # benches/results/latest.json, coherence.json, fanout.json
+make bench-scaling    # benches/results/scaling-single.json, scaling-cluster.json
+make docs
+```
+
+A result set kept for readers of the site goes in a directory of its own under
+`benches/results/reference/` (the scripts' files, unchanged), which is read when
+`benches/results/` holds no result of its own.
+"""
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def result_set(results: Path = RESULTS) -> tuple[Path | None, dict[str, Any]]:
+    """The newest results: this checkout's own, else the newest reference set, else none."""
+    candidates = [results]
+    reference = results / "reference"
+    if reference.is_dir():
+        candidates += sorted((p for p in reference.iterdir() if p.is_dir()), reverse=True)
+    for directory in candidates:
+        found = {p.stem: data for p in sorted(directory.glob("*.json")) if (data := _read(p))}
+        if found:
+            return directory, found
+    return None, {}
+
+
+def _cell(value: Any) -> str:
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: int = 1) -> str:
+    """A Markdown table; the columns from `right` on are numbers, aligned right."""
+    align = ["---" if i < right else "---:" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _number(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def machine_lines(run: Mapping[str, Any]) -> list[str]:
+    m = run.get("machine", {})
+    packages = m.get("packages", {})
+    versions = ", ".join(f"{name} {v}" for name, v in packages.items() if v)
+    lines = [
+        f"Run at: {run.get('date', 'unknown')}  ",
+        f"Machine: {m.get('cpu', 'unknown')} (CPUs: {m.get('nproc', '?')}), "
+        f"Linux {m.get('kernel', '?')}  ",
+        f"Python: {m.get('python', '?')}; {m.get('redis_server', '')}; {m.get('wrk', '')}  ",
+        f"Packages: {versions or 'unknown'}  ",
+        f"Command: `{run.get('command', 'benches/run.py')}`",
+    ]
+    pinning = run.get("pinning")
+    if pinning:
+        lines += ["", f"Core layout `{pinning.get('mode')}`: {pinning.get('why', '')}."]
+    options = run.get("options")
+    if options:
+        described = ", ".join(f"{k} {v}" for k, v in options.items())
+        lines += ["", f"Options: {described}."]
+    return lines
+
+
+def http_section(run: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for r in run.get("rows", []):
+        if r.get("failed"):
+            rows.append([r["row"], "-", "-", "-", "-", "-", f"failed: {r['failed']}"])
+            continue
+        timed = bool(r.get("rps")) and "contexts_created" not in r.get("details", {})
+        rows.append(
+            [
+                r["row"],
+                _number(r["rps"], ",.0f") if timed else "-",
+                _number(r["p50_ms"], ".2f") if timed else "-",
+                _number(r["p99_ms"], ".2f") if timed else "-",
+                _number(r.get("ratio"), ".2f"),
+                r.get("error_count", 0),
+                r.get("note", ""),
+            ]
+        )
+    lines = ["## HTTP benchmark (`make bench`)", "", *machine_lines(run), ""]
+    lines.append(
+        table(["row", "req/s", "p50 ms", "p99 ms", "/ bare floor", "errors", "note"], rows)
+    )
+    targets = run.get("targets", [])
+    if targets:
+        verdict = {True: "met", False: "not met", None: "not measured"}
+        lines += ["", "Targets:", ""]
+        lines.append(
+            table(
+                ["target", "goal", "measured", ""],
+                [
+                    [
+                        t["target"],
+                        t["goal"],
+                        "-" if t["measured"] is None else f"{t['measured']:g}{t['unit']}",
+                        verdict[t["met"]],
+                    ]
+                    for t in targets
+                ],
+                right=4,
+            )
+        )
+    noisy = run.get("noisy_rows")
+    if noisy:
+        lines += ["", f"Other processes were busy during: {', '.join(noisy)}."]
+    return [*lines, ""]
+
+
+def coherence_section(data: Mapping[str, Any]) -> list[str]:
+    return [
+        "## Invalidation window (`benches/coherence.py`)",
+        "",
+        f"A write through one node until another node serves it, {data['trials']} writes: "
+        f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, max {data['max_ms']:.2f} ms "
+        f"(target under {data['target_ms']:g} ms: {'met' if data['met'] else 'not met'}).",
+        "",
+    ]
+
+
+def fanout_section(data: Mapping[str, Any]) -> list[str]:
+    idle, fan = data.get("idle_subscribers", {}), data.get("fanout", {})
+    lines = [
+        "## Change stream fan-out (`benches/fanout.py`)",
+        "",
+        f"Run at: {data.get('date', 'unknown')}, CPUs: {data.get('cpus', '?')}.",
+        "",
+    ]
+    if idle:
+        lines.append(
+            f"- {idle['subscribers']['opened']:,} idle subscribers on one worker: RSS grew by "
+            f"{idle['rss_growth_mib']:.1f} MiB ({idle['rss_per_subscriber_kib']:.1f} KiB each); "
+            f"the GET hot path ran at {idle['get_rps_with']:,.0f} req/s with them and "
+            f"{idle['get_rps_without']:,.0f} / {idle['get_rps_without_after']:,.0f} without "
+            f"(before / after), {idle['get_rate_change']:+.1%}."
+        )
+    if fan:
+        lines.append(
+            f"- One write through node B reaching {fan['subscribers']['opened']:,} subscribers "
+            f"on node A, {fan['writes']} writes: p50 {fan['p50_ms']:.1f} ms, p99 "
+            f"{fan['p99_ms']:.1f} ms, max {fan['max_ms']:.1f} ms, {fan['missed']} missed."
+        )
+    for mode, held in data.get("floor", {}).items():
+        lines.append(
+            f"- granian holding as many streams for an app that does nothing else, "
+            f"{mode.replace('_', ' ')}: +{held['rss_growth_mib']:.1f} MiB "
+            f"({held['rss_per_stream_kib']:.1f} KiB each)."
+        )
+    return [*lines, ""]
+
+
+def scaling_section(name: str, data: Mapping[str, Any]) -> list[str]:
+    rows = data.get("rows", [])
+    if not rows:
+        return []
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
+    return [
+        f"## Scaling, {name.removeprefix('scaling-')} (`benches/scaling.py`)",
+        "",
+        f"Run at: {data.get('date', 'unknown')}; command `{data.get('command', '')}`; "
+        f"{data.get('connections_per_node', '?')} connections per node, "
+        f"{data.get('context_bytes', '?')} B contexts.",
+        "",
+        table(keys, [[row.get(k, "") for k in keys] for row in rows]),
+        "",
+    ]
+
+
+def render(results: Path = RESULTS, history: Path = HISTORY) -> str:
+    directory, found = result_set(results)
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Written at build time by benches/docs_page.py from the benchmark result files. -->",
+        "",
+        METHOD,
+    ]
+    if directory is None:
+        lines += [
+            "## Recorded results",
+            "",
+            "No benchmark results are recorded in this checkout yet: `benches/results/` holds "
+            "no result file, and there is no reference set. The figures below, if any, are "
+            "from past runs written up by hand.",
+            "",
+            HOW_TO,
+        ]
+    else:
+        root = BENCHES.parent
+        where = directory.relative_to(root) if directory.is_relative_to(root) else directory
+        lines += [
+            "## Recorded results",
+            "",
+            f"From the result files in `{where}/`.",
+            "",
+        ]
+        if "latest" in found:
+            lines += http_section(found["latest"])
+        if "coherence" in found:
+            lines += coherence_section(found["coherence"])
+        if "fanout" in found:
+            lines += fanout_section(found["fanout"])
+        for name in sorted(found):
+            if name.startswith("scaling-"):
+                lines += scaling_section(name, found[name])
+        lines += [HOW_TO]
+    past = sorted(history.glob("*.md"), reverse=True) if history.is_dir() else []
+    for page in past:
+        # Each written-up run starts with a level-2 heading: a section of this page.
+        lines += [page.read_text().strip(), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    results = Path(argv[0]) if argv else RESULTS
+    sys.stdout.write(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
