@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
-from conftest import metric
 from fastctx.cli import GC_THRESHOLD
 from fastctx.config import Settings
+from support.servers import metric
 
 FLAGS = ("--backend", "--host", "--port", "--workers", "--http")
 

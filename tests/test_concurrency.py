@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import ServerPool
+    from support.pool import ServerPool
 
 N = 64
 

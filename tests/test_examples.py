@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, RedisServer, clean_env
+from support.processes import REPO, clean_env
+from support.redis import RedisServer
 
 EXAMPLES_DB = 11  # a DB no other test uses
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import subprocess
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import GranianServer, OwnRedis, metric
 from fastctx.backends.pipeline import Address, Breaker, Pipeline
 from fastctx.config import Settings
 from fastctx.errors import BackendError
+from support.redis import RedisServer
+from support.servers import GranianServer, metric
 
 TIMEOUT = 0.5  # FASTCTX_BACKEND_TIMEOUT of the servers started here
 CLIENT_TIMEOUT = 10.0  # a request that takes this long has hung
@@ -49,16 +50,10 @@ def until(condition: object, within: float, step: float = 0.02) -> float:
 
 
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+def durable_redis(start_redis: Callable[..., RedisServer]) -> RedisServer:
     """A Redis that fsyncs every write to its append-only file before it answers."""
-    workdir = tmp_path / "aof"
-    workdir.mkdir()
-    server = OwnRedis(workdir, "--appendonly", "yes", "--appendfsync", "always")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    return start_redis(*aof, stop_signal=signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -76,7 +71,9 @@ def serve(tmp_path: Path, backend: str, **settings: object) -> Iterator[httpx.Cl
 
 
 @pytest.mark.anyio
-async def test_breaker_fails_fast_while_open_and_one_probe_closes_it(own_redis: OwnRedis) -> None:
+async def test_breaker_fails_fast_while_open_and_one_probe_closes_it(
+    own_redis: RedisServer,
+) -> None:
     breaker = Breaker(failures=3, reset_after=0.3, probe_timeout=1.0)
     connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0, breaker=breaker)
     try:
@@ -109,7 +106,7 @@ async def test_breaker_fails_fast_while_open_and_one_probe_closes_it(own_redis: 
 
 
 @pytest.mark.anyio
-async def test_a_failed_probe_keeps_the_breaker_open(own_redis: OwnRedis) -> None:
+async def test_a_failed_probe_keeps_the_breaker_open(own_redis: RedisServer) -> None:
     breaker = Breaker(failures=1, reset_after=0.2, probe_timeout=1.0)
     connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0, breaker=breaker)
     try:
@@ -183,7 +180,7 @@ def _write_load(base_url: str, tokens: list[str], stop: threading.Event, out: Ou
             time.sleep(0.005)
 
 
-def test_redis_killed_under_load(durable_redis: OwnRedis, tmp_path: Path) -> None:
+def test_redis_killed_under_load(durable_redis: RedisServer, tmp_path: Path) -> None:
     with serve(tmp_path, durable_redis.url, breaker_failures=3) as client:
         cached = [client.post("/v1/contexts", json={"cached": i}).json()["token"] for i in range(4)]
         written = [client.post("/v1/contexts", json={"n": 0}).json()["token"] for _ in range(4)]
@@ -262,7 +259,7 @@ def test_redis_killed_under_load(durable_redis: OwnRedis, tmp_path: Path) -> Non
 
 
 def test_paused_redis_times_out_opens_the_breaker_and_bounds_in_flight(
-    own_redis: OwnRedis, tmp_path: Path
+    own_redis: RedisServer, tmp_path: Path
 ) -> None:
     # A longer timeout than the other tests': the four held requests must be seen in flight
     # before it passes, however busy the host.
@@ -322,24 +319,19 @@ def test_paused_redis_times_out_opens_the_breaker_and_bounds_in_flight(
 # --- writes that wait for a replica ----------------------------------------------------------
 
 
-def _replicated(primary: OwnRedis, replica: OwnRedis) -> bool:
+def _replicated(primary: RedisServer, replica: RedisServer) -> bool:
     """The replica is in sync and acknowledges writes: a write and a WAIT on one connection."""
     if "master_link_status:up" not in replica.cli("INFO", "replication"):
         return False
-    done = subprocess.run(
-        ["redis-cli", "-p", str(primary.port)],
-        input="SET warm-up 1\nWAIT 1 1000\n",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.split() == ["OK", "1"]
+    done = primary.cli_many([["SET", "warm-up", "1"], ["WAIT", "1", "1000"]])
+    return done.split() == ["OK", "1"]
 
 
-def test_write_replicas_wait_for_a_real_replica(own_redis: OwnRedis, tmp_path: Path) -> None:
+def test_write_replicas_wait_for_a_real_replica(own_redis: RedisServer, tmp_path: Path) -> None:
     workdir = tmp_path / "replica"
     workdir.mkdir()
-    replica = OwnRedis(workdir, "--replicaof", "127.0.0.1", str(own_redis.port))
+    primary = ["--replicaof", "127.0.0.1", str(own_redis.port)]
+    replica = RedisServer(workdir, options=primary, stop_signal=signal.SIGKILL)
     replica.start()
     try:
         until(lambda: _replicated(own_redis, replica), within=15.0, step=0.05)
@@ -393,7 +385,7 @@ async def _flood(base_url: str, connections: int, each: int) -> list[httpx.Respo
     return [r for batch in batches for r in batch]
 
 
-def test_overload_is_shed_with_503_and_nothing_else(own_redis: OwnRedis, tmp_path: Path) -> None:
+def test_overload_is_shed_with_503_and_nothing_else(own_redis: RedisServer, tmp_path: Path) -> None:
     with serve(tmp_path, own_redis.url, max_inflight=4, workers=1) as client:
         responses = asyncio.run(_flood(str(client.base_url), connections=64, each=15))
         statuses = [r.status_code for r in responses]
@@ -437,7 +429,7 @@ def test_degradation_settings_defaults() -> None:
     assert replicated.write_replicas == 2
 
 
-def test_open_event_streams_and_probes_take_no_slot(own_redis: OwnRedis, tmp_path: Path) -> None:
+def test_open_event_streams_and_probes_take_no_slot(own_redis: RedisServer, tmp_path: Path) -> None:
     with serve(tmp_path, own_redis.url, max_inflight=1) as client:
         token = client.post("/v1/contexts", json={"watched": True}).json()["token"]
         with contextlib.ExitStack() as stack:
@@ -455,7 +447,7 @@ def test_open_event_streams_and_probes_take_no_slot(own_redis: OwnRedis, tmp_pat
         assert metric(client, "fastctx_shed_requests_total") == 0
 
 
-def test_an_mcp_listen_stream_gives_its_slot_back(own_redis: OwnRedis, tmp_path: Path) -> None:
+def test_an_mcp_listen_stream_gives_its_slot_back(own_redis: RedisServer, tmp_path: Path) -> None:
     envelope = {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {},

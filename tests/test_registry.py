@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from conftest import OwnRedis, backend_url, started_backend
 from fastctx import _core
 from fastctx.backends import Backend, open_backend
 from fastctx.backends.memory import MemoryBackend
@@ -20,6 +19,8 @@ from fastctx.config import Settings
 from fastctx.errors import BackendError, NotFound, VersionConflict
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
+from support.backends import backend_url, started_backend
+from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -175,7 +176,9 @@ async def test_memory_sweep_drops_expired_contexts_and_sessions() -> None:
     assert len(backend._sessions) == 0
 
 
-async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(own_redis: OwnRedis) -> None:
+async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
+    own_redis: RedisServer,
+) -> None:
     backend = open_backend(Settings(backend=own_redis.url, backend_timeout=0.5))
     await backend.start()
     registry = make_registry(backend)
@@ -225,7 +228,7 @@ async def test_redis_invalidations_remove_entries_written_elsewhere(redis_server
         await backend.close()
 
 
-def _gets(redis: OwnRedis) -> int:
+def _gets(redis: RedisServer) -> int:
     """GET calls Redis has run (those inside scripts included)."""
     for line in redis.cli("INFO", "commandstats").splitlines():
         if line.startswith("cmdstat_get:"):
@@ -234,7 +237,7 @@ def _gets(redis: OwnRedis) -> int:
 
 
 async def test_a_write_names_the_cached_version_without_reading_it_first(
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
 ) -> None:
     backend = open_backend(Settings(backend=own_redis.url))
     await backend.start()

@@ -18,13 +18,15 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
 from fastctx import _core
 from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
 from fastctx.backends.redis import context_key
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotDurable, NotFound
 from fastctx.registry import Registry
+from support.pool import ServerPool
+from support.redis import RedisCluster, RedisServer
+from support.servers import GranianServer, two_nodes
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -119,16 +121,8 @@ def test_an_unreachable_cluster_is_a_backend_error(tmp_path: Path) -> None:
 def cluster_nodes(
     cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GranianServer, GranianServer]]:
-    log_dir = tmp_path_factory.mktemp("cluster-nodes")
-    first = GranianServer.start(log_dir, cluster.url)
-    try:
-        second = GranianServer.start(log_dir, cluster.url)
-        try:
-            yield first, second
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+    with two_nodes(tmp_path_factory.mktemp("cluster-nodes"), cluster.url) as nodes:
+        yield nodes
 
 
 def test_a_write_through_one_node_reaches_the_others_cache(

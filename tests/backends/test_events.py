@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from conftest import backend_url, started_backend
 from fastctx.backends import (
     EVENTS_KEPT,
     EVENTS_MAX_AGE_MS,
@@ -27,6 +26,7 @@ from fastctx.errors import BackendError
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream, Subscription
+from support.backends import backend_url, started_backend
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import hiredis
 import pytest
 
-from conftest import OwnRedis
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.backends.redis import RedisBackend, Script
 from fastctx.errors import BackendError
+from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def pipeline(own_redis: OwnRedis) -> AsyncIterator[Pipeline]:
+async def pipeline(own_redis: RedisServer) -> AsyncIterator[Pipeline]:
     connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0)
     try:
         yield connection
@@ -37,11 +37,13 @@ async def test_replies_reach_their_callers_in_order(pipeline: Pipeline) -> None:
     assert values == [str(i).encode() for i in range(500)]
 
 
-def _reads_processed(redis: OwnRedis) -> int:
+def _reads_processed(redis: RedisServer) -> int:
     return int(redis.cli("INFO", "stats").split("total_reads_processed:")[1].split()[0])
 
 
-async def test_one_tick_of_commands_is_one_write(own_redis: OwnRedis, pipeline: Pipeline) -> None:
+async def test_one_tick_of_commands_is_one_write(
+    own_redis: RedisServer, pipeline: Pipeline
+) -> None:
     await pipeline.execute("PING")
     before = _reads_processed(own_redis)
     await asyncio.gather(*(pipeline.execute("INCR", "counter") for _ in range(200)))
@@ -69,7 +71,7 @@ async def test_error_replies_go_to_their_caller_only(pipeline: Pipeline) -> None
     assert results[2] == b"text"
 
 
-async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: OwnRedis) -> None:
+async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: RedisServer) -> None:
     seen: list[list[bytes] | None] = []
     connection = Pipeline(
         Address.from_url(own_redis.url), tracking_prefixes=["fc:c:"], on_invalidate=seen.append
@@ -90,7 +92,7 @@ async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: OwnRedis
         await connection.close()
 
 
-async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: OwnRedis) -> None:
+async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: RedisServer) -> None:
     seen: list[list[bytes] | None] = []
     connection = Pipeline(
         Address.from_url(own_redis.url),
@@ -112,7 +114,7 @@ async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: Ow
         await connection.close()
 
 
-async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: OwnRedis) -> None:
+async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: RedisServer) -> None:
     connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
     try:
         await connection.execute("PING")
@@ -126,7 +128,7 @@ async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: OwnRedis) 
         await connection.close()
 
 
-async def test_errors_say_whether_the_command_can_have_run(own_redis: OwnRedis) -> None:
+async def test_errors_say_whether_the_command_can_have_run(own_redis: RedisServer) -> None:
     own_redis.stop()
     connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
     try:
@@ -137,14 +139,16 @@ async def test_errors_say_whether_the_command_can_have_run(own_redis: OwnRedis) 
         await connection.close()
 
 
-async def test_scripts_reload_after_script_flush(own_redis: OwnRedis, pipeline: Pipeline) -> None:
+async def test_scripts_reload_after_script_flush(
+    own_redis: RedisServer, pipeline: Pipeline
+) -> None:
     script = Script("return ARGV[1] .. KEYS[1]")
     assert await script(pipeline, ["k"], ["v"]) == b"vk"
     own_redis.cli("SCRIPT", "FLUSH")
     assert await script(pipeline, ["k"], ["w"]) == b"wk"
 
 
-async def test_backend_survives_a_dead_redis_at_start(own_redis: OwnRedis) -> None:
+async def test_backend_survives_a_dead_redis_at_start(own_redis: RedisServer) -> None:
     own_redis.stop()
     backend = RedisBackend(own_redis.url, timeout=0.5)
     await backend.start()  # does not raise: /readyz reports it instead
@@ -164,7 +168,7 @@ async def _until(condition: object, within: float = 2.0) -> None:
 
 
 async def test_a_full_redis_is_unavailable_rather_than_a_bug(
-    own_redis: OwnRedis, pipeline: Pipeline
+    own_redis: RedisServer, pipeline: Pipeline
 ) -> None:
     await pipeline.execute("SET", "before", "1")
     own_redis.cli("CONFIG", "SET", "maxmemory", "1")

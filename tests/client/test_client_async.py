@@ -10,9 +10,10 @@ import httpx
 import pytest
 from test_client_sync import requests_seen
 
-from conftest import ServerPool, free_port
 from fastctx import AsyncClient, Event, NotFound, Unauthorized, Unavailable, VersionConflict
 from fastctx.errors import BackendError
+from support.pool import ServerPool
+from support.ports import free_port
 
 pytestmark = pytest.mark.anyio
 

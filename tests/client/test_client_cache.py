@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import ServerPool
 from fastctx import AsyncClient, Client, NotFound, VersionConflict
 from fastctx.client.cache import ClientCache, version_of
+from support.pool import ServerPool
 
 ITEM = "/v1/contexts/{token}"
 

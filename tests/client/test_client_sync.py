@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerPool, free_port
 from fastctx import (
     Client,
     FastctxError,
@@ -20,6 +19,8 @@ from fastctx import (
     VersionConflict,
 )
 from fastctx.errors import BackendError
+from support.pool import ServerPool
+from support.ports import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -18,7 +18,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from test_client_cache import Reads
 
-from conftest import GranianServer, OwnRedis, ServerPool
 from fastctx import Client
 from fastctx.middleware import (
     ContextMiddleware,
@@ -27,6 +26,9 @@ from fastctx.middleware import (
     propagation_headers,
     token_from_headers,
 )
+from support.pool import ServerPool
+from support.redis import RedisServer
+from support.servers import GranianServer
 
 if TYPE_CHECKING:
     # What starlette's TestClient answers with (it speaks httpx2 when installed).
@@ -219,7 +221,7 @@ def test_stopped_server_is_503(tmp_path: Path) -> None:
 
 
 def test_redis_down_serves_cached_contexts_and_503_for_others(
-    tmp_path: Path, own_redis: OwnRedis
+    tmp_path: Path, own_redis: RedisServer
 ) -> None:
     server = GranianServer.start(tmp_path, own_redis.url)
     try:

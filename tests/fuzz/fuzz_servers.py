@@ -10,7 +10,9 @@ import pytest
 from hostile import HEADER_TIMEOUT, Live, create_protected
 from redis import Redis
 
-from conftest import PROFILES, GranianServer, RedisServer, ServerPool
+from support.pool import PROFILES, ServerPool
+from support.redis import RedisServer
+from support.servers import GranianServer
 
 BACKENDS = ("memory", "redis")
 

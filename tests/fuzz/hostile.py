@@ -25,7 +25,7 @@ HEADER_TIMEOUT = 2  # seconds: FASTCTX_HEADER_TIMEOUT of the own_* servers (fuzz
 DEEP = 100_000  # nesting levels
 MIB = 1024 * 1024
 UNKNOWN_TOKEN = "0AbCdEfGhIjKlMnOpQrStU"
-ACME = {"Authorization": "Bearer key-acme"}  # the `tenants` profile of tests/conftest.py
+ACME = {"Authorization": "Bearer key-acme"}  # the `tenants` profile of tests/support/pool.py
 GLOBEX = {"Authorization": "Bearer key-globex"}
 
 

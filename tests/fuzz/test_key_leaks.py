@@ -7,8 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import free_port, stop_process, wait_healthy
 from fastctx.config import Settings
+from support.ports import free_port
+from support.processes import stop_process
+from support.servers import wait_healthy
 
 SECRET_A = "sk-acme-3f9c1e7d5b2a40c8"
 SECRET_B = "sk-globex-8e4d2c6a0b1f93e7"

@@ -19,10 +19,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import ServerPool
 from fastctx.http.openapi import OPENAPI
+from support.pool import ServerPool
 
-# (backend, settings profile of tests/conftest.py, headers every request carries)
+# (backend, settings profile of tests/support/pool.py, headers every request carries)
 TARGETS = [
     ("memory", "default", {}),
     ("redis", "default", {}),

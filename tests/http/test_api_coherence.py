@@ -7,7 +7,9 @@ import time
 
 import httpx
 
-from conftest import NODES_DB, GranianServer, RedisServer
+from support.pool import NODES_DB
+from support.redis import RedisServer
+from support.servers import GranianServer
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}

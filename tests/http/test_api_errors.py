@@ -11,7 +11,7 @@ import httpx
 import pytest
 from contract import JSON, MERGE, UNKNOWN_TOKEN, assert_problem, create, get_state
 
-SMALL_MAX_BYTES = 4096  # the `small` profile of tests/conftest.py
+SMALL_MAX_BYTES = 4096  # the `small` profile of tests/support/pool.py
 
 MALFORMED_TOKENS = [
     "short",

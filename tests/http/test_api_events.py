@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import GranianServer, OwnRedis, RedisServer, ServerPool
+from support.pool import ServerPool
+from support.redis import RedisServer
+from support.servers import GranianServer
 
 pytestmark = pytest.mark.anyio
 
@@ -297,7 +299,7 @@ async def test_a_session_stream_ends_when_the_session_expires(
 
 
 async def test_a_followed_context_gets_its_expired_event_in_a_large_keyspace(
-    own_redis: OwnRedis, tmp_path: Path
+    own_redis: RedisServer, tmp_path: Path
 ) -> None:
     # 50,000 keys with a TTL and one expiry cycle a second: Redis's own sampling would take
     # about forty minutes to come upon the context's key.

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GranianServer, metric
+from support.servers import GranianServer, metric
 
 LIMIT = 2
 ACCEPT = "application/json, text/event-stream"

@@ -12,7 +12,7 @@ import pytest
 from fastmcp import Client as FastMcpClient
 from mcp.client.client import Client as SdkClient
 
-from conftest import ServerPool
+from support.pool import ServerPool
 
 TOOLS = {
     "context_create",

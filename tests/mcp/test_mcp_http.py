@@ -10,7 +10,7 @@ import httpx
 import pytest
 from mcp_wire import BASE, ENVELOPE, LEGACY, MODERN, UNKNOWN, in_session, modern, rpc
 
-from conftest import ServerPool
+from support.pool import ServerPool
 
 
 @pytest.fixture(params=["memory", "redis"])

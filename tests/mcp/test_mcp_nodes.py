@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from mcp_wire import BASE
 
-from conftest import GranianServer
+from support.servers import GranianServer
 
 VERSION = "2025-06-18"
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import RedisServer
 from fastctx.backends import Backend, mcp_stream
 from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.redis import RedisBackend
 from fastctx.clock import now_ms
+from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 IDLE_MS = 300

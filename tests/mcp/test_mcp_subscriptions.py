@@ -21,7 +21,8 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_wire import BASE, ENVELOPE, LEGACY, UNKNOWN, in_session, modern, rpc
 
-from conftest import GranianServer, ServerPool
+from support.pool import ServerPool
+from support.servers import GranianServer
 
 UPDATED = "notifications/resources/updated"
 WAIT = 10.0  # seconds a notification may take to arrive
