@@ -19,30 +19,16 @@
 //!   49+s     -  stored payload
 //! ```
 //!
-//! Codec choice. Measured on this machine (AMD EPYC, 2 cores; lz4_flex 0.14 safe mode, zstd 0.14
-//! with a reused context, fresh-context zstd in brackets) on generated chat-history JSON
-//! (message ids, hex trace ids, English-word text, numbers):
+//! Codec choice. The writer uses lz4: every cache miss decodes a frame, and lz4 decodes and
+//! encodes faster than zstd at every size, which matters more for a store that promises
+//! microsecond reads than zstd's better ratio. It is also pure Rust, so the crate needs no C
+//! toolchain. Codec id 2 stays reserved for zstd; reading it is refused. The `codec-*` groups of
+//! `benches/test_core_bench.py` measure both codecs (ratio, encode and decode time) on
+//! chat-history JSON.
 //!
-//! ```text
-//! size       codec    ratio  encode            decode
-//!   1.3 KiB  lz4      1.62     1.1 us            0.2 us
-//!            zstd-1   2.28     4.3 us (12.1)     1.9 us (9.6)
-//!            zstd-3   2.29     4.9 us (12.8)     2.0 us (9.6)
-//!    16 KiB  lz4      2.25    11.6 us            3.1 us
-//!            zstd-1   3.76    26.7 us (34.4)    10.0 us (17.6)
-//!            zstd-3   3.83    29.8 us (39.6)     9.4 us (17.0)
-//!   256 KiB  lz4      2.40     178 us             49 us
-//!            zstd-1   4.17     425 us (428)      114 us (124)
-//!            zstd-3   4.18     483 us (487)      108 us (112)
-//! ```
-//!
-//! The writer uses lz4: every cache miss decodes a frame, and lz4 decodes 3-10x faster than zstd
-//! (over 5 GB/s) and encodes 2.5-4x faster, which matters more for a store that promises
-//! microsecond reads than zstd's better ratio (1.6-1.9x smaller frames). It is also pure Rust, so
-//! the crate needs no C toolchain. Codec id 2 stays reserved for zstd; reading it is refused.
-//!
-//! COMPRESS_THRESHOLD is 1 KiB: below it lz4 saves a few hundred bytes at best, while from there
-//! on it already saves about 40% for about 1 us; a payload that does not shrink is stored raw.
+//! COMPRESS_THRESHOLD is 1 KiB: below it lz4 can save only a few hundred bytes, while from there
+//! on it already saves a good part of the payload for little time; a payload that does not
+//! shrink is stored raw.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
