@@ -1,5 +1,6 @@
-//! What the patch modules share about JSON: validation (one value, UTF-8, no trailing data,
-//! nesting at most 127 levels), parsing into a `serde_json::Value`, and writing one back.
+//! JSON over bytes: validation (one value, UTF-8, no trailing data, nesting at most 127
+//! levels), and the parsing into a `serde_json::Value` and writing back that `merge` and `patch`
+//! share.
 
 use std::fmt;
 
