@@ -77,6 +77,7 @@ lint: build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest fastctx._core
 	cargo fmt --manifest-path rust_core/Cargo.toml --check
 	cargo clippy --manifest-path rust_core/Cargo.toml --all-targets -- -D warnings
 

@@ -1,4 +1,5 @@
-"""Micro benchmarks: the Rust Context Serializer (frames, merge patch) against Python peers."""
+"""Micro benchmarks: the Rust Context Serializer (frames, merge patch) against Python peers, and
+the codecs a frame could store its payload with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
@@ -15,6 +16,11 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from fastctx import _core
+
+try:
+    import zstandard
+except ImportError:  # the bench extra is not installed: the zstd cases are skipped
+    zstandard = None
 
 Json = dict[str, Any]
 
@@ -50,16 +56,21 @@ def conversation(min_bytes: int, seed: int = 7) -> Json:
         "status": "active",
         "turns": {},
     }
+    # The length is kept up to date turn by turn: dumping the whole document after each turn
+    # would take seconds for the larger contexts.
+    length = len(json.dumps(doc, separators=(",", ":")))
     n = 0
-    while len(json.dumps(doc, separators=(",", ":"))) < min_bytes:
+    while length < min_bytes:
         n += 1
-        doc["turns"][f"t{n:04d}"] = {
+        key = f"t{n:04d}"
+        turn = doc["turns"][key] = {
             "role": "user" if n % 2 else "assistant",
             "content": _text(rng, rng.randint(8, 40)),
             "tokens": rng.randint(10, 400),
             "at": 1_764_000_000_000 + n * 9_137,
             "trace": f"{rng.getrandbits(128):032x}",
         }
+        length += len(json.dumps({key: turn}, separators=(",", ":"))) - (2 if n == 1 else 1)
     return doc
 
 
@@ -328,3 +339,87 @@ def test_merge_patch(benchmark: BenchmarkFixture, context: str, impl: str) -> No
     benchmark.group = f"merge-patch-{context}"
     doc, patch = CONTEXTS[context]
     assert benchmark(PATCHERS[impl], doc, patch)
+
+
+# --- codecs: why a frame stores lz4 ---------------------------------------------------------
+
+# A frame's payload is lz4-compressed (lz4_flex, in the Rust writer); codec id 2 is kept for
+# zstd. These measure both on chat-history JSON at three sizes: the time to encode and to
+# decode, and the ratio each reaches (in extra_info), which is what the choice rests on. lz4 is
+# timed through encode_frame and decode_frame, so its times include the header and the crc32;
+# zstd (libzstd, through the zstandard package) with one context kept across calls, as a writer
+# would keep it, and "-fresh" with a new context per call.
+CODEC_PAYLOADS = {f"{size}k": compact(conversation(size * KIB)) for size in (1, 16, 256)}
+
+
+class Codec(NamedTuple):
+    encode: Callable[[bytes], bytes]
+    decode: Callable[[bytes], bytes]
+    # Bytes of the encoded form that are not the compressed payload (the frame header).
+    overhead: int = 0
+
+
+def _lz4_frame() -> Codec:
+    return Codec(
+        lambda payload: _core.encode_frame(payload, 1, NOW, NOW, 0),
+        lambda frame: _core.decode_frame(frame).payload,
+        _core.FRAME_HEADER_SIZE,
+    )
+
+
+def _zstd(level: int, *, fresh: bool) -> Codec:
+    if fresh:
+        return Codec(
+            lambda payload: zstandard.ZstdCompressor(level=level).compress(payload),
+            lambda blob: zstandard.ZstdDecompressor().decompress(blob),
+        )
+    return Codec(
+        zstandard.ZstdCompressor(level=level).compress, zstandard.ZstdDecompressor().decompress
+    )
+
+
+CODECS: dict[str, Codec] = {"lz4": _lz4_frame()}
+if zstandard is not None:
+    for _level in (1, 3):
+        CODECS[f"zstd-{_level}"] = _zstd(_level, fresh=False)
+        CODECS[f"zstd-{_level}-fresh"] = _zstd(_level, fresh=True)
+CODEC_IDS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.skipif(name not in CODECS, reason="zstandard is not installed"),
+    )
+    for name in ("lz4", "zstd-1", "zstd-1-fresh", "zstd-3", "zstd-3-fresh")
+]
+
+
+def codec_ratio(codec: Codec, payload: bytes, encoded: bytes) -> float:
+    return round(len(payload) / (len(encoded) - codec.overhead), 2)
+
+
+def test_codecs_round_trip() -> None:
+    for payload in CODEC_PAYLOADS.values():
+        for codec in CODECS.values():
+            encoded = codec.encode(payload)
+            assert codec.decode(encoded) == payload
+            assert codec_ratio(codec, payload, encoded) > 1
+        # Every size is past the threshold, so the lz4 side is timed compressing.
+        assert _core.decode_frame(CODECS["lz4"].encode(payload)).compressed
+
+
+@pytest.mark.parametrize("codec", CODEC_IDS)
+@pytest.mark.parametrize("size", list(CODEC_PAYLOADS))
+def test_codec_encode(benchmark: BenchmarkFixture, size: str, codec: str) -> None:
+    benchmark.group = f"codec-encode-{size}"
+    payload = CODEC_PAYLOADS[size]
+    encoded = benchmark(CODECS[codec].encode, payload)
+    benchmark.extra_info["ratio"] = codec_ratio(CODECS[codec], payload, encoded)
+
+
+@pytest.mark.parametrize("codec", CODEC_IDS)
+@pytest.mark.parametrize("size", list(CODEC_PAYLOADS))
+def test_codec_decode(benchmark: BenchmarkFixture, size: str, codec: str) -> None:
+    benchmark.group = f"codec-decode-{size}"
+    payload = CODEC_PAYLOADS[size]
+    encoded = CODECS[codec].encode(payload)
+    assert benchmark(CODECS[codec].decode, encoded) == payload
+    benchmark.extra_info["ratio"] = codec_ratio(CODECS[codec], payload, encoded)

@@ -19,37 +19,22 @@
 //!   49+s     -  stored payload
 //! ```
 //!
-//! Codec choice. Measured on this machine (AMD EPYC, 2 cores; lz4_flex 0.14 safe mode, zstd 0.14
-//! with a reused context, fresh-context zstd in brackets) on generated chat-history JSON
-//! (message ids, hex trace ids, English-word text, numbers):
+//! Codec choice. The writer uses lz4: every cache miss decodes a frame, and lz4 decodes and
+//! encodes faster than zstd at every size, which matters more for a store that promises
+//! microsecond reads than zstd's better ratio. It is also pure Rust, so the crate needs no C
+//! toolchain. Codec id 2 stays reserved for zstd; reading it is refused. The `codec-*` groups of
+//! `benches/test_core_bench.py` measure both codecs (ratio, encode and decode time) on
+//! chat-history JSON.
 //!
-//! ```text
-//! size       codec    ratio  encode            decode
-//!   1.3 KiB  lz4      1.62     1.1 us            0.2 us
-//!            zstd-1   2.28     4.3 us (12.1)     1.9 us (9.6)
-//!            zstd-3   2.29     4.9 us (12.8)     2.0 us (9.6)
-//!    16 KiB  lz4      2.25    11.6 us            3.1 us
-//!            zstd-1   3.76    26.7 us (34.4)    10.0 us (17.6)
-//!            zstd-3   3.83    29.8 us (39.6)     9.4 us (17.0)
-//!   256 KiB  lz4      2.40     178 us             49 us
-//!            zstd-1   4.17     425 us (428)      114 us (124)
-//!            zstd-3   4.18     483 us (487)      108 us (112)
-//! ```
-//!
-//! The writer uses lz4: every cache miss decodes a frame, and lz4 decodes 3-10x faster than zstd
-//! (over 5 GB/s) and encodes 2.5-4x faster, which matters more for a store that promises
-//! microsecond reads than zstd's better ratio (1.6-1.9x smaller frames). It is also pure Rust, so
-//! the crate needs no C toolchain. Codec id 2 stays reserved for zstd; reading it is refused.
-//!
-//! COMPRESS_THRESHOLD is 1 KiB: below it lz4 saves a few hundred bytes at best, while from there
-//! on it already saves about 40% for about 1 us; a payload that does not shrink is stored raw.
+//! COMPRESS_THRESHOLD is 1 KiB: below it lz4 can save only a few hundred bytes, while from there
+//! on it already saves a good part of the payload for little time; a payload that does not
+//! shrink is stored raw.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::FrameError;
-use crate::json::maybe_detach;
+use crate::errors::Error;
+use crate::gil::maybe_detach;
 
 pub const MAGIC: &[u8; 2] = b"FX";
 pub const FORMAT_VERSION: u8 = 1;
@@ -92,38 +77,20 @@ pub struct Header<'a> {
     pub payload_offset: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EncodeError {
-    PayloadTooLarge(usize),
-    BadSession(&'static str),
-}
-
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::PayloadTooLarge(len) => {
-                write!(
-                    f,
-                    "payload of {len} bytes exceeds the {MAX_PAYLOAD_LEN}-byte frame limit"
-                )
-            }
-            Self::BadSession(why) => write!(f, "session id {why}"),
-        }
-    }
-}
-
 /// Builds a frame; compresses the payload when it is long enough and compression pays off.
-pub fn encode(payload: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, EncodeError> {
+pub fn encode(payload: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, Error> {
     if payload.len() > MAX_PAYLOAD_LEN {
-        return Err(EncodeError::PayloadTooLarge(payload.len()));
+        return Err(Error::Argument(format!(
+            "payload of {} bytes exceeds the {MAX_PAYLOAD_LEN}-byte frame limit",
+            payload.len()
+        )));
     }
     let session = meta.session.map(str::as_bytes).unwrap_or_default();
+    let bad_session = |why: &str| Err(Error::Argument(format!("session id {why}")));
     match meta.session {
-        Some("") => return Err(EncodeError::BadSession("must not be empty")),
-        Some(s) if !s.is_ascii() => return Err(EncodeError::BadSession("must be ASCII")),
-        _ if session.len() > MAX_SESSION_LEN => {
-            return Err(EncodeError::BadSession("must be at most 255 bytes"));
-        }
+        Some("") => return bad_session("must not be empty"),
+        Some(s) if !s.is_ascii() => return bad_session("must be ASCII"),
+        _ if session.len() > MAX_SESSION_LEN => return bad_session("must be at most 255 bytes"),
         _ => {}
     }
     let crc_at = FIXED_LEN + session.len();
@@ -197,57 +164,60 @@ fn u32_at(frame: &[u8], at: usize) -> usize {
 }
 
 /// Reads the header and checks it against the frame's length; does not verify the checksum.
-pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, String> {
+pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, Error> {
     if frame.len() < FRAME_HEADER_SIZE {
-        return Err(format!(
+        return Err(Error::Frame(format!(
             "truncated frame: {} bytes, a header needs at least {FRAME_HEADER_SIZE}",
             frame.len()
-        ));
+        )));
     }
     if &frame[..2] != MAGIC {
-        return Err("not a fastctx frame (bad magic)".to_owned());
+        return Err(Error::Frame("not a fastctx frame (bad magic)".to_owned()));
     }
     if frame[2] != FORMAT_VERSION {
-        return Err(format!("unknown frame format version {}", frame[2]));
+        return Err(Error::Frame(format!(
+            "unknown frame format version {}",
+            frame[2]
+        )));
     }
     let flags = frame[3];
     if flags & !CODEC_MASK != 0 {
-        return Err(format!("unknown frame flags {flags:#04x}"));
+        return Err(Error::Frame(format!("unknown frame flags {flags:#04x}")));
     }
     let codec = flags & CODEC_MASK;
     if codec != CODEC_NONE && codec != CODEC_LZ4 {
-        return Err(format!("unsupported frame codec {codec}"));
+        return Err(Error::Frame(format!("unsupported frame codec {codec}")));
     }
     let raw_len = u32_at(frame, 36);
     let stored_len = u32_at(frame, 40);
     let session_len = frame[44] as usize;
     let payload_offset = FRAME_HEADER_SIZE + session_len;
     if frame.len() < payload_offset || frame.len() - payload_offset != stored_len {
-        return Err(format!(
+        return Err(Error::Frame(format!(
             "truncated or overlong frame: {} bytes, header says {}",
             frame.len(),
             payload_offset as u64 + stored_len as u64
-        ));
+        )));
     }
     if raw_len > MAX_PAYLOAD_LEN {
-        return Err(format!(
+        return Err(Error::Frame(format!(
             "payload length {raw_len} exceeds the {MAX_PAYLOAD_LEN}-byte limit"
-        ));
+        )));
     }
     let plausible = match codec {
         CODEC_NONE => stored_len == raw_len,
         _ => raw_len <= stored_len.saturating_mul(LZ4_MAX_RATIO),
     };
     if !plausible {
-        return Err(format!(
+        return Err(Error::Frame(format!(
             "payload length {raw_len} impossible for {stored_len} stored bytes"
-        ));
+        )));
     }
     let session = match session_len {
         0 => None,
         _ => match std::str::from_utf8(&frame[FIXED_LEN..FIXED_LEN + session_len]) {
             Ok(s) if s.is_ascii() => Some(s),
-            _ => return Err("session id is not ASCII".to_owned()),
+            _ => return Err(Error::Frame("session id is not ASCII".to_owned())),
         },
     };
     let meta = Meta {
@@ -266,29 +236,29 @@ pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, String> {
 }
 
 /// Checks the whole frame and returns its header and the stored payload bytes.
-pub fn verify(frame: &[u8]) -> Result<(Header<'_>, &[u8]), String> {
+pub fn verify(frame: &[u8]) -> Result<(Header<'_>, &[u8]), Error> {
     let header = parse_header(frame)?;
     let crc_at = header.payload_offset - CRC_LEN;
     let stored = &frame[header.payload_offset..];
     let expected = u32_at(frame, crc_at) as u32;
     if checksum(&frame[..crc_at], stored) != expected {
-        return Err("frame checksum mismatch".to_owned());
+        return Err(Error::Frame("frame checksum mismatch".to_owned()));
     }
     Ok((header, stored))
 }
 
 /// Decompresses `stored` into `out`, which has exactly the header's raw length.
-pub fn decompress_into(codec: u8, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decompress_into(codec: u8, stored: &[u8], out: &mut [u8]) -> Result<(), Error> {
     match codec {
         CODEC_NONE => out.copy_from_slice(stored),
         _ => {
             let n = lz4_flex::block::decompress_into(stored, out)
-                .map_err(|err| format!("corrupted compressed payload: {err}"))?;
+                .map_err(|err| Error::Frame(format!("corrupted compressed payload: {err}")))?;
             if n != out.len() {
-                return Err(format!(
+                return Err(Error::Frame(format!(
                     "payload decompressed to {n} bytes, header says {}",
                     out.len()
-                ));
+                )));
             }
         }
     }
@@ -296,7 +266,7 @@ pub fn decompress_into(codec: u8, stored: &[u8], out: &mut [u8]) -> Result<(), S
 }
 
 /// Decodes a frame into its metadata and payload (pure Rust; the Python path avoids the copy).
-pub fn decode(frame: &[u8]) -> Result<(Meta<'_>, Vec<u8>), String> {
+pub fn decode(frame: &[u8]) -> Result<(Meta<'_>, Vec<u8>), Error> {
     let (header, stored) = verify(frame)?;
     let mut payload = vec![0; header.raw_len];
     decompress_into(header.codec, stored, &mut payload)?;
@@ -351,19 +321,19 @@ fn encode_frame<'py>(
         expires_at,
         session,
     };
-    let frame = maybe_detach(py, payload.len(), || encode(payload, &meta))
-        .map_err(|err| PyValueError::new_err(err.to_string()))?;
+    let frame = maybe_detach(py, payload.len(), || encode(payload, &meta))?;
     Ok(PyBytes::new(py, &frame))
 }
 
 /// Decode and verify a frame; FrameError on anything wrong.
 #[pyfunction]
 fn decode_frame(py: Python<'_>, frame: &[u8]) -> PyResult<Frame> {
-    let (header, stored) = verify(frame).map_err(FrameError::new_err)?;
+    let (header, stored) = verify(frame)?;
     let raw_len = header.raw_len;
     let payload = PyBytes::new_with(py, raw_len, |out| {
-        maybe_detach(py, raw_len, || decompress_into(header.codec, stored, out))
-            .map_err(FrameError::new_err)
+        Ok(maybe_detach(py, raw_len, || {
+            decompress_into(header.codec, stored, out)
+        })?)
     })?;
     Ok(Frame {
         version: header.meta.version,
@@ -381,10 +351,7 @@ fn decode_frame(py: Python<'_>, frame: &[u8]) -> PyResult<Frame> {
 /// The context version of a frame, from its header alone (the checksum is not verified).
 #[pyfunction]
 fn frame_version(frame: &[u8]) -> PyResult<u64> {
-    Ok(parse_header(frame)
-        .map_err(FrameError::new_err)?
-        .meta
-        .version)
+    Ok(parse_header(frame)?.meta.version)
 }
 
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -483,12 +450,12 @@ mod tests {
                 },
             )
         };
-        assert!(matches!(bad(""), Err(EncodeError::BadSession(_))));
-        assert!(matches!(bad("é"), Err(EncodeError::BadSession(_))));
-        assert!(matches!(
-            bad(&"x".repeat(256)),
-            Err(EncodeError::BadSession(_))
-        ));
+        for session in ["", "é", &"x".repeat(256)] {
+            assert!(
+                matches!(bad(session), Err(Error::Argument(ref msg)) if msg.starts_with("session id")),
+                "{session:?}"
+            );
+        }
         assert!(bad(&"x".repeat(255)).is_ok());
     }
 
@@ -556,7 +523,11 @@ mod tests {
         let forged = forge(tiny, |f| {
             f[36..40].copy_from_slice(&(64u32 << 20).to_le_bytes())
         });
-        assert!(parse_header(&forged).unwrap_err().contains("impossible"));
+        let err = parse_header(&forged).unwrap_err();
+        assert!(
+            matches!(err, Error::Frame(ref msg) if msg.contains("impossible")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
-//! JSON validation: one value, UTF-8, no trailing data, nesting at most 128 levels.
+//! JSON over bytes: validation (one value, UTF-8, no trailing data, nesting at most 127
+//! levels), and the parsing into a `serde_json::Value` and writing back that `merge` and `patch`
+//! share.
 
 use std::fmt;
 
 use pyo3::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
-use crate::errors::JsonError;
-
-/// Inputs at least this long are checked with the GIL released.
-pub const DETACH_THRESHOLD: usize = 64 * 1024;
+use crate::errors::Error;
+use crate::gil::maybe_detach;
 
 /// Any JSON value, parsed and dropped; unlike `serde::de::IgnoredAny` it decodes every string,
 /// so it rejects exactly what parsing into a `serde_json::Value` rejects (lone surrogates too).
@@ -56,26 +57,32 @@ impl<'de> Visitor<'de> for AnyJsonVisitor {
     }
 }
 
+/// `data` as text, or a JSON error saying why it is not UTF-8.
+pub fn utf8(data: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(data).map_err(|err| Error::Json(format!("invalid UTF-8: {err}")))
+}
+
 /// Checks that `data` is one JSON value; the error says where it is not.
-pub fn validate(data: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(data).map_err(|err| format!("invalid UTF-8: {err}"))?;
-    serde_json::from_str::<AnyJson>(text).map_err(|err| err.to_string())?;
+pub fn validate(data: &[u8]) -> Result<(), Error> {
+    serde_json::from_str::<AnyJson>(utf8(data)?).map_err(|err| Error::Json(err.to_string()))?;
     Ok(())
 }
 
-/// Runs `f` without the GIL when `len` makes the work worth a GIL round trip.
-pub fn maybe_detach<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + Send) -> T {
-    if len >= DETACH_THRESHOLD {
-        py.detach(f)
-    } else {
-        f()
-    }
+/// Parses `data`, named `what` in the error, into a value.
+pub fn parse(data: &[u8], what: &str) -> Result<Value, Error> {
+    let text = utf8(data).map_err(|err| err.at(what))?;
+    serde_json::from_str(text).map_err(|err| Error::Json(format!("{what}: {err}")))
+}
+
+/// `value` as compact JSON.
+pub fn serialize(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a Value with string keys always serializes")
 }
 
 /// Raise JsonError unless `data` is one JSON value in UTF-8 with nothing after it.
 #[pyfunction]
 fn validate_json(py: Python<'_>, data: &[u8]) -> PyResult<()> {
-    maybe_detach(py, data.len(), || validate(data)).map_err(JsonError::new_err)
+    Ok(maybe_detach(py, data.len(), || validate(data))?)
 }
 
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 pub mod cache;
 pub mod errors;
 pub mod frame;
+pub mod gil;
 pub mod json;
 pub mod merge;
 pub mod patch;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     token::init(m)?;
     json::init(m)?;
     frame::init(m)?;
+    merge::init(m)?;
     patch::init(m)?;
     cache::init(m)?;
     Ok(())

@@ -1,4 +1,4 @@
-//! RFC 7386 merge patch over raw JSON bytes.
+//! RFC 7386 merge patch over raw JSON bytes, and its Python function.
 //!
 //! Only the members the patch names are looked at: every other member of the document is
 //! validated by the scanner and copied as written, minus insignificant whitespace. The patch is
@@ -7,9 +7,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use serde_json::{Map, Value};
 
-use crate::patch::{Failure, parse, serialize};
+use crate::errors::Error;
+use crate::gil::maybe_detach;
+use crate::json::{parse, serialize, utf8};
 use crate::scan::{ScanError, Scanner, unescape, write_compact};
 
 /// A parsed merge patch: objects as members, every other value as its raw JSON.
@@ -207,14 +211,8 @@ fn merge_object(
     Ok(())
 }
 
-fn not_json(what: &'static str) -> impl Fn(ScanError) -> Failure {
-    move |err| Failure::NotJson(format!("{what}: {err}"))
-}
-
-fn check_utf8(data: &[u8], what: &str) -> Result<(), Failure> {
-    std::str::from_utf8(data)
-        .map(drop)
-        .map_err(|err| Failure::NotJson(format!("{what}: invalid UTF-8: {err}")))
+fn not_json(what: &'static str) -> impl Fn(ScanError) -> Error {
+    move |err| Error::Json(format!("{what}: {err}"))
 }
 
 /// Merge patch over bytes: the result as compact JSON.
@@ -223,9 +221,9 @@ fn check_utf8(data: &[u8], what: &str) -> Result<(), Failure> {
 /// document repeats a key the patch names, the document is parsed as serde_json reads it
 /// (the last value counts, in the first place) and merged as a `Value`, so every occurrence
 /// does not each get a copy of the patch.
-pub fn merge_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Failure> {
-    check_utf8(document, "document")?;
-    check_utf8(patch, "patch")?;
+pub fn merge_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
+    utf8(document).map_err(|err| err.at("document"))?;
+    utf8(patch).map_err(|err| err.at("patch"))?;
     let mut patch_scanner = Scanner::new(patch);
     patch_scanner.skip_space();
     let parsed = parse_merge_patch(&mut patch_scanner, 0).map_err(not_json("patch"))?;
@@ -274,6 +272,23 @@ fn merge_values(target: &mut Value, patch: Value) {
             merge_values(target.entry(key).or_insert(Value::Null), value);
         }
     }
+}
+
+/// Apply an RFC 7386 merge patch; returns the result as compact JSON bytes.
+#[pyfunction]
+fn merge_patch<'py>(
+    py: Python<'py>,
+    document: &[u8],
+    patch: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let len = document.len() + patch.len();
+    let out = maybe_detach(py, len, || merge_patch_bytes(document, patch))?;
+    Ok(PyBytes::new(py, &out))
+}
+
+pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(merge_patch, m)?)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -388,7 +403,7 @@ mod tests {
             ("[1,", "2"),
         ] {
             let err = merge_patch_bytes(doc.as_bytes(), patch.as_bytes()).unwrap_err();
-            assert!(matches!(err, Failure::NotJson(_)), "{doc} {patch}: {err:?}");
+            assert!(matches!(err, Error::Json(_)), "{doc} {patch}: {err:?}");
         }
     }
 }

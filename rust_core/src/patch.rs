@@ -1,5 +1,4 @@
-//! JSON patches: RFC 7386 merge patch (its walk over raw bytes is in `merge`) and RFC 6902
-//! JSON Patch, over JSON bytes, and their Python functions.
+//! RFC 6902 JSON Patch over JSON bytes, and its Python function.
 //!
 //! A JSON Patch parses into `serde_json::Value` with `preserve_order` (object members keep
 //! their order; removals shift, never swap) and `arbitrary_precision` (numbers come out as
@@ -13,42 +12,11 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
-use crate::errors::{JsonError, PatchError, PatchTestFailed};
-use crate::json::{AnyJson, maybe_detach, validate};
-use crate::merge::merge_patch_bytes;
+use crate::errors::Error;
+use crate::gil::maybe_detach;
+use crate::json::{AnyJson, parse, serialize, utf8, validate};
 use crate::pointer::{Pointer, array_index, get, get_mut};
-
-pub use crate::scan::MAX_DEPTH;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The document or the patch is not JSON.
-    NotJson(String),
-    /// The patch is malformed, or an operation cannot be applied.
-    Invalid(String),
-    /// A `test` operation failed.
-    TestFailed(String),
-}
-
-impl From<Failure> for PyErr {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::NotJson(msg) => JsonError::new_err(msg),
-            Failure::Invalid(msg) => PatchError::new_err(msg),
-            Failure::TestFailed(msg) => PatchTestFailed::new_err(msg),
-        }
-    }
-}
-
-pub(crate) fn parse(data: &[u8], what: &str) -> Result<Value, Failure> {
-    let text = std::str::from_utf8(data)
-        .map_err(|err| Failure::NotJson(format!("{what}: invalid UTF-8: {err}")))?;
-    serde_json::from_str(text).map_err(|err| Failure::NotJson(format!("{what}: {err}")))
-}
-
-pub(crate) fn serialize(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a Value with string keys always serializes")
-}
+use crate::scan::MAX_DEPTH;
 
 /// Nesting of `value` (0 for a scalar), or `None` once it exceeds `limit`.
 fn depth_within(value: &Value, limit: usize) -> Option<usize> {
@@ -82,9 +50,6 @@ fn weight(value: &Value) -> usize {
         _ => 4,
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// RFC 6902 JSON Patch
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -194,16 +159,15 @@ impl<'de> Visitor<'de> for OperationVisitor {
     }
 }
 
-fn parse_operations(patch: &[u8]) -> Result<Vec<Operation>, Failure> {
-    let text = std::str::from_utf8(patch)
-        .map_err(|err| Failure::NotJson(format!("patch: invalid UTF-8: {err}")))?;
+fn parse_operations(patch: &[u8]) -> Result<Vec<Operation>, Error> {
+    let text = utf8(patch).map_err(|err| err.at("patch"))?;
     serde_json::from_str::<Vec<Operation>>(text).map_err(|err| match err.classify() {
         // A shape error can come before a syntax error further on: not JSON wins.
         Category::Data => match validate(patch) {
-            Ok(()) => Failure::Invalid(format!("invalid JSON Patch: {err}")),
-            Err(msg) => Failure::NotJson(format!("patch: {msg}")),
+            Ok(()) => Error::Patch(format!("invalid JSON Patch: {err}")),
+            Err(not_json) => not_json.at("patch"),
         },
-        _ => Failure::NotJson(format!("patch: {err}")),
+        _ => Error::Json(format!("patch: {err}")),
     })
 }
 
@@ -296,14 +260,14 @@ struct Patcher {
 }
 
 impl Patcher {
-    fn apply(&mut self, doc: &mut Value, operation: Operation) -> Result<(), Failure> {
+    fn apply(&mut self, doc: &mut Value, operation: Operation) -> Result<(), Error> {
         let Operation {
             op,
             path,
             from,
             value,
         } = operation;
-        let invalid = |msg: String| Failure::Invalid(format!("{} {path}: {msg}", op.name()));
+        let invalid = |msg: String| Error::Patch(format!("{} {path}: {msg}", op.name()));
         match (op, from, value) {
             (Op::Add, _, Some(value)) => add(doc, &path, value).map_err(invalid),
             (Op::Remove, _, _) => remove(doc, &path).map(drop).map_err(invalid),
@@ -341,10 +305,10 @@ impl Patcher {
             }
             (Op::Test, _, Some(expected)) => match get(doc, path.tokens()) {
                 Ok(actual) if json_equal(actual, &expected) => Ok(()),
-                Ok(actual) => Err(Failure::TestFailed(format!(
+                Ok(actual) => Err(Error::TestFailed(format!(
                     "test {path}: expected {expected}, found {actual}"
                 ))),
-                Err(msg) => Err(Failure::TestFailed(format!("test {path}: {msg}"))),
+                Err(msg) => Err(Error::TestFailed(format!("test {path}: {msg}"))),
             },
             _ => unreachable!("Operation's deserializer requires the members each op needs"),
         }
@@ -352,7 +316,7 @@ impl Patcher {
 }
 
 /// JSON Patch over bytes: the result as compact JSON.
-pub fn json_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Failure> {
+pub fn json_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
     let mut doc = parse(document, "document")?;
     let operations = parse_operations(patch)?;
     // Copies may add at most about as much as the inputs plus 1 MiB: enough for any honest
@@ -363,27 +327,9 @@ pub fn json_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Failur
     for (index, operation) in operations.into_iter().enumerate() {
         patcher
             .apply(&mut doc, operation)
-            .map_err(|failure| match failure {
-                Failure::Invalid(msg) => Failure::Invalid(format!("operation {index}: {msg}")),
-                Failure::TestFailed(msg) => {
-                    Failure::TestFailed(format!("operation {index}: {msg}"))
-                }
-                not_json => not_json,
-            })?;
+            .map_err(|err| err.at(format_args!("operation {index}")))?;
     }
     Ok(serialize(&doc))
-}
-
-/// Apply an RFC 7386 merge patch; returns the result as compact JSON bytes.
-#[pyfunction]
-fn merge_patch<'py>(
-    py: Python<'py>,
-    document: &[u8],
-    patch: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let len = document.len() + patch.len();
-    let out = maybe_detach(py, len, || merge_patch_bytes(document, patch))?;
-    Ok(PyBytes::new(py, &out))
 }
 
 /// Apply an RFC 6902 JSON Patch atomically; returns the result as compact JSON bytes.
@@ -399,7 +345,6 @@ fn json_patch<'py>(
 }
 
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(merge_patch, m)?)?;
     m.add_function(wrap_pyfunction!(json_patch, m)?)?;
     Ok(())
 }
@@ -408,7 +353,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use super::*;
 
-    fn patched(doc: &str, patch: &str) -> Result<String, Failure> {
+    fn patched(doc: &str, patch: &str) -> Result<String, Error> {
         json_patch_bytes(doc.as_bytes(), patch.as_bytes()).map(|v| String::from_utf8(v).unwrap())
     }
 
@@ -436,7 +381,7 @@ mod tests {
             .is_ok()
         );
         let err = patched(doc, r#"[{"op":"test","path":"/m/0","value":"1"}]"#).unwrap_err();
-        assert!(matches!(err, Failure::TestFailed(_)));
+        assert!(matches!(err, Error::TestFailed(_)));
     }
 
     #[test]
@@ -456,7 +401,7 @@ mod tests {
         ];
         for patch in invalid {
             let err = patched("{}", patch).unwrap_err();
-            assert!(matches!(err, Failure::Invalid(_)), "{patch}: {err:?}");
+            assert!(matches!(err, Error::Patch(_)), "{patch}: {err:?}");
         }
         for not_json in [
             r#"{"op":"add",]"#,
@@ -465,7 +410,7 @@ mod tests {
             r#"[{"op":"x","y":"\ud800"}]"#,
         ] {
             let err = patched("{}", not_json).unwrap_err();
-            assert!(matches!(err, Failure::NotJson(_)), "{not_json}: {err:?}");
+            assert!(matches!(err, Error::Json(_)), "{not_json}: {err:?}");
         }
         let ok = patched(
             "{}",
@@ -531,10 +476,10 @@ mod tests {
         ];
         for patch in failing {
             let err = patched(doc, patch).unwrap_err();
-            assert!(matches!(err, Failure::Invalid(_)), "{patch}: {err:?}");
+            assert!(matches!(err, Error::Patch(_)), "{patch}: {err:?}");
         }
         let err = patched(doc, r#"[{"op":"test","path":"/x","value":1}]"#).unwrap_err();
-        assert!(matches!(err, Failure::TestFailed(_)));
+        assert!(matches!(err, Error::TestFailed(_)));
     }
 
     #[test]
@@ -546,7 +491,7 @@ mod tests {
         assert!(validate(out.as_bytes()).is_ok());
         let err = patched(r#"{"a":{"b":{}}}"#, &add("/a/b/c")).unwrap_err();
         assert!(
-            matches!(err, Failure::Invalid(ref msg) if msg.contains("deeper")),
+            matches!(err, Error::Patch(ref msg) if msg.contains("deeper")),
             "{err:?}"
         );
         let replace = format!(r#"[{{"op":"replace","path":"/a/b/c","value":{deep}}}]"#);
@@ -560,7 +505,7 @@ mod tests {
         let doubling = doubling.join(",");
         let err = patched(r#"{"k":"0123456789"}"#, &format!("[{doubling}]")).unwrap_err();
         assert!(
-            matches!(err, Failure::Invalid(ref msg) if msg.contains("too far")),
+            matches!(err, Error::Patch(ref msg) if msg.contains("too far")),
             "{err:?}"
         );
     }

@@ -1,7 +1,8 @@
 //! Tokens: 128 bits from the OS CSPRNG, written as exactly 22 base62 characters.
 
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
+
+use crate::errors::Error;
 
 /// Length of every token: 62**22 is the first power of 62 above 2**128.
 pub const TOKEN_LEN: usize = 22;
@@ -36,16 +37,17 @@ pub fn decode(text: &str) -> Option<u128> {
 }
 
 /// A fresh token from 128 bits of OS randomness.
-pub fn generate() -> Result<String, getrandom::Error> {
+pub fn generate() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
+    getrandom::fill(&mut bytes)
+        .map_err(|err| Error::Os(format!("OS random source failed: {err}")))?;
     Ok(encode(u128::from_le_bytes(bytes)))
 }
 
 /// Return a new token: 128 bits from the OS CSPRNG, base62, always 22 characters.
 #[pyfunction]
 fn new_token() -> PyResult<String> {
-    generate().map_err(|err| PyOSError::new_err(format!("OS random source failed: {err}")))
+    Ok(generate()?)
 }
 
 /// Tell whether `value` is exactly 22 characters of [0-9A-Za-z] encoding a number < 2**128.
