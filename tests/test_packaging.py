@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,14 @@ def test_dev_extra_holds_the_server_extra() -> None:
     with (REPO / "pyproject.toml").open("rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert set(extras["server"]) <= set(extras["dev"])
+
+
+def test_wheel_is_abi3_and_carries_its_licence(wheel: Path) -> None:
+    assert "-abi3-" in wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = next(name for name in names if name.endswith(".dist-info/METADATA"))
+        metadata = archive.read(info).decode()
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert "License-Expression: MIT" in metadata.splitlines()
+    assert "fastctx/py.typed" in names
