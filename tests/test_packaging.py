@@ -16,7 +16,8 @@ import pytest
 import fastctx
 from conftest import REPO, free_port, stop_process, wait_healthy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# The wheel's tests: one build (cached by cargo) and two installs from the package index.
+wheel_test = pytest.mark.timeout(900)
 
 # What only `fastctx serve` needs; the bare install has none of it.
 SERVER_MODULES = ("granian", "starlette", "redis", "hiredis", "prometheus_client", "uvloop")
@@ -94,6 +95,8 @@ def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return {name: root / name / "bin" for name in wanted}
 
 
+@pytest.mark.slow
+@wheel_test
 def test_bare_install_is_the_client_without_the_server(venvs: dict[str, Path]) -> None:
     bare = venvs["bare"]
     script = (
@@ -119,6 +122,8 @@ def test_bare_install_is_the_client_without_the_server(venvs: dict[str, Path]) -
         assert "ModuleNotFoundError" in missing.stderr, missing.stderr
 
 
+@pytest.mark.slow
+@wheel_test
 def test_bare_install_says_what_serving_needs(venvs: dict[str, Path]) -> None:
     bare = venvs["bare"]
     version = _run(bare / "fastctx", "--version", cwd=bare)
@@ -154,6 +159,8 @@ def served(venvs: dict[str, Path], tmp_path: Path) -> Iterator[str]:
         stop_process(proc)
 
 
+@pytest.mark.slow
+@wheel_test
 def test_server_install_serves_and_the_bare_client_talks_to_it(
     venvs: dict[str, Path], served: str
 ) -> None:
@@ -177,6 +184,8 @@ def test_dev_extra_holds_the_server_extra() -> None:
     assert set(extras["server"]) <= set(extras["dev"])
 
 
+@pytest.mark.slow
+@wheel_test
 def test_wheel_is_abi3_and_carries_its_licence(wheel: Path) -> None:
     assert "-abi3-" in wheel.name
     with zipfile.ZipFile(wheel) as archive:
@@ -186,3 +195,20 @@ def test_wheel_is_abi3_and_carries_its_licence(wheel: Path) -> None:
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert "License-Expression: MIT" in metadata.splitlines()
     assert "fastctx/py.typed" in names
+
+
+def test_importing_the_client_loads_nothing_of_the_server() -> None:
+    """In this environment, where the server's packages are installed: they stay unloaded."""
+    script = (
+        "import sys\n"
+        "import fastctx, fastctx.client, fastctx.middleware, fastctx.errors, fastctx.types\n"
+        f"server = {SERVER_MODULES!r}\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in server or m.startswith(('fastctx.http', \n"
+        "                                                          'fastctx.mcp',\n"
+        "                                                          'fastctx.backends'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
