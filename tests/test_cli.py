@@ -20,7 +20,7 @@ from conftest import FASTCTX_BIN, clean_env, metric, stop_process
 from fastctx.cli import GC_THRESHOLD
 from fastctx.config import Settings, masked_url
 
-FLAGS = ("--backend", "--host", "--port", "--workers", "--http")
+FLAGS = ("--backend", "--host", "--port", "--workers", "--http", "--log-format", "--access-log")
 
 
 def _free_port() -> int:
@@ -319,6 +319,9 @@ def test_port_in_use_is_refused_before_granian_starts(tmp_path: Path) -> None:
         (("--backend", "redis://127.0.0.1:6390/first"), {}, ("database", "first")),
         (("--backend", "redis+cluster://127.0.0.1:7000/2"), {}, ("only database 0",)),
         ((), {"workers": "many"}, ("FASTCTX_WORKERS", "many")),
+        ((), {"host": " "}, ("FASTCTX_HOST", "empty")),
+        ((), {"cache_bytes": 10**23}, ("FASTCTX_CACHE_BYTES", "too large")),
+        ((), {"backend": "redis://[::1"}, ("FASTCTX_BACKEND", "not a URL")),
     ],
 )
 def test_bad_setting_is_one_line_and_status_2(
@@ -330,9 +333,16 @@ def test_bad_setting_is_one_line_and_status_2(
     _refused_in_one_line(done, *named)
 
 
-def test_a_password_never_reaches_an_error_message(tmp_path: Path) -> None:
-    done = _run(tmp_path, "serve", "--backend", "redis://:hunter2@127.0.0.1:port/0")
-    _refused_in_one_line(done, "redis://:***@127.0.0.1:port/0")
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@127.0.0.1:port/0", "redis://:***@127.0.0.1:port/0"),
+        ("ftp://user:hunter2@127.0.0.1/", "ftp://user:***@127.0.0.1/"),
+    ],
+)
+def test_a_password_never_reaches_an_error_message(tmp_path: Path, url: str, shown: str) -> None:
+    done = _run(tmp_path, "serve", "--backend", url)
+    _refused_in_one_line(done, shown)
     assert "hunter2" not in done.stderr
 
 

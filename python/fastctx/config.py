@@ -15,6 +15,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_MODES = ("1", "2", "auto")
 LOG_FORMATS = ("text", "json")
 REDIS_PORT = 6379
+MAX_INTEGER = 2**53  # exact as a float and as a JSON number, far below 64-bit limits
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
 
@@ -71,9 +72,14 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a positive integer")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            # Sizes and times go on to Rust and Redis as 64-bit integers.
+            if isinstance(value, int) and value > MAX_INTEGER:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()} is too large: {value}")
         if self.port > 65535:
             raise ValueError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
-        if not self.host:
+        if not self.host.strip():
             raise ValueError(f"{ENV_PREFIX}HOST cannot be empty")
         if self.cache_bytes < 0 or self.cache_max_age_ms < 0:
             raise ValueError("cache sizes and ages cannot be negative")
@@ -89,9 +95,13 @@ class Settings:
                 f"{ENV_PREFIX}BACKEND_TIMEOUT and {ENV_PREFIX}BREAKER_RESET must be positive "
                 "numbers of seconds, under an hour"
             )
-        if urlsplit(self.backend).scheme not in BACKEND_SCHEMES:
+        try:
+            scheme = urlsplit(self.backend).scheme
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+            raise ValueError(f"{ENV_PREFIX}BACKEND is not a URL: {exc}") from None
+        if scheme not in BACKEND_SCHEMES:
             raise ValueError(
-                f"unsupported backend URL {self.backend!r}: use memory://, "
+                f"unsupported backend URL {masked_url(self.backend)!r}: use memory://, "
                 "redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,..."
             )
         backend_endpoints(self.backend)  # a port or a database that is not a number
