@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import fastctx
-from conftest import FASTCTX_BIN, clean_env, metric, stop_process
+from conftest import FASTCTX_BIN, RedisServer, clean_env, metric, stop_process
 from fastctx.cli import GC_THRESHOLD
 from fastctx.config import Settings, masked_url
 
@@ -375,6 +375,25 @@ def test_unreachable_backend_warns_once_and_serves(spawn_fastctx: Any) -> None:
     assert f"redis://:***@127.0.0.1:{nobody}/0" in warnings[0]
     assert "/readyz answers 503" in warnings[0]
     assert "hunter2" not in out
+
+
+def test_backend_that_comes_later_is_used(spawn_fastctx: Any, tmp_path: Path) -> None:
+    """What the warning promises: once Redis answers, the server is ready and stores in it."""
+    port, later = _free_port(), _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), backend=f"redis://127.0.0.1:{later}/0")
+    _wait_healthy(spawned, port)
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/readyz").status_code == 503
+    assert httpx.post(f"{base}/v1/contexts", json={"a": 1}).status_code == 503
+    redis_server = RedisServer(tmp_path, later).start()
+    try:
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{base}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, spawned.output()
+            time.sleep(0.1)
+        assert httpx.post(f"{base}/v1/contexts", json={"a": 1}).status_code == 201
+    finally:
+        redis_server.stop()
 
 
 def test_reachable_backend_gives_no_warning(spawn_fastctx: Any, redis_server: Any) -> None:

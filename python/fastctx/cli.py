@@ -197,8 +197,8 @@ def serve(settings: Settings) -> int:
     unreachable = backend_unreachable(settings.backend)
     if unreachable is not None:
         logger.warning(
-            "the backend %s cannot be reached (%s); serving meanwhile: /readyz answers 503 and "
-            "requests that need the backend answer 503 until it does, then it is used",
+            "the backend %s cannot be reached (%s); fastctx serves anyway and connects once it "
+            "answers: until then /readyz answers 503, and so does every request that needs it",
             masked_url(settings.backend),
             unreachable,
         )
