@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import gc
+import importlib.util
 import ipaddress
 import logging
 import logging.config
@@ -44,6 +45,8 @@ MIN_CONCURRENT_REQUESTS = 1024
 # 117,600 requests, where 700 cost 2,360 collections; cyclic garbage (an exception's frames)
 # waits for at most 10,000 objects.
 GC_THRESHOLD = 10_000
+# What `pip install "fastctx[server]"` adds (by import name), checked before anything starts.
+SERVER_PACKAGES = ("granian", "starlette", "uvloop", "hiredis", "prometheus_client")
 # How long the start-up check waits for the backend to accept a connection.
 BACKEND_PROBE_SECONDS = 1.0
 
@@ -177,15 +180,16 @@ def backend_unreachable(url: str) -> str | None:
 
 
 def serve(settings: Settings) -> int:
-    try:
-        from granian import Granian
-        from granian.constants import HTTPModes, Interfaces, Loops
-        from granian.http import HTTP1Settings
-        from granian.log import LogLevels
-    except ImportError:
+    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
         raise StartupError(
-            "fastctx serve needs the server's packages: pip install 'fastctx[server]'"
-        ) from None
+            f"fastctx serve needs the server's packages, and {', '.join(missing)} "
+            "is not installed: pip install 'fastctx[server]'"
+        )
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
 
     if urlsplit(settings.backend).scheme == "memory" and settings.workers > 1:
         raise StartupError(
