@@ -1,4 +1,4 @@
-# The only entry points: build, serve, test, bench, loadtest, example, lint, format.
+# The only entry points: build, serve, wheel, test, bench, loadtest, example, lint, format.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastctx-built
-HOST ?= 127.0.0.1
-PORT ?= 8000
-BACKEND ?= memory://
+SERVE_STAMP := $(VENV)/.fastctx-served
+# `make serve PORT=9000`, or the FASTCTX_* variable `fastctx serve` itself reads.
+HOST ?= $(or $(FASTCTX_HOST),127.0.0.1)
+PORT ?= $(or $(FASTCTX_PORT),8000)
+BACKEND ?= $(or $(FASTCTX_BACKEND),memory://)
 PYTEST_ARGS ?=
 
 # Installs one optional-dependency group of pyproject.toml into the venv.
@@ -17,10 +19,11 @@ extra_requirements = $(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.
 RUST_SOURCES := $(wildcard rust_core/src/*.rs) rust_core/Cargo.toml $(wildcard rust_core/Cargo.lock)
 PY_SOURCES := pyproject.toml
 
-.PHONY: help build serve test test-rust test-python redis-server wrk lint format bench bench-scaling loadtest example clean
+.PHONY: help build serve wheel test test-rust test-python redis-server wrk lint format bench bench-scaling loadtest example clean
 
 help:
-	@echo "make serve   build (release) and serve on $(HOST):$(PORT) with $(BACKEND)"
+	@echo "make serve   build (release) and serve on $(HOST):$(PORT) (HOST, PORT, BACKEND)"
+	@echo "make wheel   build the wheel into dist/"
 	@echo "make test    build, then cargo test and the pytest suite against a real redis-server"
 	@echo "make lint    ruff, mypy --strict, cargo fmt --check, cargo clippy -D warnings"
 	@echo "make format  apply ruff format and cargo fmt"
@@ -31,19 +34,34 @@ help:
 	@echo "make docs    the documentation site, mkdocs build --strict, into site/"
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip "maturin>=1.9,<2"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip "maturin>=1.9,<2"
 
-# The extension is rebuilt only when the Rust sources or the packaging change.
+# The extension is rebuilt only when the Rust sources or the packaging change. The dev tools
+# include everything serving needs, so a dev build is a serve build too.
 $(STAMP): $(BIN)/python $(RUST_SOURCES) $(PY_SOURCES)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH \
 		$(BIN)/maturin develop --release --extras dev --quiet
-	touch $@
+	touch $@ $(SERVE_STAMP)
 
 build: $(STAMP)
 
-serve: build
-	$(BIN)/fastctx serve --backend "$(BACKEND)" --host $(HOST) --port $(PORT)
+# Only what `fastctx serve` needs; its log is kept and shown if the build fails.
+$(SERVE_STAMP): $(BIN)/python $(RUST_SOURCES) $(PY_SOURCES)
+	@echo "Building fastctx (release) and the server's packages into $(VENV)..."
+	@VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH \
+		$(BIN)/maturin develop --release --extras server --quiet >$(VENV)/build.log 2>&1 \
+		|| { cat $(VENV)/build.log; exit 1; }
+	@touch $@
+
+serve: $(SERVE_STAMP)
+	@echo "Serving http://$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT) (Ctrl-C stops it)"
+	@$(BIN)/fastctx serve --backend "$(BACKEND)" --host "$(HOST)" --port "$(PORT)"
+
+# One abi3 wheel for every CPython from 3.11: `pip install dist/fastctx-*.whl`, or with
+# `[server]` for `fastctx serve`.
+wheel: $(BIN)/python
+	$(BIN)/maturin build --release --quiet --out dist
 
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -109,4 +127,4 @@ example: build
 	FASTCTX_BACKEND="$(BACKEND)" $(BIN)/python examples/run.py
 
 clean:
-	rm -rf $(VENV) rust_core/target target .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist rust_core/target target .pytest_cache .mypy_cache .ruff_cache

@@ -8,17 +8,21 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+import fastctx
 from fastctx.cli import GC_THRESHOLD
-from fastctx.config import Settings
+from fastctx.config import Settings, masked_url
+from support.processes import FASTCTX_BIN, clean_env, stop_process
+from support.redis import RedisServer
 from support.servers import metric
 
-FLAGS = ("--backend", "--host", "--port", "--workers", "--http")
+FLAGS = ("--backend", "--host", "--port", "--workers", "--http", "--log-format", "--access-log")
 
 
 def _free_port() -> int:
@@ -254,3 +258,156 @@ def test_tune_collector_freezes_and_raises_the_first_threshold() -> None:
     frozen, before, after = json.loads(done.stdout)
     assert frozen > 0
     assert after == [GC_THRESHOLD, *before[1:]]
+
+
+def _run(tmp_path: Path, *args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
+    """Run `fastctx <args>` to its end with exactly the given FASTCTX_* settings."""
+    with subprocess.Popen(
+        [str(FASTCTX_BIN), *args],
+        env=clean_env(**settings),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            stop_process(proc)  # one that serves instead of refusing, workers and all
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_version_prints_the_version(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"fastctx {fastctx.__version__}\n"
+
+
+def _refused_in_one_line(done: subprocess.CompletedProcess[str], *named: str) -> None:
+    """Exit status 2 and one line on stderr that names the problem; no traceback."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("fastctx: "), lines
+    for word in named:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_port_in_use_is_refused_before_granian_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run(tmp_path, "serve", "--port", str(port), host="127.0.0.1")
+    _refused_in_one_line(done, f"port {port}", "in use")
+    assert "granian" not in done.stdout + done.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "named"),
+    [
+        (("--port", "70000"), {}, ("PORT", "65535")),
+        ((), {"port": 65536}, ("FASTCTX_PORT", "65535")),
+        (("--host", "no-such-host.invalid"), {}, ("no-such-host.invalid",)),
+        # TEST-NET-3: an address no machine here has.
+        (("--host", "203.0.113.7"), {}, ("203.0.113.7", "not an address of this machine")),
+        ((), {"host": "256.1.1.1"}, ("256.1.1.1",)),
+        ((), {"log_format": "xml"}, ("FASTCTX_LOG_FORMAT", "json")),
+        ((), {"access_log": "maybe"}, ("FASTCTX_ACCESS_LOG", "maybe")),
+        (("--backend", "redis://127.0.0.1:port/0"), {}, ("backend URL", "127.0.0.1:port")),
+        (("--backend", "redis://127.0.0.1:6390/first"), {}, ("database", "first")),
+        (("--backend", "redis+cluster://127.0.0.1:7000/2"), {}, ("only database 0",)),
+        ((), {"workers": "many"}, ("FASTCTX_WORKERS", "many")),
+        ((), {"host": " "}, ("FASTCTX_HOST", "empty")),
+        ((), {"cache_bytes": 10**23}, ("FASTCTX_CACHE_BYTES", "too large")),
+        ((), {"backend": "redis://[::1"}, ("FASTCTX_BACKEND", "not a URL")),
+    ],
+)
+def test_bad_setting_is_one_line_and_status_2(
+    tmp_path: Path, args: tuple[str, ...], settings: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    # Whatever is not refused would serve: on a free port, never the default one.
+    port = () if "--port" in args or "port" in settings else ("--port", str(_free_port()))
+    done = _run(tmp_path, "serve", *port, *args, **settings)
+    _refused_in_one_line(done, *named)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@127.0.0.1:port/0", "redis://:***@127.0.0.1:port/0"),
+        ("ftp://user:hunter2@127.0.0.1/", "ftp://user:***@127.0.0.1/"),
+    ],
+)
+def test_a_password_never_reaches_an_error_message(tmp_path: Path, url: str, shown: str) -> None:
+    done = _run(tmp_path, "serve", "--backend", url)
+    _refused_in_one_line(done, shown)
+    assert "hunter2" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@h:1/0", "redis://:***@h:1/0"),
+        ("rediss://user:secret@h/2", "rediss://user:***@h/2"),
+        ("redis+cluster://u:s%40cret@a:1,b:2", "redis+cluster://u:***@a:1,b:2"),
+        ("redis://h:1/0", "redis://h:1/0"),
+        ("redis://user@h:1/0", "redis://user@h:1/0"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_masked_url(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
+
+
+def test_unreachable_backend_warns_once_and_serves(spawn_fastctx: Any) -> None:
+    """The server starts; the warning names the URL without its password and what to expect."""
+    port, nobody = _free_port(), _free_port()
+    url = f"redis://:hunter2@127.0.0.1:{nobody}/0"
+    spawned = spawn_fastctx("serve", "--port", str(port), backend=url, log_level="info")
+    _wait_healthy(spawned, port)
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503
+    out = spawned.output()
+    warnings = [line for line in out.splitlines() if f"127.0.0.1:{nobody}" in line]
+    assert len(warnings) == 1, out
+    assert "WARNING" in warnings[0]
+    assert f"redis://:***@127.0.0.1:{nobody}/0" in warnings[0]
+    assert "/readyz answers 503" in warnings[0]
+    assert "hunter2" not in out
+
+
+def test_backend_that_comes_later_is_used(spawn_fastctx: Any, tmp_path: Path) -> None:
+    """What the warning promises: once Redis answers, the server is ready and stores in it."""
+    port, later = _free_port(), _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), backend=f"redis://127.0.0.1:{later}/0")
+    _wait_healthy(spawned, port)
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/readyz").status_code == 503
+    assert httpx.post(f"{base}/v1/contexts", json={"a": 1}).status_code == 503
+    redis_server = RedisServer(tmp_path, later).start()
+    try:
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{base}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, spawned.output()
+            time.sleep(0.1)
+        assert httpx.post(f"{base}/v1/contexts", json={"a": 1}).status_code == 201
+    finally:
+        redis_server.stop()
+
+
+def test_reachable_backend_gives_no_warning(spawn_fastctx: Any, redis_server: Any) -> None:
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), backend=redis_server.url(0))
+    _wait_healthy(spawned, port)
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert "cannot be reached" not in spawned.output()
+
+
+def test_localhost_is_bound_as_its_address(spawn_fastctx: Any) -> None:
+    """A host name that resolves is served, where granian alone takes only IP addresses."""
+    port = _free_port()
+    spawned = spawn_fastctx("serve", "--port", str(port), "--host", "localhost")
+    _wait_healthy(spawned, port)

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
+import importlib.util
 import ipaddress
 import logging
+import logging.config
 import os
 import resource
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from fastctx.config import HTTP_MODES, LOG_LEVELS, Settings
+from fastctx._core import __version__
+from fastctx.config import (
+    HTTP_MODES,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Settings,
+    backend_endpoints,
+    masked_url,
+)
+from fastctx.logs import logging_config
 
 if TYPE_CHECKING:
     from fastctx.http.front import Front
@@ -32,6 +45,14 @@ MIN_CONCURRENT_REQUESTS = 1024
 # 117,600 requests, where 700 cost 2,360 collections; cyclic garbage (an exception's frames)
 # waits for at most 10,000 objects.
 GC_THRESHOLD = 10_000
+# What `pip install "fastctx[server]"` adds (by import name), checked before anything starts.
+SERVER_PACKAGES = ("granian", "starlette", "uvloop", "hiredis", "prometheus_client")
+# How long the start-up check waits for the backend to accept a connection.
+BACKEND_PROBE_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """What stops `fastctx serve` before it starts: said in one line, exit status 2."""
 
 
 def _raise_open_files() -> int:
@@ -46,6 +67,7 @@ def _raise_open_files() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastctx", description="fastctx context server")
+    parser.add_argument("--version", action="version", version=f"fastctx {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
@@ -60,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
         "--http", choices=HTTP_MODES, help="HTTP versions: 1, 2 or auto (FASTCTX_HTTP, default 1)"
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="FASTCTX_LOG_LEVEL, default info")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line (FASTCTX_LOG_FORMAT, default text)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        help="one line per request: method, route template, status, duration "
+        "(FASTCTX_ACCESS_LOG, default off)",
+    )
     return parser
 
 
@@ -97,20 +130,82 @@ def worker_app() -> Front:
     return app
 
 
+def check_bind(host: str, port: int) -> str:
+    """The address to bind for `host`, once a socket of ours could bind it with `port`.
+
+    Before granian starts: it would fail with a traceback, after its workers were spawned.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise StartupError(
+            f"cannot bind host {host!r}: it is neither an IP address nor a name that resolves"
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As granian binds: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {port} is in use on {host}: stop what listens there or choose "
+                    "another with --port or FASTCTX_PORT"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise StartupError(
+                    f"cannot bind {where}: {host} is not an address of this machine"
+                ) from None
+            raise StartupError(f"cannot bind {where}: {exc.strerror or exc}") from None
+    return str(address[0])
+
+
+def backend_unreachable(url: str) -> str | None:
+    """Why no endpoint of the backend accepts a connection, or None when one does."""
+    reason = None
+    for endpoint in backend_endpoints(url):
+        try:
+            if isinstance(endpoint, str):
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.settimeout(BACKEND_PROBE_SECONDS)
+                    probe.connect(endpoint)
+            else:
+                socket.create_connection(endpoint, BACKEND_PROBE_SECONDS).close()
+            return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+    return reason
+
+
 def serve(settings: Settings) -> int:
+    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StartupError(
+            f"fastctx serve needs the server's packages, and {', '.join(missing)} "
+            "is not installed: pip install 'fastctx[server]'"
+        )
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     if urlsplit(settings.backend).scheme == "memory" and settings.workers > 1:
-        print(
-            "fastctx: memory:// keeps contexts inside one process, so it serves with one worker; "
+        raise StartupError(
+            "memory:// keeps contexts inside one process, so it serves with one worker; "
             f"--workers {settings.workers} would give each worker its own separate data. "
-            "Use a redis:// backend for more workers.",
-            file=sys.stderr,
+            "Use a redis:// backend for more workers."
         )
-        return 2
+    address = check_bind(settings.host, settings.port)
+    unreachable = backend_unreachable(settings.backend)
+    if unreachable is not None:
+        logger.warning(
+            "the backend %s cannot be reached (%s); fastctx serves anyway and connects once it "
+            "answers: until then /readyz answers 503, and so does every request that needs it",
+            masked_url(settings.backend),
+            unreachable,
+        )
     if not settings.tenants() and not _is_loopback(settings.host):
         logger.warning(
             "FASTCTX_API_KEYS is not set and the server binds %s: anyone who can reach it can "
@@ -123,7 +218,7 @@ def serve(settings: Settings) -> int:
     Granian(
         "fastctx.cli:worker_app",
         factory=True,
-        address=settings.host,
+        address=address,
         port=settings.port,
         workers=settings.workers,
         interface=Interfaces.ASGI,
@@ -131,6 +226,7 @@ def serve(settings: Settings) -> int:
         http=HTTPModes(settings.http),
         websockets=False,  # fastctx has no WebSocket routes: no upgrade is ever taken
         log_level=LogLevels(settings.log_level),
+        log_dictconfig=logging_config(settings),
         # Event streams stay open until their client leaves, which would hold a graceful stop
         # forever; past this, workers are killed and stream clients resume with Last-Event-ID.
         workers_kill_timeout=GRACEFUL_STOP_SECONDS,
@@ -151,12 +247,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             http=args.http,
             log_level=args.log_level,
+            log_format=args.log_format,
+            access_log=args.access_log,
         )
     except ValueError as exc:
         print(f"fastctx: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
-    return serve(settings)
+    logging.config.dictConfig(logging_config(settings))
+    try:
+        return serve(settings)
+    except StartupError as exc:
+        print(f"fastctx: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

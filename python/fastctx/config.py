@@ -7,12 +7,15 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 ENV_PREFIX = "FASTCTX_"
 BACKEND_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_MODES = ("1", "2", "auto")
+LOG_FORMATS = ("text", "json")
+REDIS_PORT = 6379
+MAX_INTEGER = 2**53  # exact as a float and as a JSON number, far below 64-bit limits
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
 
@@ -34,6 +37,10 @@ class Settings:
     max_context_bytes: int = 1024 * 1024
     api_keys: str = dataclasses.field(default="", repr=False)  # secrets: never in a repr
     log_level: str = "info"
+    # "text" for people, "json" (one object per line) for log collectors.
+    log_format: str = "text"
+    # One line per request: method, route template, status, duration (never a path or a body).
+    access_log: bool = False
     # Bound on how long this node serves a cached context without asking the backend, on top of
     # the invalidations the backend pushes when another node writes.
     cache_max_age_ms: int = 60_000
@@ -65,6 +72,15 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a positive integer")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            # Sizes and times go on to Rust and Redis as 64-bit integers.
+            if isinstance(value, int) and value > MAX_INTEGER:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()} is too large: {value}")
+        if self.port > 65535:
+            raise ValueError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
+        if not self.host.strip():
+            raise ValueError(f"{ENV_PREFIX}HOST cannot be empty")
         if self.cache_bytes < 0 or self.cache_max_age_ms < 0:
             raise ValueError("cache sizes and ages cannot be negative")
         if not self.body_timeout > 0:
@@ -79,11 +95,16 @@ class Settings:
                 f"{ENV_PREFIX}BACKEND_TIMEOUT and {ENV_PREFIX}BREAKER_RESET must be positive "
                 "numbers of seconds, under an hour"
             )
-        if urlsplit(self.backend).scheme not in BACKEND_SCHEMES:
+        try:
+            scheme = urlsplit(self.backend).scheme
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+            raise ValueError(f"{ENV_PREFIX}BACKEND is not a URL: {exc}") from None
+        if scheme not in BACKEND_SCHEMES:
             raise ValueError(
-                f"unsupported backend URL {self.backend!r}: use memory://, "
+                f"unsupported backend URL {masked_url(self.backend)!r}: use memory://, "
                 "redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,..."
             )
+        backend_endpoints(self.backend)  # a port or a database that is not a number
         if self.write_replicas and urlsplit(self.backend).scheme == "memory":
             raise ValueError(
                 f"{ENV_PREFIX}WRITE_REPLICAS needs a Redis backend; memory:// has none"
@@ -92,6 +113,8 @@ class Settings:
             raise ValueError(f"{ENV_PREFIX}HTTP must be one of {', '.join(HTTP_MODES)}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"{ENV_PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         self.tenants()  # validates the key list at start, not on the first request
 
     @classmethod
@@ -134,8 +157,64 @@ class Settings:
         return keys
 
 
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by ***: fit for a log line or an error message."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or not password:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+def backend_endpoints(url: str) -> list[tuple[str, int] | str]:
+    """The (host, port) pairs, or the unix socket path, that a backend URL names.
+
+    Raises ValueError naming what is wrong (a port or a database that is not a number): the
+    server refuses such a setting at start rather than failing in each worker.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme == "memory":
+        return []
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"backend URL {masked_url(url)!r} names no socket path")
+        return [parts.path]
+    hosts = parts.netloc.rpartition("@")[2]
+    db = parts.path.strip("/")
+    if scheme.endswith("+cluster"):
+        if db not in ("", "0"):
+            raise ValueError(
+                f"backend URL {masked_url(url)!r}: a Redis Cluster has only database 0"
+            )
+    elif db and not db.isdigit():
+        raise ValueError(
+            f"backend URL {masked_url(url)!r}: the database must be a number, got {db!r}"
+        )
+    endpoints: list[tuple[str, int] | str] = []
+    for node in hosts.split(","):
+        node = node.strip()
+        name, colon, port = node.rpartition(":")
+        if not colon or "]" in port:  # no port given: host or [ipv6]
+            name, port = node, str(REDIS_PORT)
+        if not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(
+                f"backend URL {masked_url(url)!r}: {node!r} is not host:port with a port number"
+            )
+        endpoints.append((unquote(name).strip("[]") or "127.0.0.1", int(port)))
+    return endpoints
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
     kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
     try:
         if kind == "int":
             return int(raw)

@@ -8,11 +8,11 @@ from urllib.parse import unquote
 
 import httpx
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastctx import _core
 from fastctx.client.aio import AsyncClient
 from fastctx.errors import BadGateway, BadRequest, FastctxError, NotFound, Unavailable
+from fastctx.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "ContextMiddleware",

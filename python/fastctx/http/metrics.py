@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import logging
 from collections.abc import Iterator
 
 from prometheus_client import GC_COLLECTOR, CollectorRegistry, generate_latest
@@ -24,12 +25,15 @@ from starlette.responses import Response
 
 from fastctx.backends.pipeline import Breaker
 from fastctx.http.guard import Guard, StreamLimit
+from fastctx.logs import ACCESS_LOGGER
 from fastctx.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 )  # fmt: skip
+# Every request is observed here with its route template, so the access log is written here too.
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 class RequestStats:
@@ -49,6 +53,21 @@ class RequestStats:
             histogram = self.latency[(route, method)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         histogram[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         histogram[-1] += seconds
+        if access_log.isEnabledFor(logging.INFO):
+            milliseconds = round(seconds * 1000, 3)
+            access_log.info(
+                "%s %s %d %.3fms",
+                method,
+                route,
+                status,
+                milliseconds,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": milliseconds,
+                },
+            )
 
 
 class _Collector(Collector):
