@@ -109,7 +109,8 @@ bench: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/coherence.py
 	$(BIN)/python benches/fanout.py
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
-		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
+		--benchmark-columns=min,median,mean,ops --benchmark-sort=name \
+		--benchmark-json=benches/results/micro.json
 
 bench-scaling: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/scaling.py --redis single

@@ -52,7 +52,7 @@ HOW_TO = """\
 To record results, run the benchmarks and build the site again:
 
 ```sh
-make bench            # benches/results/latest.json, coherence.json, fanout.json
+make bench            # benches/results/latest.json, coherence.json, fanout.json, micro.json
 make bench-scaling    # benches/results/scaling-single.json, scaling-cluster.json
 make docs
 ```
@@ -227,6 +227,43 @@ def scaling_section(name: str, data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def micro_section(data: Mapping[str, Any]) -> list[str]:
+    """pytest-benchmark's JSON (`--benchmark-json`): one row per benchmark, by group."""
+    benchmarks = sorted(
+        data.get("benchmarks", []), key=lambda b: (b.get("group") or "", b.get("name", ""))
+    )
+    if not benchmarks:
+        return []
+    rows = []
+    for b in benchmarks:
+        stats = b.get("stats", {})
+        extra = ", ".join(
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in b.get("extra_info", {}).items()
+        )
+        rows.append(
+            [
+                b.get("group") or "-",
+                b.get("name", "?"),
+                extra or "-",
+                _number(stats.get("median", 0) * 1e6, ",.2f"),
+                _number(stats.get("min", 0) * 1e6, ",.2f"),
+                _number(stats.get("ops"), ",.0f"),
+            ]
+        )
+    machine = data.get("machine_info", {})
+    return [
+        "## Micro benchmarks (pytest-benchmark)",
+        "",
+        f"Run at: {data.get('datetime', 'unknown')}; Python {machine.get('python_version', '?')} "
+        f"on {machine.get('cpu', {}).get('brand_raw', 'unknown')}; command "
+        "`pytest benches --benchmark-only --benchmark-json=benches/results/micro.json`.",
+        "",
+        table(["group", "benchmark", "extra", "median µs", "min µs", "ops/s"], rows, right=3),
+        "",
+    ]
+
+
 def render(results: Path = RESULTS, history: Path = HISTORY) -> str:
     directory, found = result_set(results)
     lines = [
@@ -261,6 +298,8 @@ def render(results: Path = RESULTS, history: Path = HISTORY) -> str:
             lines += coherence_section(found["coherence"])
         if "fanout" in found:
             lines += fanout_section(found["fanout"])
+        if "micro" in found:
+            lines += micro_section(found["micro"])
         for name in sorted(found):
             if name.startswith("scaling-"):
                 lines += scaling_section(name, found[name])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -127,3 +129,21 @@ def test_the_readme_stays_a_way_in() -> None:
     assert "docs/getting-started.md" in links
     missing = [link for link in links if not (REPO / link).exists()]
     assert not missing
+
+
+def test_the_benchmarks_page_shows_the_micro_benchmarks_pytest_benchmark_saved(
+    tmp_path: Path,
+) -> None:
+    saved = tmp_path / "micro.json"
+    subprocess.run(
+        [
+            sys.executable, "-m", "pytest", str(REPO / "benches" / "test_token_bench.py"),
+            "-q", "-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only",
+            "--benchmark-max-time=0.01", "--benchmark-min-rounds=2",
+            f"--benchmark-json={saved}",
+        ],
+        cwd=REPO, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    page = docs_page.render(tmp_path, tmp_path / "no-history")
+    assert "## Micro benchmarks (pytest-benchmark)" in page
+    assert "| token | test_token[rust] |" in page
