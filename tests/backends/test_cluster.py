@@ -21,7 +21,7 @@ import pytest
 from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
 from fastctx import _core
 from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
-from fastctx.backends.redis import context_key
+from fastctx.backends.keys import context_key
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotDurable, NotFound
 from fastctx.registry import Registry

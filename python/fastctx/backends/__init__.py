@@ -8,15 +8,26 @@ import enum
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from fastctx.backends.keys import context_id, context_stream, mcp_stream, session_stream
 from fastctx.config import Settings
+
+__all__ = [
+    "Backend",
+    "ChangeCallback",
+    "Event",
+    "Outcome",
+    "SessionRecord",
+    "StreamEvent",
+    "context_id",
+    "context_stream",
+    "event_order",
+    "mcp_stream",
+    "open_backend",
+    "session_stream",
+]
 
 ChangeCallback = Callable[[list[str] | None], None]
 """Told the ids (`context_id`) of contexts changed elsewhere, or None if changes may be unseen."""
-
-
-def context_id(tenant: str, token: str) -> str:
-    """How a context is named across the process: cache keys, invalidations."""
-    return f"{tenant}/{token}"
 
 
 Event = tuple[str, dict[str, str]]
@@ -33,21 +44,6 @@ EVENTS_KEPT = 1000
 EVENTS_MAX_AGE_MS = 3_600_000
 TRIM_LENGTH = 2 * EVENTS_KEPT
 TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
-
-
-def context_stream(tenant: str, token: str) -> str:
-    """The change stream of one context; its hash tag is the context's, as its key's."""
-    return f"fc:x:{{{tenant}/{token}}}"
-
-
-def session_stream(tenant: str, session: str) -> str:
-    """The change stream of every context of one session."""
-    return f"fc:y:{{{tenant}/{session}}}"
-
-
-def mcp_stream(tenant: str, session: str) -> str:
-    """The stream of an MCP session's notifications: what its GET stream sends, and resends."""
-    return f"fc:n:{{{tenant}/{session}}}"
 
 
 def event_order(event_id: str) -> tuple[int, int]:

@@ -34,11 +34,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 from fastctx import _core
-from fastctx.backends import (
-    EVENTS_MAX_AGE_MS,
-    Outcome,
-    StreamEvent,
+from fastctx.backends import EVENTS_MAX_AGE_MS, Outcome, StreamEvent
+from fastctx.backends.keys import (
+    CONTEXT_PREFIX,
+    STREAM_PREFIXES,
+    context_key,
     context_stream,
+    members_key,
+    session_key,
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
@@ -48,15 +51,11 @@ from fastctx.backends.redis import (
     _EXPIRED,
     _REMOVE,
     _SWAP,
-    CONTEXT_PREFIX,
     READ_COUNT,
     RedisBackend,
     Script,
     _event,
     _text,
-    context_key,
-    members_key,
-    session_key,
 )
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
@@ -66,7 +65,6 @@ logger = logging.getLogger("fastctx")
 SLOTS = 16384
 REDIRECTS = 5  # MOVED replies followed for one write that waits for replicas
 REFRESH_EVERY_S = 10.0  # the slot map (and the replicas) is read again at least this often
-STREAM_PREFIXES = ("fc:x:", "fc:y:")  # context streams, session streams
 # Commands whose routing key is not their first argument.
 _KEYLESS = {b"PING", b"CLIENT", b"INFO", b"CLUSTER", b"WAIT"}
 _SCRIPTED = {b"EVALSHA", b"EVAL"}

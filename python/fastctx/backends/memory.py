@@ -16,11 +16,9 @@ from fastctx.backends import (
     Outcome,
     SessionRecord,
     StreamEvent,
-    context_stream,
-    mcp_stream,
-    session_stream,
 )
 from fastctx.backends.eventlog import EventLog
+from fastctx.backends.keys import context_stream, mcp_stream, session_stream
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)

@@ -19,9 +19,22 @@ from fastctx.backends import (
     Outcome,
     SessionRecord,
     StreamEvent,
+)
+from fastctx.backends.keys import (
+    CONTEXT_PREFIX,
+    context_id_of,
+    context_key,
     context_stream,
+    expired_target,
+    mcp_session_key,
     mcp_stream,
+    mcp_subscriptions_key,
+    members_key,
+    session_expired_key,
+    session_key,
     session_stream,
+    tenant_context_prefix,
+    tenant_stream_prefix,
 )
 from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.pipeline import Address, Breaker, Pipeline
@@ -44,18 +57,8 @@ from fastctx.errors import BackendError, NotDurable
 
 logger = logging.getLogger("fastctx")
 
-CONTEXT_PREFIX = "fc:c:"
-SESSION_PREFIX = "fc:s:"
 READ_COUNT = 1000  # events per stream per XREAD, at most
 EXPIRY_BATCH = 256  # expired keys announced concurrently, at most
-
-
-def _context_prefix(tenant: str) -> str:
-    return f"{CONTEXT_PREFIX}{{{tenant}/"
-
-
-def _stream_prefix(tenant: str) -> str:
-    return context_stream(tenant, "")[:-1]
 
 
 def _text(value: bytes | str) -> str:
@@ -67,43 +70,6 @@ def _event(entry: list[Any]) -> Event:
     raw = entry[1]
     pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
     return _text(entry[0]), {_text(k): _text(v) for k, v in pairs}
-
-
-def context_key(tenant: str, token: str) -> str:
-    # The hash tag keeps every key of one context on one cluster slot; its content is the
-    # context's id, which is also what the invalidation of this key names.
-    return f"{CONTEXT_PREFIX}{{{tenant}/{token}}}"
-
-
-def session_key(tenant: str, session: str) -> str:
-    return f"{SESSION_PREFIX}{{{tenant}/{session}}}"
-
-
-def session_expired_key(tenant: str, session: str) -> str:
-    """Set once a session's `expired` event is appended, so that no other node appends it."""
-    return f"fc:sx:{{{tenant}/{session}}}"
-
-
-def _expired_target(key: bytes) -> tuple[str, str, str] | None:
-    """("c" or "s", tenant, token or session) for an expired context or session key."""
-    for kind, prefix in (("c", CONTEXT_PREFIX), ("s", SESSION_PREFIX)):
-        start = prefix.encode() + b"{"
-        if key.startswith(start) and key.endswith(b"}"):
-            tenant, _, ident = key[len(start) : -1].decode(errors="replace").rpartition("/")
-            return (kind, tenant, ident) if tenant and ident else None
-    return None
-
-
-def mcp_session_key(tenant: str, session: str) -> str:
-    return f"fc:mcp:{{{tenant}/{session}}}"
-
-
-def mcp_subscriptions_key(tenant: str, session: str) -> str:
-    return f"fc:mq:{{{tenant}/{session}}}"
-
-
-def members_key(tenant: str, session: str) -> str:
-    return f"fc:m:{{{tenant}/{session}}}"
 
 
 class Script:
@@ -183,8 +149,7 @@ class RedisBackend(Backend):
         if keys is None:
             self._on_change(None)
             return
-        start = len(CONTEXT_PREFIX) + 1  # fc:c:{tenant/token} -> tenant/token
-        self._on_change([key[start:-1].decode() for key in keys])
+        self._on_change([context_id_of(key) for key in keys])
 
     async def start(self) -> None:
         # Not fatal: the server starts, /readyz says 503, and it connects when Redis is there.
@@ -207,7 +172,7 @@ class RedisBackend(Backend):
         await self._pipeline.close()
 
     def _heard_expired(self, key: bytes) -> None:
-        target = _expired_target(key)
+        target = expired_target(key)
         if target is None:
             return
         self._expired.append(target)
@@ -419,7 +384,7 @@ class RedisBackend(Backend):
 
     async def session_members(self, tenant: str, session: str) -> list[str]:
         reply = await self._script(
-            _SESSION_MEMBERS, [members_key(tenant, session)], [_context_prefix(tenant)]
+            _SESSION_MEMBERS, [members_key(tenant, session)], [tenant_context_prefix(tenant)]
         )
         return sorted(token.decode() for token in reply)
 
@@ -431,7 +396,7 @@ class RedisBackend(Backend):
                 members_key(tenant, session),
                 session_stream(tenant, session),
             ],
-            [_context_prefix(tenant), _stream_prefix(tenant), session],
+            [tenant_context_prefix(tenant), tenant_stream_prefix(tenant), session],
         )
         return sorted(token.decode() for token in tokens) if existed else None
 
