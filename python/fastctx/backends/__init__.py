@@ -15,6 +15,7 @@ __all__ = [
     "Backend",
     "ChangeCallback",
     "Event",
+    "Health",
     "Outcome",
     "SessionRecord",
     "StreamEvent",
@@ -73,6 +74,14 @@ class SessionRecord:
     meta: bytes  # the JSON object given at creation
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Health:
+    """What a backend says of its connections, for /metrics."""
+
+    circuit_open: bool  # calls fail fast after repeated failures
+    circuit_opened: int  # times the circuit breaker has opened
+
+
 class Backend(abc.ABC):
     """Frames by (tenant, token), sessions by (tenant, id); all writes are atomic.
 
@@ -100,6 +109,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Return when the backend answers; raise `BackendError` otherwise."""
+
+    def health(self) -> Health | None:
+        """The state of its circuit breaker; None for a backend that has none."""
+        return None
 
     @abc.abstractmethod
     async def get(self, tenant: str, token: str) -> bytes | None: ...

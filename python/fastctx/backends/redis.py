@@ -16,6 +16,7 @@ from fastctx.backends import (
     Backend,
     ChangeCallback,
     Event,
+    Health,
     Outcome,
     SessionRecord,
     StreamEvent,
@@ -267,6 +268,10 @@ class RedisBackend(Backend):
 
     async def ping(self) -> None:
         await self._run(b"PING")
+
+    def health(self) -> Health | None:
+        breaker = self.breaker
+        return Health(circuit_open=not breaker.closed, circuit_opened=breaker.opened)
 
     async def get(self, tenant: str, token: str) -> bytes | None:
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
