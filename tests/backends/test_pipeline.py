@@ -10,8 +10,9 @@ import hiredis
 import pytest
 
 from conftest import OwnRedis
+from fastctx.backends.commands import Script
 from fastctx.backends.pipeline import Address, Pipeline
-from fastctx.backends.redis import RedisBackend, Script
+from fastctx.backends.redis import RedisBackend
 from fastctx.errors import BackendError
 
 pytestmark = pytest.mark.anyio

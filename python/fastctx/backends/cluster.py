@@ -28,16 +28,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
 from fastctx import _core
-from fastctx.backends import EVENTS_MAX_AGE_MS, Outcome, StreamEvent
+from fastctx.backends import EVENTS_MAX_AGE_MS, Backend, Contexts, Outcome, StreamEvent
+from fastctx.backends.commands import (
+    CREATE_SCRIPT,
+    EXPIRED_SCRIPT,
+    REMOVE_SCRIPT,
+    SWAP_SCRIPT,
+    Arg,
+    Commands,
+    Script,
+    event,
+    text,
+)
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
     STREAM_PREFIXES,
+    context_id_of,
     context_key,
     context_stream,
     members_key,
@@ -46,17 +58,7 @@ from fastctx.backends.keys import (
 )
 from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.pipeline import Address, Breaker, Invalidation, Pipeline
-from fastctx.backends.redis import (
-    _CREATE,
-    _EXPIRED,
-    _REMOVE,
-    _SWAP,
-    READ_COUNT,
-    RedisBackend,
-    Script,
-    _event,
-    _text,
-)
+from fastctx.backends.redis import READ_COUNT, Expiries, RedisMcp, RedisSessions, StreamReads
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
 
@@ -69,6 +71,7 @@ REFRESH_EVERY_S = 10.0  # the slot map (and the replicas) is read again at least
 _KEYLESS = {b"PING", b"CLIENT", b"INFO", b"CLUSTER", b"WAIT"}
 _SCRIPTED = {b"EVALSHA", b"EVAL"}
 Node = tuple[str, int]
+T = TypeVar("T")
 
 
 def key_slot(key: str | bytes) -> int:
@@ -276,6 +279,29 @@ class ClusterPipeline:
             return True
         return False
 
+    async def retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` (commands sent together, see `execute_together`) as `execute` runs a
+        command: again after a MOVED, which ran nothing (neither a write nor the WAIT behind
+        it), and while a failover settles when Redis cannot have run it."""
+        deadline = time.monotonic() + self.timeout
+        delay, redirects = 0.02, 0
+        while True:
+            try:
+                return await attempt()
+            except hiredis.ReplyError as exc:
+                if not self.follow(exc):
+                    raise
+                redirects += 1
+                if redirects > REDIRECTS:
+                    raise BackendError("the Redis Cluster kept redirecting a write") from exc
+            except BackendError as exc:
+                if not exc.unsent or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                with contextlib.suppress(BackendError):
+                    await self.refresh()
+
     async def _node_for(self, slot: int | None) -> Pipeline:
         if self._slots is None:
             await self.refresh()
@@ -338,11 +364,11 @@ class ClusterPipeline:
         slots: list[Node | None] = [None] * SLOTS
         replicas: dict[Node, list[Node]] = {}
         for start, end, master, *copies in reply:
-            host = _text(master[0]) or asked[0]  # an empty host is the node asked
+            host = text(master[0]) or asked[0]  # an empty host is the node asked
             node = (host, int(master[1]))
             self._node(node)
             slots[start : end + 1] = [node] * (end - start + 1)
-            replicas[node] = [(_text(c[0]) or asked[0], int(c[1])) for c in copies]
+            replicas[node] = [(text(c[0]) or asked[0], int(c[1])) for c in copies]
         self._replicas_of = replicas
         covered = [node for node in slots if node is not None]
         if len(covered) < SLOTS:
@@ -435,137 +461,38 @@ return version
 )
 
 
-class ClusterBackend(RedisBackend):
-    """The Redis backend over `ClusterPipeline`; see the module's docstring for what differs."""
+async def _note(
+    commands: Commands,
+    tenant: str,
+    session: str,
+    kind: str,
+    changes: list[tuple[str, int]],
+    leave: bool,
+) -> None:
+    """The session's events for changes its members' own scripts made (see _NOTE)."""
+    keys = [session_key(tenant, session), session_stream(tenant, session)]
+    if leave:
+        keys.append(members_key(tenant, session))
+    args: list[Arg] = [kind, session]
+    for token, version in changes:
+        args += [token, version]
+    await commands.script(_NOTE, keys, args)
 
-    def __init__(
-        self,
-        url: str,
-        timeout: float = 2.0,
-        *,
-        breaker_failures: int = 5,
-        breaker_reset: float = 0.5,
-        write_replicas: int = 0,
-    ) -> None:
-        seeds = cluster_addresses(url)
-        self._seeds = seeds
-        read_from = parse_qs(urlsplit(url).query).get("read_from", ["masters"])[0]
-        if read_from not in ("masters", "replicas"):
-            raise ValueError("read_from must be masters or replicas")
+
+class ClusterContexts(Contexts):
+    """A context's own script, then its session's (see the module's docstring)."""
+
+    def __init__(self, commands: Commands, cluster: ClusterPipeline, replica_reads: bool) -> None:
+        self._commands = commands
+        self._run = commands.run
+        self._script = commands.script
+        self._cluster = cluster
         #: Cache misses are read from replicas (see get_relaxed).
-        self.replica_reads = read_from == "replicas"
-        # Not RedisBackend.__init__: it would connect to one Redis; the state it keeps, though.
-        self._init_state(timeout, write_replicas)
-        connect = functools.partial(
-            ClusterPipeline,
-            seeds,
-            timeout=timeout,
-            breaker_failures=breaker_failures,
-            breaker_reset=breaker_reset,
-        )
-        self._pipeline = connect(  # type: ignore[assignment]
-            tracking_prefixes=[CONTEXT_PREFIX], on_topology=self._masters_changed
-        )
-        # As on one Redis: writes that WAIT get connections of their own.
-        self._writer = connect() if write_replicas else self._pipeline  # type: ignore[assignment]
-        self._watch = connect(
-            tracking_prefixes=STREAM_PREFIXES, on_invalidate=self._streams_changed
-        )
-        self._changed: set[str] = set()
-        self._all_changed = True
-        self._checked: set[str] = set()
-        self._wake = asyncio.Event()
-        # Keyspace notifications are each node's own: one expiry listener per master.
-        self._listeners: dict[Node, ExpiryListener] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
+        self.replica_reads = replica_reads
 
-    @property
-    def _cluster(self) -> ClusterPipeline:
-        return self._pipeline  # type: ignore[return-value]
-
-    async def start(self) -> None:
-        # Not fatal, as on one Redis: /readyz says 503 until the cluster answers.
-        with contextlib.suppress(BackendError):
-            await self._cluster.ready()
-            if self.replica_reads:
-                await self._cluster.ready_replicas()
-        listening = [listener.listening.wait() for listener in self._listeners.values()]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*listening), self.timeout)
-
-    async def close(self) -> None:
-        for listener in self._listeners.values():
-            await listener.close()
-        self._listeners.clear()
-        if self._announcer is not None:
-            self._announcer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._announcer
-        await self._watch.close()
-        if self._writer is not self._pipeline:
-            await self._writer.close()
-        await self._cluster.close()
-
-    def _masters_changed(self) -> None:
-        masters = self._cluster.masters
-        for node in masters - self._listeners.keys():
-            address = replace(self._seeds[0], host=node[0], port=node[1])
-            listener = ExpiryListener(address, self._heard_expired, self.timeout)
-            listener.start()
-            self._listeners[node] = listener
-        for node in self._listeners.keys() - masters:
-            stopping = asyncio.ensure_future(self._listeners.pop(node).close())
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
-
-    async def expired(self, kind: str, tenant: str, ident: str) -> bool:
-        if kind == "s":  # the session's keys share one slot (its contexts come back here)
-            return await super().expired(kind, tenant, ident)
-        stream = context_stream(tenant, ident)
-        last = await self._last_event(stream)
-        fields = last[1] if last is not None else {}
-        session = fields.get("session", "")
-        keys = [context_key(tenant, ident), stream]
-        if not await self._script(_EXPIRED, keys, [ident, session]):
-            return False
-        if session:
-            version = int(fields.get("version", 0))
-            await self._note(tenant, session, "expired", [(ident, version)], leave=False)
-        return True
-
-    async def _replicated(
-        self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int]
-    ) -> Any:
-        """The Redis backend's write + WAIT, sent to the slot's master as `execute` would:
-        MOVED followed, and retried while a failover settles when Redis cannot have run it."""
-        writer: ClusterPipeline = self._writer  # type: ignore[assignment]
-        deadline = time.monotonic() + self.timeout
-        delay, redirects = 0.02, 0
-        while True:
-            try:
-                return await super()._replicated(script, keys, args)
-            except hiredis.ReplyError as exc:
-                # MOVED: nothing ran there, neither the script nor its WAIT.
-                if not writer.follow(exc):
-                    raise
-                redirects += 1
-                if redirects > REDIRECTS:
-                    raise BackendError("the Redis Cluster kept redirecting a write") from exc
-            except BackendError as exc:
-                if not exc.unsent or time.monotonic() + delay > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.25)
-                with contextlib.suppress(BackendError):
-                    await writer.refresh()
-
-    async def ping(self) -> None:
-        await self._cluster.ready()
-        await self._run(b"PING")
-
-    def health(self) -> None:
-        # A breaker per master: no one circuit speaks for the cluster.
-        return None
+    async def get(self, tenant: str, token: str) -> bytes | None:
+        frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
+        return frame
 
     async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
         """With `read_from=replicas`, a cache miss is read from a replica of its slot: as old
@@ -595,7 +522,8 @@ class ClusterBackend(RedisBackend):
     ) -> bool:
         context = [context_key(tenant, token), context_stream(tenant, token)]
         # The Redis backend's create, naming the session its member will join (_JOIN).
-        done = await self._script(_CREATE, context, [frame, expires_at, token, session or ""])
+        args: list[Arg] = [frame, expires_at, token, session or ""]
+        done = await self._script(CREATE_SCRIPT, context, args)
         if done == -1:
             raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
         if session is None:
@@ -622,10 +550,10 @@ class ClusterBackend(RedisBackend):
         # The context's script alone (its event names the session); then the session's event.
         keys = [context_key(tenant, token), context_stream(tenant, token)]
         version = _core.frame_version(frame)
-        args: list[bytes | str | int] = [expected, frame, expires_at, token, version, session or ""]
-        outcome = Outcome(await self._script(_SWAP, keys, args))
+        args: list[Arg] = [expected, frame, expires_at, token, version, session or ""]
+        outcome = Outcome(await self._script(SWAP_SCRIPT, keys, args))
         if outcome is Outcome.DONE and session is not None:
-            await self._note(tenant, session, "updated", [(token, version)], leave=False)
+            await _note(self._commands, tenant, session, "updated", [(token, version)], False)
         return outcome
 
     async def remove(
@@ -633,26 +561,23 @@ class ClusterBackend(RedisBackend):
     ) -> Outcome:
         keys = [context_key(tenant, token), context_stream(tenant, token)]
         version = int.from_bytes(expected, "little")
-        args: list[bytes | str | int] = [expected, token, version, session or ""]
-        outcome = Outcome(await self._script(_REMOVE, keys, args))
+        args: list[Arg] = [expected, token, version, session or ""]
+        outcome = Outcome(await self._script(REMOVE_SCRIPT, keys, args))
         if outcome is Outcome.DONE and session is not None:
-            await self._note(tenant, session, "deleted", [(token, version)], leave=True)
+            await _note(self._commands, tenant, session, "deleted", [(token, version)], True)
         return outcome
 
-    async def _note(
-        self, tenant: str, session: str, kind: str, changes: list[tuple[str, int]], leave: bool
-    ) -> None:
-        keys = [session_key(tenant, session), session_stream(tenant, session)]
-        if leave:
-            keys.append(members_key(tenant, session))
-        args: list[bytes | str | int] = [kind, session]
-        for token, version in changes:
-            args += [token, version]
-        await self._script(_NOTE, keys, args)
 
-    async def session_members(self, tenant: str, session: str) -> list[str]:
+class ClusterSessions(RedisSessions):
+    """A session's record is one slot's, as on one Redis; its members are spread over many."""
+
+    def __init__(self, commands: Commands) -> None:
+        super().__init__(commands)
+        self._commands = commands
+
+    async def members(self, tenant: str, session: str) -> list[str]:
         members = members_key(tenant, session)
-        tokens = [_text(t) for t in await self._run(b"SMEMBERS", members)]
+        tokens = [text(t) for t in await self._run(b"SMEMBERS", members)]
         alive = await asyncio.gather(
             *(self._run(b"EXISTS", context_key(tenant, t)) for t in tokens)
         )
@@ -661,11 +586,11 @@ class ClusterBackend(RedisBackend):
             await self._run(b"SREM", members, *gone)
         return sorted(t for t, exists in zip(tokens, alive, strict=True) if exists)
 
-    async def session_delete(self, tenant: str, session: str) -> list[str] | None:
+    async def delete(self, tenant: str, session: str) -> list[str] | None:
         existed, *members = await self._script(
             _SESSION_DROP, [session_key(tenant, session), members_key(tenant, session)]
         )
-        tokens = [_text(t) for t in members]
+        tokens = [text(t) for t in members]
         versions = await asyncio.gather(
             *(
                 self._script(
@@ -678,10 +603,23 @@ class ClusterBackend(RedisBackend):
         )
         deleted = [(t, int(v)) for t, v in zip(tokens, versions, strict=True) if v is not None]
         if deleted:
-            await self._note(tenant, session, "deleted", deleted, leave=False)
+            await _note(self._commands, tenant, session, "deleted", deleted, False)
         return sorted(t for t, _ in deleted) if existed else None
 
-    # Change streams: read on Redis's word that they changed, not by a blocking XREAD.
+
+class ClusterChangeLog(StreamReads):
+    """Waits on Redis's word that streams changed, not by a blocking XREAD: `watch` tracks the
+    stream keys on every master, and a stream it names is read with XRANGE from its cursor."""
+
+    def __init__(self, commands: Commands, watch: ClusterPipeline) -> None:
+        super().__init__(commands)
+        self.watch = watch
+        watch.on_invalidate = self._streams_changed
+        self._changed: set[str] = set()
+        self._all_changed = True
+        self._checked: set[str] = set()
+        self._wake = asyncio.Event()
+        self._interrupted = False
 
     def _streams_changed(self, keys: list[bytes] | None) -> None:
         if keys is None:
@@ -690,17 +628,17 @@ class ClusterBackend(RedisBackend):
             self._changed.update(key.decode() for key in keys)
         self._wake.set()
 
-    def events_interrupt(self) -> None:
+    def interrupt(self) -> None:
         self._interrupted = True
         self._wake.set()
 
-    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+    async def wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         self._interrupted = False
         while True:
             # Tracking first: a change after the reads below is then sure to be announced.
-            await self._watch.ready()
+            await self.watch.ready()
             self._wake.clear()
             due = [
                 stream
@@ -718,7 +656,7 @@ class ClusterBackend(RedisBackend):
                     )
                 )
                 found = [
-                    (stream, _event(entry))
+                    (stream, event(entry))
                     for stream, reply in zip(due, replies, strict=True)
                     for entry in reply or ()
                 ]
@@ -733,3 +671,137 @@ class ClusterBackend(RedisBackend):
                 return []
             if self._interrupted:
                 return []  # the caller has other streams to follow: it asks again
+
+    async def close(self) -> None:
+        await self.watch.close()
+
+
+class ClusterExpiries(Expiries):
+    """A context's `expired` event by its own script, then its session's."""
+
+    def __init__(self, commands: Commands, streams: StreamReads) -> None:
+        super().__init__(commands, streams)
+        self._commands = commands
+
+    async def context_expired(self, tenant: str, token: str) -> bool:
+        stream = context_stream(tenant, token)
+        last = await self.streams.last(stream)
+        fields = last[1] if last is not None else {}
+        session = fields.get("session", "")
+        keys = [context_key(tenant, token), stream]
+        if not await self._script(EXPIRED_SCRIPT, keys, [token, session]):
+            return False
+        if session:
+            version = int(fields.get("version", 0))
+            await _note(self._commands, tenant, session, "expired", [(token, version)], False)
+        return True
+
+
+class ClusterBackend(Backend):
+    """The Redis backend's parts over `ClusterPipeline`, a connection per master; see the
+    module's docstring for what differs."""
+
+    contexts: ClusterContexts
+    changes: ClusterChangeLog
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 2.0,
+        *,
+        breaker_failures: int = 5,
+        breaker_reset: float = 0.5,
+        write_replicas: int = 0,
+    ) -> None:
+        seeds = cluster_addresses(url)
+        self._seeds = seeds
+        read_from = parse_qs(urlsplit(url).query).get("read_from", ["masters"])[0]
+        if read_from not in ("masters", "replicas"):
+            raise ValueError("read_from must be masters or replicas")
+        self.timeout = timeout
+        connect = functools.partial(
+            ClusterPipeline,
+            seeds,
+            timeout=timeout,
+            breaker_failures=breaker_failures,
+            breaker_reset=breaker_reset,
+        )
+        self._cluster = connect(
+            tracking_prefixes=[CONTEXT_PREFIX], on_topology=self._masters_changed
+        )
+        # As on one Redis: writes that WAIT get connections of their own.
+        writer = connect() if write_replicas else None
+        self.commands = commands = Commands(
+            self._cluster,
+            timeout=timeout,
+            write_replicas=write_replicas,
+            writer=writer,
+            retry=writer.retry if writer is not None else None,
+        )
+        self.contexts = ClusterContexts(commands, self._cluster, read_from == "replicas")
+        self.sessions = ClusterSessions(commands)
+        self.changes = ClusterChangeLog(commands, connect(tracking_prefixes=STREAM_PREFIXES))
+        self.mcp = RedisMcp(commands)
+        self.expiries = ClusterExpiries(commands, self.changes)
+        # Keyspace notifications are each node's own: one expiry listener per master.
+        self._listeners: dict[Node, ExpiryListener] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._on_change: Callable[[list[str] | None], None] | None = None
+
+    @property
+    def replica_reads(self) -> bool:
+        """Cache misses are read from replicas (`read_from=replicas`)."""
+        return self.contexts.replica_reads
+
+    @property
+    def coherent(self) -> bool:
+        return self._cluster.tracking
+
+    def watch(self, on_change: Callable[[list[str] | None], None]) -> None:
+        self._on_change = on_change
+        self._cluster.on_invalidate = self._invalidated
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        assert self._on_change is not None
+        if keys is None:
+            self._on_change(None)
+            return
+        self._on_change([context_id_of(key) for key in keys])
+
+    async def start(self) -> None:
+        # Not fatal, as on one Redis: /readyz says 503 until the cluster answers.
+        with contextlib.suppress(BackendError):
+            await self._cluster.ready()
+            if self.replica_reads:
+                await self._cluster.ready_replicas()
+        listening = [listener.listening.wait() for listener in self._listeners.values()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*listening), self.timeout)
+
+    async def close(self) -> None:
+        for listener in self._listeners.values():
+            await listener.close()
+        self._listeners.clear()
+        await self.expiries.close()
+        await self.changes.close()
+        await self.commands.close()
+
+    def _masters_changed(self) -> None:
+        masters = self._cluster.masters
+        for node in masters - self._listeners.keys():
+            address = replace(self._seeds[0], host=node[0], port=node[1])
+            listener = ExpiryListener(address, self.expiries.heard, self.timeout)
+            listener.start()
+            self._listeners[node] = listener
+        for node in self._listeners.keys() - masters:
+            stopping = asyncio.ensure_future(self._listeners.pop(node).close())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+
+    async def ping(self) -> None:
+        await self._cluster.ready()
+        await self._cluster.execute(b"PING")
+
+    def health(self) -> None:
+        # A breaker per master: no one circuit speaks for the cluster.
+        return None
