@@ -20,7 +20,8 @@ import pytest
 
 from conftest import GranianServer, RedisCluster, RedisServer, ServerPool
 from fastctx import _core
-from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
+from fastctx.backends.cluster import ClusterBackend
+from fastctx.backends.cluster_pipeline import ClusterPipeline, cluster_addresses, key_slot
 from fastctx.backends.keys import context_key
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotDurable, NotFound
@@ -208,7 +209,8 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
         try:
             tokens = [_core.new_token() for _ in range(30)]
             for token in tokens:  # on every master
-                assert await durable.contexts.insert("fo", token, _frame(b'{"v":1}'), _later(), None)
+                written = _frame(b'{"v":1}')
+                assert await durable.contexts.insert("fo", token, written, _later(), None)
             slot = key_slot(context_key("fo", tokens[0]))
             master = _master_of(cluster, slot)
             os.kill(master.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
