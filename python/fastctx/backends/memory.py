@@ -146,6 +146,8 @@ class MemoryContexts(Contexts):
     async def get(self, tenant: str, token: str) -> bytes | None:
         return self._store.live_frame((tenant, token), now_ms())
 
+    get_relaxed = get  # one copy, always current: no coroutine around `get`
+
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         now = now_ms()
         live_frame = self._store.live_frame
