@@ -26,14 +26,22 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import hiredis
 
 from fastctx import _core
-from fastctx.backends import EVENTS_MAX_AGE_MS, Backend, Contexts, Outcome, StreamEvent
+from fastctx.backends import (
+    EVENTS_MAX_AGE_MS,
+    Backend,
+    ChangeCallback,
+    Contexts,
+    Outcome,
+    StreamEvent,
+)
+from fastctx.backends.changelog import READ_COUNT, Expiries, StreamReads
 from fastctx.backends.cluster_pipeline import ClusterPipeline, Node, cluster_addresses, key_slot
 from fastctx.backends.commands import (
     CREATE_SCRIPT,
@@ -57,7 +65,7 @@ from fastctx.backends.keys import (
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
-from fastctx.backends.redis import READ_COUNT, Expiries, RedisMcp, RedisSessions, StreamReads
+from fastctx.backends.redis import RedisMcp, RedisSessions
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
 
@@ -415,7 +423,7 @@ class ClusterBackend(Backend):
         # Keyspace notifications are each node's own: one expiry listener per master.
         self._listeners: dict[Node, ExpiryListener] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._on_change: Callable[[list[str] | None], None] | None = None
+        self._on_change: ChangeCallback | None = None
 
     @property
     def replica_reads(self) -> bool:
@@ -426,7 +434,7 @@ class ClusterBackend(Backend):
     def coherent(self) -> bool:
         return self._cluster.tracking
 
-    def watch(self, on_change: Callable[[list[str] | None], None]) -> None:
+    def watch(self, on_change: ChangeCallback) -> None:
         self._on_change = on_change
         self._cluster.on_invalidate = self._invalidated
 
