@@ -172,8 +172,8 @@ async def test_memory_sweep_drops_expired_contexts_and_sessions() -> None:
     kept = await registry.create("t", b"{}", ttl=100)
     assert backend.sweep(now_ms() + 1500) >= 3
     assert (await registry.read("t", kept.token)).version == 1
-    assert len(backend._frames) == 1
-    assert len(backend._sessions) == 0
+    assert len(backend.store.frames) == 1
+    assert len(backend.store.sessions) == 0
 
 
 async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(

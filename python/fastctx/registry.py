@@ -111,6 +111,10 @@ class Registry:
 
     def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
+        #: Where contexts are stored: every read and write below goes to it.
+        self.contexts = backend.contexts
+        #: Where a create in a session looks the session up.
+        self.sessions = backend.sessions
         self.default_ttl = settings.default_ttl
         self.max_bytes = settings.max_context_bytes
         self.max_age_ms = settings.cache_max_age_ms
@@ -191,14 +195,14 @@ class Registry:
         if session is not None:
             if not _core.is_token(session):
                 raise NotFound("no such session")
-            record = await self.backend.session_touch(tenant, session, now)
+            record = await self.sessions.touch(tenant, session, now)
             if record is None:
                 raise NotFound("no such session")
             ttl_ms = min(ttl_ms, record.ttl)  # a session's contexts never outlive it
         expires_at = now + ttl_ms
         token = _core.new_token()
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
-        if not await self.backend.insert(tenant, token, frame, expires_at, session):
+        if not await self.contexts.insert(tenant, token, frame, expires_at, session):
             raise NotFound("no such session")
         self._remember(context_id(tenant, token), document, 1, expires_at, now, session)
         return Created(token, 1, expires_at)
@@ -214,9 +218,9 @@ class Registry:
                 return Read(cached[0], cached[1], "hit")
         try:
             if fresh:
-                frame = await self.backend.get(tenant, token)
+                frame = await self.contexts.get(tenant, token)
             else:  # a cache miss: a replica may answer, if the backend reads from them
-                frame = await self.backend.get_relaxed(tenant, token)
+                frame = await self.contexts.get_relaxed(tenant, token)
         except BackendError:
             stale = None if self.cache is None else self.cache.get(key)
             if stale is None:
@@ -242,7 +246,7 @@ class Registry:
                 found[token] = (cached[0], cached[1])
             else:
                 wanted.append(token)
-        frames = await self.backend.mget(tenant, wanted)
+        frames = await self.contexts.mget(tenant, wanted)
         for token, frame in zip(wanted, frames, strict=True):
             if frame is None:
                 found[token] = None
@@ -283,7 +287,7 @@ class Registry:
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
         async def remove(expected: bytes, current: _Stored) -> tuple[Outcome, None]:
-            outcome = await self.backend.remove(tenant, token, expected, current.session)
+            outcome = await self.contexts.remove(tenant, token, expected, current.session)
             self._forget(context_id(tenant, token))
             return outcome, None
 
@@ -300,7 +304,7 @@ class Registry:
     async def _load(self, tenant: str, token: str) -> bytes:
         if not _core.is_token(token):
             raise NotFound("no such context")
-        frame = await self.backend.get(tenant, token)
+        frame = await self.contexts.get(tenant, token)
         if frame is None:
             self._forget(context_id(tenant, token))
             raise NotFound("no such context")
@@ -320,7 +324,7 @@ class Registry:
             new = _core.encode_frame(
                 document, version, old.created_at, now_ms(), old.expires_at, old.session
             )
-            outcome = await self.backend.swap(
+            outcome = await self.contexts.swap(
                 tenant, token, expected, new, old.expires_at, old.session
             )
             if outcome is Outcome.DONE:

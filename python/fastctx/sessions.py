@@ -31,7 +31,9 @@ class SessionManager:
     """
 
     def __init__(self, backend: Backend, registry: Registry) -> None:
-        self.backend = backend
+        self.sessions = backend.sessions
+        self.mcp = backend.mcp
+        self.changes = backend.changes
         self.registry = registry
 
     async def create(
@@ -41,23 +43,23 @@ class SessionManager:
         session = _core.new_token()
         now = now_ms()
         ttl_ms = (ttl or self.registry.default_ttl) * 1000
-        await self.backend.session_create(tenant, session, now, ttl_ms, meta)
+        await self.sessions.create(tenant, session, now, ttl_ms, meta)
         return session, now + ttl_ms
 
     async def get(self, tenant: str, session: str) -> SessionView:
         if not _core.is_token(session):
             raise NotFound("no such session")
-        record = await self.backend.session_touch(tenant, session, now_ms())
+        record = await self.sessions.touch(tenant, session, now_ms())
         if record is None:
             raise NotFound("no such session")
-        contexts = await self.backend.session_members(tenant, session)
+        contexts = await self.sessions.members(tenant, session)
         return SessionView(session, record.created_at, record.expires_at, record.meta, contexts)
 
     async def delete(self, tenant: str, session: str) -> None:
         """Delete the session and every context in it."""
         if not _core.is_token(session):
             raise NotFound("no such session")
-        deleted = await self.backend.session_delete(tenant, session)
+        deleted = await self.sessions.delete(tenant, session)
         if deleted is None:
             raise NotFound("no such session")
         for token in deleted:
@@ -66,33 +68,33 @@ class SessionManager:
     async def open_mcp(self, tenant: str, record: bytes, idle_ms: int) -> str:
         """A new MCP session holding `record`; its id is 128 bits from the OS CSPRNG."""
         session = _core.new_token()
-        await self.backend.mcp_session_put(tenant, session, record, idle_ms)
+        await self.mcp.put(tenant, session, record, idle_ms)
         return session
 
     async def use_mcp(self, tenant: str, session: str, idle_ms: int) -> bytes | None:
         """The MCP session's record, its life extended by `idle_ms`; None when there is none."""
         if not _core.is_token(session):
             return None
-        return await self.backend.mcp_session_touch(tenant, session, idle_ms)
+        return await self.mcp.touch(tenant, session, idle_ms)
 
     async def end_mcp(self, tenant: str, session: str) -> bool:
         """End an MCP session on every node; False when there was none."""
         if not _core.is_token(session):
             return False
-        return await self.backend.mcp_session_delete(tenant, session)
+        return await self.mcp.delete(tenant, session)
 
     async def subscribe_mcp(
         self, tenant: str, session: str, token: str, record: bytes, idle_ms: int
     ) -> bool:
         """Subscribe the MCP session to the context's changes after its latest (a repeated
         subscription keeps its place), its record now `record`. False: the session is gone."""
-        cursor = await self.backend.last_event_id(context_stream(tenant, token))
-        return await self.backend.mcp_subscribe(tenant, session, token, cursor, record, idle_ms)
+        cursor = await self.changes.last_id(context_stream(tenant, token))
+        return await self.mcp.subscribe(tenant, session, token, cursor, record, idle_ms)
 
     async def unsubscribe_mcp(self, tenant: str, session: str, token: str) -> bool:
         """False when the session was not subscribed to the context."""
-        return await self.backend.mcp_unsubscribe(tenant, session, token)
+        return await self.mcp.unsubscribe(tenant, session, token)
 
     async def keep_mcp(self, tenant: str, session: str, idle_ms: int) -> None:
         """Slide the life of a session's subscriptions along with the session's own."""
-        await self.backend.mcp_keep(tenant, session, idle_ms)
+        await self.mcp.keep(tenant, session, idle_ms)

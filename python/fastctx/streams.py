@@ -107,7 +107,7 @@ class ChangeStream:
     """
 
     def __init__(self, backend: Backend, buffer: int = BUFFER) -> None:
-        self.backend = backend
+        self.changes = backend.changes
         self.buffer = buffer
         self._subscribers: dict[str, set[Subscription]] = {}
         self._cursors: dict[str, str] = {}  # stream -> id of the last event read
@@ -128,7 +128,7 @@ class ChangeStream:
             # Reading again from an earlier point repeats events to the others, who drop
             # what they have sent; a client's cursor from the future must not hide the present.
             self._cursors[stream] = after
-            self.backend.events_interrupt()  # the read in progress does not include it
+            self.changes.interrupt()  # the read in progress does not include it
         watchers.add(subscription)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_forever(), name="fastctx-changes")
@@ -159,7 +159,7 @@ class ChangeStream:
     async def _read_forever(self) -> None:
         while self._subscribers:
             try:
-                found = await self.backend.events_wait(dict(self._cursors), WAIT_MS)
+                found = await self.changes.wait(dict(self._cursors), WAIT_MS)
             except (BackendError, OSError) as exc:
                 logger.warning("cannot read change streams (%s); retrying", exc)
                 await asyncio.sleep(RETRY_DELAY)

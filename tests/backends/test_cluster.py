@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from fastctx import _core
-from fastctx.backends.cluster import ClusterBackend, ClusterPipeline, cluster_addresses, key_slot
-from fastctx.backends.redis import context_key
+from fastctx.backends.cluster import ClusterBackend
+from fastctx.backends.cluster_pipeline import ClusterPipeline, cluster_addresses, key_slot
+from fastctx.backends.keys import context_key
 from fastctx.config import Settings
 from fastctx.errors import BackendError, NotDurable, NotFound
 from fastctx.registry import Registry
@@ -70,8 +71,8 @@ def test_contexts_spread_over_every_master(cluster: RedisCluster) -> None:
         try:
             tokens = [_core.new_token() for _ in range(60)]
             for token in tokens:
-                assert await backend.insert("spread", token, _frame(b"{}"), _later(), None)
-            frames = await backend.mget("spread", tokens)
+                assert await backend.contexts.insert("spread", token, _frame(b"{}"), _later(), None)
+            frames = await backend.contexts.mget("spread", tokens)
             assert all(frame is not None for frame in frames)
         finally:
             await backend.close()
@@ -202,7 +203,8 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
         try:
             tokens = [_core.new_token() for _ in range(30)]
             for token in tokens:  # on every master
-                assert await durable.insert("fo", token, _frame(b'{"v":1}'), _later(), None)
+                written = _frame(b'{"v":1}')
+                assert await durable.contexts.insert("fo", token, written, _later(), None)
             slot = key_slot(context_key("fo", tokens[0]))
             master = _master_of(cluster, slot)
             os.kill(master.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
@@ -213,7 +215,7 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    frames = await backend.mget("fo", tokens)
+                    frames = await backend.contexts.mget("fo", tokens)
                     break
                 except BackendError as exc:
                     if time.monotonic() > deadline:
@@ -222,8 +224,8 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
                     await asyncio.sleep(0.1)
             assert all(frame is not None for frame in frames), "an acknowledged write was lost"
             second = _core.new_token()
-            assert await backend.insert("fo", second, _frame(b"{}"), _later(), None)
-            assert await backend.get("fo", second) is not None
+            assert await backend.contexts.insert("fo", second, _frame(b"{}"), _later(), None)
+            assert await backend.contexts.get("fo", second) is not None
             # The promoted replica has no replica of its own: a write there that asks for one
             # is applied but not durable, and says so.
             promoted = _master_of(cluster, slot)
@@ -234,8 +236,8 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
                 if any(key_slot(context_key("fo", token)) in r for r in served)
             )
             with pytest.raises(NotDurable):
-                await durable.insert("fo", orphan, _frame(b"{}"), _later(), None)
-            assert await backend.get("fo", orphan) is not None
+                await durable.contexts.insert("fo", orphan, _frame(b"{}"), _later(), None)
+            assert await backend.contexts.get("fo", orphan) is not None
         finally:
             await durable.close()
             await backend.close()

@@ -54,17 +54,18 @@ async def test_every_write_appends_an_event(backend: Backend) -> None:
     await registry.patch("t", created.token, b'{"b": 2}', "merge")
     await registry.replace("t", created.token, b"{}")
     await registry.delete("t", created.token)
-    events = await backend.events_since(context_stream("t", created.token), "0-0")
+    events = await backend.changes.since(context_stream("t", created.token), "0-0")
     assert kinds(events) == [("updated", "1"), ("updated", "2"), ("updated", "3"), ("deleted", "3")]
     assert all(f["token"] == created.token and f["session"] == "" for _, f in events)
     ids = [event_order(i) for i, _ in events]
     assert ids == sorted(ids)
     assert len(set(ids)) == 4
-    assert await backend.last_event_id(context_stream("t", created.token)) == events[-1][0]
+    assert await backend.changes.last_id(context_stream("t", created.token)) == events[-1][0]
     assert (
-        await backend.events_since(context_stream("t", created.token), events[1][0]) == (events[2:])
+        await backend.changes.since(context_stream("t", created.token), events[1][0])
+        == (events[2:])
     )
-    assert await backend.last_event_id(context_stream("t", "nothing")) == "0-0"
+    assert await backend.changes.last_id(context_stream("t", "nothing")) == "0-0"
 
 
 async def test_session_stream_has_every_context_and_the_cascade(backend: Backend) -> None:
@@ -75,7 +76,7 @@ async def test_session_stream_has_every_context_and_the_cascade(backend: Backend
     two = await registry.create("t", b"2", session=session)
     await registry.replace("t", one.token, b"3")
     await sessions.delete("t", session)
-    events = await backend.events_since(session_stream("t", session), "0-0")
+    events = await backend.changes.since(session_stream("t", session), "0-0")
     seen = [(f["type"], f["token"], f["version"]) for _, f in events]
     assert seen[:3] == [
         ("updated", one.token, "1"),
@@ -84,7 +85,7 @@ async def test_session_stream_has_every_context_and_the_cascade(backend: Backend
     ]
     assert sorted(seen[3:]) == sorted([("deleted", one.token, "2"), ("deleted", two.token, "1")])
     assert all(f["session"] == session for _, f in events)
-    last = await backend.events_since(context_stream("t", two.token), "0-0")
+    last = await backend.changes.since(context_stream("t", two.token), "0-0")
     assert kinds(last)[-1] == ("deleted", "1")
 
 
@@ -92,15 +93,15 @@ async def test_wait_returns_new_events_and_can_be_interrupted(backend: Backend) 
     registry = Registry(backend, Settings(cache_bytes=0))
     created = await registry.create("t", b"{}")
     stream = context_stream("t", created.token)
-    cursor = await backend.last_event_id(stream)
-    waiting = asyncio.create_task(backend.events_wait({stream: cursor}, 5000))
+    cursor = await backend.changes.last_id(stream)
+    waiting = asyncio.create_task(backend.changes.wait({stream: cursor}, 5000))
     await asyncio.sleep(0.05)
     await registry.replace("t", created.token, b"[]")
     got = await asyncio.wait_for(waiting, 2)
     assert [(s, f["version"]) for s, (_, f) in got] == [(stream, "2")]
-    waiting = asyncio.create_task(backend.events_wait({stream: got[-1][1][0]}, 10_000))
+    waiting = asyncio.create_task(backend.changes.wait({stream: got[-1][1][0]}, 10_000))
     await asyncio.sleep(0.05)
-    backend.events_interrupt()
+    backend.changes.interrupt()
     assert await asyncio.wait_for(waiting, 2) == []
 
 
@@ -119,16 +120,16 @@ async def test_change_stream_reads_each_stream_once_for_all_its_subscribers(
     created = await registry.create("t", b"{}")
     stream = context_stream("t", created.token)
     reads: list[dict[str, str]] = []
-    wait = backend.events_wait
+    wait = backend.changes.wait
 
     async def counted(cursors: dict[str, str], timeout_ms: int) -> list[Any]:
         reads.append(dict(cursors))
         return await wait(cursors, timeout_ms)
 
-    backend.events_wait = counted  # type: ignore[method-assign]
+    backend.changes.wait = counted  # type: ignore[method-assign]
     changes = ChangeStream(backend)
     try:
-        after = await backend.last_event_id(stream)
+        after = await backend.changes.last_id(stream)
         subscriptions = [changes.subscribe(stream, after) for _ in range(50)]
         await asyncio.sleep(0.05)
         await registry.replace("t", created.token, b"[]")
@@ -147,7 +148,7 @@ async def test_a_subscriber_that_falls_behind_is_cut_off(backend: Backend) -> No
     stream = context_stream("t", created.token)
     changes = ChangeStream(backend, buffer=3)
     try:
-        slow = changes.subscribe(stream, await backend.last_event_id(stream))
+        slow = changes.subscribe(stream, await backend.changes.last_id(stream))
         for n in range(5):
             await registry.replace("t", created.token, b"%d" % n)
         async with asyncio.timeout(2):
@@ -211,7 +212,7 @@ async def test_a_cursor_from_the_future_does_not_hide_events_from_others(
     changes = ChangeStream(backend)
     try:
         changes.subscribe(stream, f"{2**42}-0")  # the year 2109
-        present = changes.subscribe(stream, await backend.last_event_id(stream))
+        present = changes.subscribe(stream, await backend.changes.last_id(stream))
         await asyncio.sleep(0.05)
         await registry.replace("t", created.token, b"[]")
         async with asyncio.timeout(2):
@@ -227,7 +228,7 @@ async def events_of(
     """The events of `kind` in `stream`, once at least `count` are there (within 5 s)."""
     async with asyncio.timeout(5):
         while True:
-            found = [e for e in await backend.events_since(stream, "0-0") if e[1]["type"] == kind]
+            found = [e for e in await backend.changes.since(stream, "0-0") if e[1]["type"] == kind]
             if len(found) >= count:
                 return found
             await asyncio.sleep(0.05)
@@ -246,10 +247,10 @@ async def test_an_expired_context_gets_its_expired_event(backend: Backend) -> No
     assert (event[1]["version"], event[1]["session"]) == ("2", session)
     (seen,) = await events_of(backend, session_stream("t", session), "expired")
     assert seen[1] == event[1]
-    assert await registry.backend.get("t", member.token) is None
+    assert await registry.backend.contexts.get("t", member.token) is None
     # The expired event is kept for an hour after the expiry, as a deleted one is.
     await asyncio.sleep(0.3)
-    assert kinds(await backend.events_since(context_stream("t", alone.token), "0-0")) == [
+    assert kinds(await backend.changes.since(context_stream("t", alone.token), "0-0")) == [
         ("updated", "1"),
         ("expired", "1"),
     ]
@@ -289,8 +290,8 @@ async def test_one_expired_event_however_many_nodes_hear_of_it(redis_server: Any
         found = await events_of(nodes[2], session_stream("t", session), "expired")
         assert sorted(f["token"] for _, f in found) == sorted(["", tokens[-1]])
         # A notification heard again (a node that reconnects, say) appends nothing more.
-        assert not await nodes[1].expired("c", "t", tokens[0])  # type: ignore[attr-defined]
-        assert not await nodes[1].expired("s", "t", session)  # type: ignore[attr-defined]
+        assert not await nodes[1].expiries.expired("c", "t", tokens[0])  # type: ignore[attr-defined]
+        assert not await nodes[1].expiries.expired("s", "t", session)  # type: ignore[attr-defined]
     finally:
         for node in nodes:
             await node.close()

@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 import hiredis
 import pytest
 
+from fastctx.backends import notifications
+from fastctx.backends.commands import Script
+from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.pipeline import Address, Pipeline
-from fastctx.backends.redis import RedisBackend, Script
+from fastctx.backends.redis import RedisBackend
 from fastctx.errors import BackendError
 from support.redis import RedisServer
 
@@ -90,6 +93,56 @@ async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: RedisSer
         assert seen[2] is None
     finally:
         await connection.close()
+
+
+async def test_a_subscription_pushes_messages_beside_the_replies(own_redis: RedisServer) -> None:
+    """One reader loop serves commands and a subscription (what the expiry listener uses):
+    its confirmation and messages are pushes, and replies still reach their callers."""
+    pushed: list[list[bytes]] = []
+    lost: list[None] = []
+    connection = Pipeline(
+        Address.from_url(own_redis.url),
+        timeout=1.0,
+        on_push=pushed.append,
+        on_lost=lambda: lost.append(None),
+    )
+    try:
+        assert await connection.execute("SET", "k", "v") == b"OK"
+        await connection.send_unanswered(b"SUBSCRIBE", b"chan")
+        await _until(lambda: len(pushed) >= 1)
+        assert pushed[0][0] == b"subscribe"
+        own_redis.cli("PUBLISH", "chan", "hello")
+        await _until(lambda: len(pushed) >= 2)
+        assert pushed[1] == [b"message", b"chan", b"hello"]
+        assert await connection.execute("PING") == b"PONG"  # answered, even while subscribed
+        assert lost == []
+        own_redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        await _until(lambda: len(lost) >= 1)
+    finally:
+        await connection.close()
+
+
+async def test_the_expiry_listener_pings_and_subscribes_again_when_dropped(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifications, "IDLE_PING", 0.05)
+    monkeypatch.setattr(notifications, "RETRY_DELAY", 0.05)
+    expired: list[bytes] = []
+    listener = ExpiryListener(Address.from_url(own_redis.url), expired.append, timeout=1.0)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 2)
+        await asyncio.sleep(0.2)  # a few idle PINGs, each answered
+        assert listener.listening.is_set()
+        own_redis.cli("SET", "gone", "1", "PX", "1")
+        await _until(lambda: b"gone" in expired)
+        own_redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        await _until(lambda: not listener.listening.is_set())
+        await asyncio.wait_for(listener.listening.wait(), 2)
+        own_redis.cli("SET", "gone again", "1", "PX", "1")
+        await _until(lambda: b"gone again" in expired)
+    finally:
+        await listener.close()
 
 
 async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: RedisServer) -> None:

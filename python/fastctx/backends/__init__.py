@@ -1,4 +1,5 @@
-"""The storage interface every backend implements, and the URL that chooses one."""
+"""The storage interfaces (contexts, sessions, change log, MCP state), a backend that composes
+them, and the URL that chooses one."""
 
 from __future__ import annotations
 
@@ -8,15 +9,31 @@ import enum
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from fastctx.backends.keys import context_id, context_stream, mcp_stream, session_stream
 from fastctx.config import Settings
+
+__all__ = [
+    "Backend",
+    "ChangeCallback",
+    "ChangeLog",
+    "Contexts",
+    "Event",
+    "Health",
+    "McpState",
+    "Outcome",
+    "SessionRecord",
+    "Sessions",
+    "StreamEvent",
+    "context_id",
+    "context_stream",
+    "event_order",
+    "mcp_stream",
+    "open_backend",
+    "session_stream",
+]
 
 ChangeCallback = Callable[[list[str] | None], None]
 """Told the ids (`context_id`) of contexts changed elsewhere, or None if changes may be unseen."""
-
-
-def context_id(tenant: str, token: str) -> str:
-    """How a context is named across the process: cache keys, invalidations."""
-    return f"{tenant}/{token}"
 
 
 Event = tuple[str, dict[str, str]]
@@ -33,21 +50,6 @@ EVENTS_KEPT = 1000
 EVENTS_MAX_AGE_MS = 3_600_000
 TRIM_LENGTH = 2 * EVENTS_KEPT
 TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
-
-
-def context_stream(tenant: str, token: str) -> str:
-    """The change stream of one context; its hash tag is the context's, as its key's."""
-    return f"fc:x:{{{tenant}/{token}}}"
-
-
-def session_stream(tenant: str, session: str) -> str:
-    """The change stream of every context of one session."""
-    return f"fc:y:{{{tenant}/{session}}}"
-
-
-def mcp_stream(tenant: str, session: str) -> str:
-    """The stream of an MCP session's notifications: what its GET stream sends, and resends."""
-    return f"fc:n:{{{tenant}/{session}}}"
 
 
 def event_order(event_id: str) -> tuple[int, int]:
@@ -77,33 +79,21 @@ class SessionRecord:
     meta: bytes  # the JSON object given at creation
 
 
-class Backend(abc.ABC):
-    """Frames by (tenant, token), sessions by (tenant, id); all writes are atomic.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Health:
+    """What a backend says of its connections, for /metrics."""
+
+    circuit_open: bool  # calls fail fast after repeated failures
+    circuit_opened: int  # times the circuit breaker has opened
+
+
+class Contexts(abc.ABC):
+    """Frames by (tenant, token); every write is atomic, and appends its change event (to the
+    context's stream and, for a context in a session, to the session's) in the same step.
 
     Frames are opaque bytes to a backend except for the 8-byte version at
     `fastctx._core.VERSION_OFFSET`, which conditional writes compare byte for byte.
     """
-
-    #: True when the backend lives in this process, so a local cache would only duplicate it.
-    in_process: bool = False
-
-    @property
-    def coherent(self) -> bool:
-        """True while every change made by another process reaches the `watch` callback."""
-        return self.in_process
-
-    def watch(self, on_change: ChangeCallback) -> None:  # noqa: B027 - optional hook
-        """Report contexts changed by other processes (an in-process backend has none)."""
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections or start housekeeping; called once before serving."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release everything `start` took."""
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Return when the backend answers; raise `BackendError` otherwise."""
 
     @abc.abstractmethod
     async def get(self, tenant: str, token: str) -> bytes | None: ...
@@ -140,77 +130,86 @@ class Backend(abc.ABC):
     ) -> Outcome:
         """Delete the context (and its session membership) if its version equals `expected`."""
 
-    # Change streams: every write above appends, in the same atomic step, an event to the
-    # context's stream and, for a context in a session, to the session's.
+
+class Sessions(abc.ABC):
+    """Sessions by (tenant, id): a record with a sliding TTL, and the contexts created in it."""
 
     @abc.abstractmethod
-    async def events_since(self, stream: str, after: str) -> list[Event]:
-        """The retained events of `stream` after the id `after`, oldest first."""
-
-    @abc.abstractmethod
-    async def last_event_id(self, stream: str) -> str:
-        """The id of the newest event of `stream`; "0-0" when it has none."""
-
-    @abc.abstractmethod
-    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
-        """(stream, event) for events after each stream's cursor; waits up to `timeout_ms`
-        for the first one, or until `events_interrupt`."""
-
-    @abc.abstractmethod
-    def events_interrupt(self) -> None:
-        """End a pending `events_wait` early: the streams to wait on have changed."""
-
-    @abc.abstractmethod
-    async def session_create(
+    async def create(
         self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
     ) -> None: ...
 
     @abc.abstractmethod
-    async def session_touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
+    async def touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
         """Extend the session's life by its ttl and return it; None when it does not exist."""
 
     @abc.abstractmethod
-    async def session_members(self, tenant: str, session: str) -> list[str]:
+    async def members(self, tenant: str, session: str) -> list[str]:
         """Tokens of the session's contexts that still exist."""
 
     @abc.abstractmethod
-    async def session_delete(self, tenant: str, session: str) -> list[str] | None:
+    async def delete(self, tenant: str, session: str) -> list[str] | None:
         """Delete the session and every context in it; the tokens deleted, None if no session."""
 
+
+class ChangeLog(abc.ABC):
+    """The change streams (`fastctx.backends.keys`: a context's, a session's, an MCP
+    session's), which the writes of the other parts append to."""
+
     @abc.abstractmethod
-    async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
+    async def since(self, stream: str, after: str) -> list[Event]:
+        """The retained events of `stream` after the id `after`, oldest first."""
+
+    @abc.abstractmethod
+    async def last_id(self, stream: str) -> str:
+        """The id of the newest event of `stream`; "0-0" when it has none."""
+
+    @abc.abstractmethod
+    async def wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+        """(stream, event) for events after each stream's cursor; waits up to `timeout_ms`
+        for the first one, or until `interrupt`."""
+
+    @abc.abstractmethod
+    def interrupt(self) -> None:
+        """End a pending `wait` early: the streams to wait on have changed."""
+
+
+class McpState(abc.ABC):
+    """MCP sessions (the protocol's own) by (tenant, id): a record that expires when idle,
+    and the session's subscriptions: token -> cursor, the id of the last event of the
+    context's stream that its notification stream (`mcp_stream`) has accounted for."""
+
+    @abc.abstractmethod
+    async def put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
         """Store an MCP session's record; it expires after `idle` ms without use."""
 
     @abc.abstractmethod
-    async def mcp_session_touch(self, tenant: str, session: str, idle: int) -> bytes | None:
+    async def touch(self, tenant: str, session: str, idle: int) -> bytes | None:
         """The MCP session's record, its idle expiry pushed `idle` ms on; None when gone."""
 
     @abc.abstractmethod
-    async def mcp_session_delete(self, tenant: str, session: str) -> bool:
+    async def delete(self, tenant: str, session: str) -> bool:
         """End an MCP session (with its subscriptions); False when it did not exist."""
 
-    # An MCP session's subscriptions: token -> cursor, the id of the last event of the
-    # context's stream that its notification stream (`mcp_stream`) has accounted for.
-
     @abc.abstractmethod
-    async def mcp_subscribe(
+    async def subscribe(
         self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
     ) -> bool:
         """Subscribe the session to a context from `cursor` on (kept if it already is), noted
         in its notification stream as a `subscribe` event, and replace the session's record
-        (`mcp_session_put`, but never bringing an ended session back); False when it is gone.
+        (`put`, but never bringing an ended session back); False when it is gone.
         """
 
     @abc.abstractmethod
-    async def mcp_unsubscribe(self, tenant: str, session: str, token: str) -> bool:
+    async def unsubscribe(self, tenant: str, session: str, token: str) -> bool:
         """Drop a subscription, noted as an `unsubscribe` event; False when there was none."""
 
     @abc.abstractmethod
-    async def mcp_subscriptions(self, tenant: str, session: str) -> dict[str, str]:
+    async def subscriptions(self, tenant: str, session: str) -> dict[str, str]:
         """The session's subscriptions: token -> cursor."""
 
     @abc.abstractmethod
-    async def mcp_notify(
+    async def notify(
         self,
         tenant: str,
         session: str,
@@ -228,8 +227,44 @@ class Backend(abc.ABC):
         session is not subscribed to the context."""
 
     @abc.abstractmethod
-    async def mcp_keep(self, tenant: str, session: str, idle: int) -> None:
+    async def keep(self, tenant: str, session: str, idle: int) -> None:
         """Keep the session's subscriptions and notification stream for `idle` ms more."""
+
+
+class Backend(abc.ABC):
+    """A store made of four parts, each an attribute (one lookup on every call, no wrapper):
+    `contexts`, `sessions`, `changes` (the change log) and `mcp` (MCP session state); the
+    backend itself opens and closes their connections and reports on them."""
+
+    contexts: Contexts
+    sessions: Sessions
+    changes: ChangeLog
+    mcp: McpState
+
+    #: True when the backend lives in this process, so a local cache would only duplicate it.
+    in_process: bool = False
+
+    @property
+    def coherent(self) -> bool:
+        """True while every change made by another process reaches the `watch` callback."""
+        return self.in_process
+
+    def watch(self, on_change: ChangeCallback) -> None:  # noqa: B027 - optional hook
+        """Report contexts changed by other processes (an in-process backend has none)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections or start housekeeping; called once before serving."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything `start` took."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return when the backend answers; raise `BackendError` otherwise."""
+
+    def health(self) -> Health | None:
+        """The state of its circuit breaker; None for a backend that has none."""
+        return None
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -12,15 +12,17 @@ from fastctx import _core
 from fastctx.backends import (
     EVENTS_MAX_AGE_MS,
     Backend,
+    ChangeLog,
+    Contexts,
     Event,
+    McpState,
     Outcome,
     SessionRecord,
+    Sessions,
     StreamEvent,
-    context_stream,
-    mcp_stream,
-    session_stream,
 )
 from fastctx.backends.eventlog import EventLog
+from fastctx.backends.keys import context_stream, mcp_stream, session_stream
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
@@ -37,24 +39,319 @@ class _Session:
     members: set[str] = dataclasses.field(default_factory=set)
 
 
+class MemoryStore:
+    """What the memory backend's parts share: contexts and sessions expire into each other,
+    and every change goes to the one change log. No method awaits, so each one is atomic on
+    the loop."""
+
+    def __init__(self) -> None:
+        # (tenant, token) -> (frame, expires_at, session)
+        self.frames: dict[tuple[str, str], tuple[bytes, int, str | None]] = {}
+        self.sessions: dict[tuple[str, str], _Session] = {}
+        # MCP sessions: (tenant, id) -> (record, expires_at)
+        self.mcp: dict[tuple[str, str], tuple[bytes, int]] = {}
+        # their subscriptions: (tenant, id) -> {token: cursor}
+        self.mcp_subscriptions: dict[tuple[str, str], dict[str, str]] = {}
+        # (expires_at, kind, tenant, id), kind c(ontext), s(ession) or m(cp session); entries
+        # whose deadline moved are skipped (or, for MCP sessions, pushed again) when popped.
+        self.deadlines: list[tuple[int, str, str, str]] = []
+        self.events = EventLog()
+
+    def live_frame(self, key: tuple[str, str], now: int) -> bytes | None:
+        item = self.frames.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            self.drop_frame(key, item[2])
+            self.changed(key[0], key[1], "expired", item[0], item[1], item[2])
+            return None
+        return item[0]
+
+    def live_session(self, key: tuple[str, str], now: int) -> _Session | None:
+        session = self.sessions.get(key)
+        if session is not None and session.expires_at <= now:
+            # Its contexts expired no later than it did; those the sweep has not reached yet
+            # expire now, each with its event, before the session's own.
+            for token in sorted(session.members):
+                item = self.frames.get((key[0], token))
+                if item is not None:
+                    self.drop_frame((key[0], token), item[2])
+                    self.changed(key[0], token, "expired", item[0], item[1], item[2])
+            self.drop_session(key)
+            fields = ("expired", "0", "", key[1])
+            self.events.append(session_stream(*key), fields, now_ms() + EVENTS_MAX_AGE_MS)
+            return None
+        return session
+
+    def live_mcp(self, key: tuple[str, str], now: int) -> bytes | None:
+        item = self.mcp.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self.mcp[key]
+            self.mcp_subscriptions.pop(key, None)
+            return None
+        return item[0]
+
+    def drop_frame(self, key: tuple[str, str], session_id: str | None) -> None:
+        del self.frames[key]
+        if session_id is not None:
+            session = self.sessions.get((key[0], session_id))
+            if session is not None:
+                session.members.discard(key[1])
+
+    def drop_session(self, key: tuple[str, str]) -> None:
+        session = self.sessions.pop(key)
+        for token in session.members:
+            self.frames.pop((key[0], token), None)
+
+    def changed(
+        self,
+        tenant: str,
+        token: str,
+        kind: str,
+        frame: bytes,
+        expires_at: int,
+        session: str | None,
+    ) -> None:
+        """Append the change to the context's stream and its session's."""
+        fields = (kind, str(_core.frame_version(frame)), token, session or "")
+        keep_until = (expires_at if kind == "updated" else now_ms()) + EVENTS_MAX_AGE_MS
+        self.events.append(context_stream(tenant, token), fields, keep_until)
+        if session is not None:
+            record = self.sessions.get((tenant, session))
+            until = max(keep_until, record.expires_at + EVENTS_MAX_AGE_MS if record else 0)
+            self.events.append(session_stream(tenant, session), fields, until)
+
+    def sweep(self, now: int, limit: int = SWEEP_BATCH) -> int:
+        """Drop up to `limit` expired contexts and sessions; returns how many deadlines it saw."""
+        seen = 0
+        while self.deadlines and self.deadlines[0][0] <= now and seen < limit:
+            _, kind, tenant, ident = heapq.heappop(self.deadlines)
+            seen += 1
+            if kind == "c":
+                self.live_frame((tenant, ident), now)
+            elif kind == "s":
+                self.live_session((tenant, ident), now)
+            elif self.live_mcp((tenant, ident), now) is not None:
+                # Used since this deadline was set: look again at its current one.
+                heapq.heappush(self.deadlines, (self.mcp[(tenant, ident)][1], kind, tenant, ident))
+        return seen
+
+
+class MemoryContexts(Contexts):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def get(self, tenant: str, token: str) -> bytes | None:
+        return self._store.live_frame((tenant, token), now_ms())
+
+    get_relaxed = get  # one copy, always current: no coroutine around `get`
+
+    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
+        now = now_ms()
+        live_frame = self._store.live_frame
+        return [live_frame((tenant, token), now) for token in tokens]
+
+    async def insert(
+        self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
+    ) -> bool:
+        store = self._store
+        now = now_ms()
+        if session is not None:
+            record = store.live_session((tenant, session), now)
+            if record is None:
+                return False
+            record.members.add(token)
+        store.frames[(tenant, token)] = (frame, expires_at, session)
+        heapq.heappush(store.deadlines, (expires_at, "c", tenant, token))
+        store.changed(tenant, token, "updated", frame, expires_at, session)
+        return True
+
+    async def swap(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        frame: bytes,
+        expires_at: int,
+        session: str | None = None,
+    ) -> Outcome:
+        store = self._store
+        key = (tenant, token)
+        current = store.live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        if current[_VERSION] != expected:
+            return Outcome.CONFLICT
+        member_of = store.frames[key][2]
+        store.frames[key] = (frame, expires_at, member_of)
+        store.changed(tenant, token, "updated", frame, expires_at, member_of)
+        return Outcome.DONE
+
+    async def remove(
+        self, tenant: str, token: str, expected: bytes, session: str | None
+    ) -> Outcome:
+        store = self._store
+        key = (tenant, token)
+        current = store.live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        if current[_VERSION] != expected:
+            return Outcome.CONFLICT
+        frame, expires_at, member_of = store.frames[key]
+        store.drop_frame(key, member_of)
+        store.changed(tenant, token, "deleted", frame, expires_at, member_of)
+        return Outcome.DONE
+
+
+class MemorySessions(Sessions):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def create(
+        self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
+    ) -> None:
+        expires_at = created_at + ttl
+        self._store.sessions[(tenant, session)] = _Session(created_at, ttl, expires_at, meta)
+        heapq.heappush(self._store.deadlines, (expires_at, "s", tenant, session))
+
+    async def touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
+        record = self._store.live_session((tenant, session), now)
+        if record is None:
+            return None
+        record.expires_at = now + record.ttl
+        heapq.heappush(self._store.deadlines, (record.expires_at, "s", tenant, session))
+        return SessionRecord(record.created_at, record.ttl, record.expires_at, record.meta)
+
+    async def members(self, tenant: str, session: str) -> list[str]:
+        store = self._store
+        now = now_ms()
+        record = store.live_session((tenant, session), now)
+        if record is None:
+            return []
+        return sorted(t for t in list(record.members) if store.live_frame((tenant, t), now))
+
+    async def delete(self, tenant: str, session: str) -> list[str] | None:
+        store = self._store
+        key = (tenant, session)
+        record = store.live_session(key, now_ms())
+        if record is None:
+            return None
+        frames = [(t, store.frames.get((tenant, t))) for t in record.members]
+        store.drop_session(key)
+        for token, item in frames:
+            if item is not None:
+                store.changed(tenant, token, "deleted", item[0], item[1], session)
+        return sorted(record.members)
+
+
+class MemoryChangeLog(ChangeLog):
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+
+    async def since(self, stream: str, after: str) -> list[Event]:
+        return self._events.since(stream, after)
+
+    async def last_id(self, stream: str) -> str:
+        return self._events.last_id(stream)
+
+    async def wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
+        return await self._events.wait(cursors, timeout_ms)
+
+    def interrupt(self) -> None:
+        self._events.interrupt()
+
+
+class MemoryMcp(McpState):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
+        key = (tenant, session)
+        expires_at = now_ms() + idle
+        if key not in self._store.mcp:
+            heapq.heappush(self._store.deadlines, (expires_at, "m", tenant, session))
+        self._store.mcp[key] = (record, expires_at)
+
+    async def touch(self, tenant: str, session: str, idle: int) -> bytes | None:
+        key = (tenant, session)
+        now = now_ms()
+        record = self._store.live_mcp(key, now)
+        if record is not None:
+            # Every request touches its session: the sweep finds the moved deadline rather
+            # than the heap taking one entry per request.
+            self._store.mcp[key] = (record, now + idle)
+        return record
+
+    async def delete(self, tenant: str, session: str) -> bool:
+        found = self._store.live_mcp((tenant, session), now_ms()) is not None
+        self._store.mcp.pop((tenant, session), None)
+        self._store.mcp_subscriptions.pop((tenant, session), None)
+        return found
+
+    async def subscribe(
+        self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
+    ) -> bool:
+        store = self._store
+        now = now_ms()
+        if store.live_mcp((tenant, session), now) is None:
+            return False
+        store.mcp[(tenant, session)] = (record, now + idle)
+        subscriptions = store.mcp_subscriptions.setdefault((tenant, session), {})
+        if token not in subscriptions:
+            subscriptions[token] = cursor
+            fields = ("subscribe", cursor, token, "")
+            store.events.append(mcp_stream(tenant, session), fields, now + idle)
+        return True
+
+    async def unsubscribe(self, tenant: str, session: str, token: str) -> bool:
+        subscriptions = self._store.mcp_subscriptions.get((tenant, session), {})
+        if subscriptions.pop(token, None) is None:
+            return False
+        fields = ("unsubscribe", "0", token, "")
+        self._store.events.append(mcp_stream(tenant, session), fields, now_ms())
+        return True
+
+    async def subscriptions(self, tenant: str, session: str) -> dict[str, str]:
+        return dict(self._store.mcp_subscriptions.get((tenant, session), {}))
+
+    async def notify(
+        self,
+        tenant: str,
+        session: str,
+        token: str,
+        expected: str,
+        cursor: str,
+        kind: str,
+        version: str,
+        idle: int,
+    ) -> str | None:
+        subscriptions = self._store.mcp_subscriptions.get((tenant, session), {})
+        current = subscriptions.get(token)
+        if current is None or current != expected:
+            return current
+        fields = (kind, version, token, "")
+        self._store.events.append(mcp_stream(tenant, session), fields, now_ms() + idle)
+        subscriptions[token] = cursor
+        return cursor
+
+    async def keep(self, tenant: str, session: str, idle: int) -> None:
+        self._store.events.keep(mcp_stream(tenant, session), now_ms() + idle)
+
+
 class MemoryBackend(Backend):
-    """Single-threaded by construction: no method awaits, so each one is atomic on the loop."""
+    """The four parts over one `MemoryStore`, swept now and then for what has expired."""
 
     in_process = True
 
     def __init__(self) -> None:
-        # (tenant, token) -> (frame, expires_at, session)
-        self._frames: dict[tuple[str, str], tuple[bytes, int, str | None]] = {}
-        self._sessions: dict[tuple[str, str], _Session] = {}
-        # MCP sessions: (tenant, id) -> (record, expires_at)
-        self._mcp: dict[tuple[str, str], tuple[bytes, int]] = {}
-        # their subscriptions: (tenant, id) -> {token: cursor}
-        self._mcp_subscriptions: dict[tuple[str, str], dict[str, str]] = {}
-        # (expires_at, kind, tenant, id), kind c(ontext), s(ession) or m(cp session); entries
-        # whose deadline moved are skipped (or, for MCP sessions, pushed again) when popped.
-        self._deadlines: list[tuple[int, str, str, str]] = []
+        self.store = store = MemoryStore()
+        self.contexts = MemoryContexts(store)
+        self.sessions = MemorySessions(store)
+        self.changes = MemoryChangeLog(store.events)
+        self.mcp = MemoryMcp(store)
         self._sweeper: asyncio.Task[None] | None = None
-        self.events = EventLog()
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="fastctx-memory-sweep")
@@ -69,263 +366,13 @@ class MemoryBackend(Backend):
     async def ping(self) -> None:
         return None
 
-    def _live_frame(self, key: tuple[str, str], now: int) -> bytes | None:
-        item = self._frames.get(key)
-        if item is None:
-            return None
-        if item[1] <= now:
-            self._drop_frame(key, item[2])
-            self._changed(key[0], key[1], "expired", item[0], item[1], item[2])
-            return None
-        return item[0]
-
-    def _live_session(self, key: tuple[str, str], now: int) -> _Session | None:
-        session = self._sessions.get(key)
-        if session is not None and session.expires_at <= now:
-            # Its contexts expired no later than it did; those the sweep has not reached yet
-            # expire now, each with its event, before the session's own.
-            for token in sorted(session.members):
-                item = self._frames.get((key[0], token))
-                if item is not None:
-                    self._drop_frame((key[0], token), item[2])
-                    self._changed(key[0], token, "expired", item[0], item[1], item[2])
-            self._drop_session(key)
-            fields = ("expired", "0", "", key[1])
-            self.events.append(session_stream(*key), fields, now_ms() + EVENTS_MAX_AGE_MS)
-            return None
-        return session
-
-    def _drop_frame(self, key: tuple[str, str], session_id: str | None) -> None:
-        del self._frames[key]
-        if session_id is not None:
-            session = self._sessions.get((key[0], session_id))
-            if session is not None:
-                session.members.discard(key[1])
-
-    def _drop_session(self, key: tuple[str, str]) -> None:
-        session = self._sessions.pop(key)
-        for token in session.members:
-            self._frames.pop((key[0], token), None)
-
-    def _changed(
-        self,
-        tenant: str,
-        token: str,
-        kind: str,
-        frame: bytes,
-        expires_at: int,
-        session: str | None,
-    ) -> None:
-        """Append the change to the context's stream and its session's."""
-        fields = (kind, str(_core.frame_version(frame)), token, session or "")
-        keep_until = (expires_at if kind == "updated" else now_ms()) + EVENTS_MAX_AGE_MS
-        self.events.append(context_stream(tenant, token), fields, keep_until)
-        if session is not None:
-            record = self._sessions.get((tenant, session))
-            until = max(keep_until, record.expires_at + EVENTS_MAX_AGE_MS if record else 0)
-            self.events.append(session_stream(tenant, session), fields, until)
-
-    async def get(self, tenant: str, token: str) -> bytes | None:
-        return self._live_frame((tenant, token), now_ms())
-
-    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
-        now = now_ms()
-        return [self._live_frame((tenant, token), now) for token in tokens]
-
-    async def insert(
-        self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
-    ) -> bool:
-        now = now_ms()
-        if session is not None:
-            record = self._live_session((tenant, session), now)
-            if record is None:
-                return False
-            record.members.add(token)
-        self._frames[(tenant, token)] = (frame, expires_at, session)
-        heapq.heappush(self._deadlines, (expires_at, "c", tenant, token))
-        self._changed(tenant, token, "updated", frame, expires_at, session)
-        return True
-
-    async def swap(
-        self,
-        tenant: str,
-        token: str,
-        expected: bytes,
-        frame: bytes,
-        expires_at: int,
-        session: str | None = None,
-    ) -> Outcome:
-        key = (tenant, token)
-        current = self._live_frame(key, now_ms())
-        if current is None:
-            return Outcome.MISSING
-        if current[_VERSION] != expected:
-            return Outcome.CONFLICT
-        member_of = self._frames[key][2]
-        self._frames[key] = (frame, expires_at, member_of)
-        self._changed(tenant, token, "updated", frame, expires_at, member_of)
-        return Outcome.DONE
-
-    async def remove(
-        self, tenant: str, token: str, expected: bytes, session: str | None
-    ) -> Outcome:
-        key = (tenant, token)
-        current = self._live_frame(key, now_ms())
-        if current is None:
-            return Outcome.MISSING
-        if current[_VERSION] != expected:
-            return Outcome.CONFLICT
-        frame, expires_at, member_of = self._frames[key]
-        self._drop_frame(key, member_of)
-        self._changed(tenant, token, "deleted", frame, expires_at, member_of)
-        return Outcome.DONE
-
-    async def session_create(
-        self, tenant: str, session: str, created_at: int, ttl: int, meta: bytes
-    ) -> None:
-        expires_at = created_at + ttl
-        self._sessions[(tenant, session)] = _Session(created_at, ttl, expires_at, meta)
-        heapq.heappush(self._deadlines, (expires_at, "s", tenant, session))
-
-    async def session_touch(self, tenant: str, session: str, now: int) -> SessionRecord | None:
-        record = self._live_session((tenant, session), now)
-        if record is None:
-            return None
-        record.expires_at = now + record.ttl
-        heapq.heappush(self._deadlines, (record.expires_at, "s", tenant, session))
-        return SessionRecord(record.created_at, record.ttl, record.expires_at, record.meta)
-
-    async def session_members(self, tenant: str, session: str) -> list[str]:
-        now = now_ms()
-        record = self._live_session((tenant, session), now)
-        if record is None:
-            return []
-        return sorted(t for t in list(record.members) if self._live_frame((tenant, t), now))
-
-    async def session_delete(self, tenant: str, session: str) -> list[str] | None:
-        key = (tenant, session)
-        record = self._live_session(key, now_ms())
-        if record is None:
-            return None
-        frames = [(t, self._frames.get((tenant, t))) for t in record.members]
-        self._drop_session(key)
-        for token, item in frames:
-            if item is not None:
-                self._changed(tenant, token, "deleted", item[0], item[1], session)
-        return sorted(record.members)
-
-    async def mcp_session_put(self, tenant: str, session: str, record: bytes, idle: int) -> None:
-        key = (tenant, session)
-        expires_at = now_ms() + idle
-        if key not in self._mcp:
-            heapq.heappush(self._deadlines, (expires_at, "m", tenant, session))
-        self._mcp[key] = (record, expires_at)
-
-    async def mcp_session_touch(self, tenant: str, session: str, idle: int) -> bytes | None:
-        key = (tenant, session)
-        now = now_ms()
-        record = self._live_mcp(key, now)
-        if record is not None:
-            # Every request touches its session: the sweep finds the moved deadline rather
-            # than the heap taking one entry per request.
-            self._mcp[key] = (record, now + idle)
-        return record
-
-    async def mcp_session_delete(self, tenant: str, session: str) -> bool:
-        found = self._live_mcp((tenant, session), now_ms()) is not None
-        self._mcp.pop((tenant, session), None)
-        self._mcp_subscriptions.pop((tenant, session), None)
-        return found
-
-    async def mcp_subscribe(
-        self, tenant: str, session: str, token: str, cursor: str, record: bytes, idle: int
-    ) -> bool:
-        now = now_ms()
-        if self._live_mcp((tenant, session), now) is None:
-            return False
-        self._mcp[(tenant, session)] = (record, now + idle)
-        subscriptions = self._mcp_subscriptions.setdefault((tenant, session), {})
-        if token not in subscriptions:
-            subscriptions[token] = cursor
-            fields = ("subscribe", cursor, token, "")
-            self.events.append(mcp_stream(tenant, session), fields, now + idle)
-        return True
-
-    async def mcp_unsubscribe(self, tenant: str, session: str, token: str) -> bool:
-        subscriptions = self._mcp_subscriptions.get((tenant, session), {})
-        if subscriptions.pop(token, None) is None:
-            return False
-        fields = ("unsubscribe", "0", token, "")
-        self.events.append(mcp_stream(tenant, session), fields, now_ms())
-        return True
-
-    async def mcp_subscriptions(self, tenant: str, session: str) -> dict[str, str]:
-        return dict(self._mcp_subscriptions.get((tenant, session), {}))
-
-    async def mcp_notify(
-        self,
-        tenant: str,
-        session: str,
-        token: str,
-        expected: str,
-        cursor: str,
-        kind: str,
-        version: str,
-        idle: int,
-    ) -> str | None:
-        subscriptions = self._mcp_subscriptions.get((tenant, session), {})
-        current = subscriptions.get(token)
-        if current is None or current != expected:
-            return current
-        self.events.append(mcp_stream(tenant, session), (kind, version, token, ""), now_ms() + idle)
-        subscriptions[token] = cursor
-        return cursor
-
-    async def mcp_keep(self, tenant: str, session: str, idle: int) -> None:
-        self.events.keep(mcp_stream(tenant, session), now_ms() + idle)
-
-    def _live_mcp(self, key: tuple[str, str], now: int) -> bytes | None:
-        item = self._mcp.get(key)
-        if item is None:
-            return None
-        if item[1] <= now:
-            del self._mcp[key]
-            self._mcp_subscriptions.pop(key, None)
-            return None
-        return item[0]
-
     def sweep(self, now: int, limit: int = SWEEP_BATCH) -> int:
         """Drop up to `limit` expired contexts and sessions; returns how many deadlines it saw."""
-        seen = 0
-        while self._deadlines and self._deadlines[0][0] <= now and seen < limit:
-            _, kind, tenant, ident = heapq.heappop(self._deadlines)
-            seen += 1
-            if kind == "c":
-                self._live_frame((tenant, ident), now)
-            elif kind == "s":
-                self._live_session((tenant, ident), now)
-            elif self._live_mcp((tenant, ident), now) is not None:
-                # Used since this deadline was set: look again at its current one.
-                heapq.heappush(
-                    self._deadlines, (self._mcp[(tenant, ident)][1], kind, tenant, ident)
-                )
-        return seen
-
-    async def events_since(self, stream: str, after: str) -> list[Event]:
-        return self.events.since(stream, after)
-
-    async def last_event_id(self, stream: str) -> str:
-        return self.events.last_id(stream)
-
-    async def events_wait(self, cursors: dict[str, str], timeout_ms: int) -> list[StreamEvent]:
-        return await self.events.wait(cursors, timeout_ms)
-
-    def events_interrupt(self) -> None:
-        self.events.interrupt()
+        return self.store.sweep(now, limit)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = now_ms()
-            self.sweep(now)
-            self.events.sweep(now)
+            self.store.sweep(now)
+            self.store.events.sweep(now)

@@ -10,15 +10,15 @@ from typing import Any
 
 import hiredis
 
-from fastctx.backends.pipeline import Address, pack_command
+from fastctx.backends.pipeline import Address, Breaker, Pipeline
+from fastctx.errors import BackendError
 
 logger = logging.getLogger("fastctx")
 
 RETRY_DELAY = 1.0  # seconds between attempts to (re)connect
-IDLE_PING = 15.0  # seconds of silence before asking Redis whether the connection still works
+IDLE_PING = 15.0  # seconds between PINGs that ask Redis whether the connection still works
 # What Redis must publish: E (keyevent channels) and x (expired); "A" includes "x".
 REQUIRED_FLAGS = "Ex"
-_INCOMPLETE = object()
 
 
 def missing_flags(current: str) -> str:
@@ -66,7 +66,7 @@ class ExpiryListener:
         while True:
             try:
                 await self._listen()
-            except (OSError, TimeoutError, EOFError, hiredis.HiredisError) as exc:
+            except (BackendError, OSError, TimeoutError, hiredis.HiredisError) as exc:
                 if failures == 0:
                     logger.warning("expired-key notifications interrupted (%r); retrying", exc)
                 failures += 1
@@ -75,74 +75,69 @@ class ExpiryListener:
             self.listening.clear()
             await asyncio.sleep(RETRY_DELAY)
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        address = self.address
-        async with asyncio.timeout(self.timeout):
-            if address.path is not None:
-                return await asyncio.open_unix_connection(address.path)
-            return await asyncio.open_connection(address.host, address.port, ssl=address.tls)
-
     async def _listen(self) -> None:
-        reader, writer = await self._open()
-        parser = hiredis.Reader(notEnoughData=_INCOMPLETE)
+        """One connection's life: subscribe, then hear messages until the connection drops.
 
-        async def reply(wait: float | None) -> Any:
-            while (found := parser.gets()) is _INCOMPLETE:
-                async with asyncio.timeout(wait):
-                    data = await reader.read(65536)
-                if not data:
-                    raise EOFError("Redis closed the connection")
-                parser.feed(data)
-            return found
+        The connection is a `Pipeline`, whose reader loop hands replies to their callers and
+        pushes (in RESP3, the subscription's confirmation and its messages) to `pushed`.
+        """
+        lost = asyncio.Event()
+        subscribed = asyncio.Event()
 
-        async def call(*args: bytes | str) -> Any:
-            writer.write(pack_command(args))
-            return await reply(self.timeout)
+        def pushed(message: list[Any]) -> None:
+            kind = message[0] if message else None
+            if kind == b"message" and len(message) == 3:
+                self.on_expired(message[2])
+            elif kind == b"subscribe":
+                subscribed.set()
 
+        connection = Pipeline(
+            self.address,
+            timeout=self.timeout,
+            breaker=Breaker(failures=0, probe_timeout=self.timeout),  # it retries on its own
+            on_push=pushed,
+            on_lost=lost.set,
+        )
         try:
-            address = self.address
-            if address.password is not None:
-                user = [address.username] if address.username else []
-                answer = await call(b"AUTH", *user, address.password)
-                if isinstance(answer, hiredis.ReplyError):
-                    raise OSError(f"Redis refused the credentials: {answer}")
-            await self._enable(call)
-            subscribed = await call(b"SUBSCRIBE", self.channel)
-            if isinstance(subscribed, hiredis.ReplyError):
-                raise OSError(f"Redis refused SUBSCRIBE: {subscribed}")
+            await self._enable(connection)
+            await connection.send_unanswered(b"SUBSCRIBE", self.channel)
+            async with asyncio.timeout(self.timeout):
+                await subscribed.wait()
             self.listening.set()
-            quiet = 0
             while True:
                 try:
-                    message = await reply(IDLE_PING)
+                    async with asyncio.timeout(IDLE_PING):
+                        await lost.wait()
                 except TimeoutError:
-                    quiet += 1
-                    if quiet > 1:
-                        raise  # not even the PING was answered
-                    writer.write(pack_command((b"PING",)))
+                    # Whether the connection still works: unanswered, the pipeline drops it.
+                    await connection.execute(b"PING")
                     continue
-                quiet = 0
-                if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
-                    self.on_expired(message[2])
+                raise BackendError("Redis closed the connection")
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await connection.close()
 
-    async def _enable(self, call: Callable[..., Any]) -> None:
-        current = await call(b"CONFIG", b"GET", b"notify-keyspace-events")
+    async def _enable(self, connection: Pipeline) -> None:
         flags = ""
-        if isinstance(current, list) and len(current) == 2:
-            flags = current[1].decode()
-        missing = missing_flags(flags) if not isinstance(current, hiredis.ReplyError) else "Ex"
+        try:
+            current = await connection.execute(b"CONFIG", b"GET", b"notify-keyspace-events")
+        except hiredis.ReplyError:
+            missing = "Ex"
+        else:
+            if isinstance(current, dict):  # RESP3 answers a map
+                current = [item for pair in current.items() for item in pair]
+            if isinstance(current, list) and len(current) == 2:
+                flags = current[1].decode()
+            missing = missing_flags(flags)
         if not missing:
             return
-        done = await call(b"CONFIG", b"SET", b"notify-keyspace-events", flags + missing)
-        if isinstance(done, hiredis.ReplyError) and not self._warned:
-            self._warned = True
-            logger.warning(
-                "Redis does not publish expired-key events and refused to turn them on (%s): "
-                "set notify-keyspace-events to include %r for `expired` change events",
-                done,
-                REQUIRED_FLAGS,
-            )
+        try:
+            await connection.execute(b"CONFIG", b"SET", b"notify-keyspace-events", flags + missing)
+        except hiredis.ReplyError as refused:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "Redis does not publish expired-key events and refused to turn them on (%s): "
+                    "set notify-keyspace-events to include %r for `expired` change events",
+                    refused,
+                    REQUIRED_FLAGS,
+                )

@@ -190,6 +190,15 @@ class _Protocol(asyncio.Protocol):
             self._watchdog = self._loop.call_later(self.timeout, self._check_timeout)
         return future
 
+    def send_unanswered(self, command: bytes) -> None:
+        """Queue a command whose only answer is a push (SUBSCRIBE, in RESP3): no reply to wait
+        for, so nothing to hand the next reply to by mistake."""
+        if self.closed:
+            raise BackendError("Redis connection closed", unsent=True)
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(command)
+
     def _flush(self) -> None:
         if self.transport is not None and not self.closed and self._buffer:
             self.transport.write(b"".join(self._buffer))
@@ -261,6 +270,8 @@ class Pipeline:
         on_invalidate: Invalidation | None = None,
         breaker: Breaker | None = None,
         setup: Sequence[tuple[bytes, ...]] = (),
+        on_push: Callable[[list[Any]], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
@@ -270,6 +281,10 @@ class Pipeline:
         self.breaker = breaker or Breaker(probe_timeout=timeout)
         self.tracking_prefixes = tuple(tracking_prefixes)
         self.on_invalidate = on_invalidate
+        #: Told every push that is not an invalidation (a subscription's messages).
+        self.on_push = on_push
+        #: Told when a connection drops: what it had subscribed to is gone with it.
+        self.on_lost = on_lost
         #: True while Redis is pushing invalidations for `tracking_prefixes` to this connection.
         self.tracking = False
         self._protocol: _Protocol | None = None
@@ -330,6 +345,17 @@ class Pipeline:
             protocol = await self._connect()
         return await protocol.send(pack_command(args), block)
 
+    async def send_unanswered(self, *args: bytes | str | int | float) -> None:
+        """Send a command that Redis answers with a push only (see `_Protocol.send_unanswered`),
+        connecting first if need be."""
+        refused = self.breaker.admit()
+        if refused is not None:
+            raise refused
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        protocol.send_unanswered(pack_command(args))
+
     async def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
@@ -344,10 +370,15 @@ class Pipeline:
         if self.on_invalidate is not None:
             # Invalidations may have been sent while nobody was listening.
             self.on_invalidate(None)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def _push(self, message: list[Any]) -> None:
-        if message and message[0] == b"invalidate" and self.on_invalidate is not None:
-            self.on_invalidate(message[1])
+        if message and message[0] == b"invalidate":
+            if self.on_invalidate is not None:
+                self.on_invalidate(message[1])
+        elif self.on_push is not None:
+            self.on_push(message)
 
     async def _connect(self) -> _Protocol:
         # One connection attempt at a time; every caller waiting meanwhile shares its outcome.

@@ -88,7 +88,7 @@ class EventRoutes:
             after = last_event_id(ex)
             if not _core.is_token(token):
                 raise NotFound("no such context")
-            frame = await self.backend.get(tenant, token)
+            frame = await self.backend.contexts.get(tenant, token)
             stream = context_stream(tenant, token)
             if frame is None:
                 return await self._serve(ex, tenant, stream, after, False, "context")
@@ -103,7 +103,7 @@ class EventRoutes:
             after = last_event_id(ex)
             if not _core.is_token(session):
                 raise NotFound("no such session")
-            live = await self.backend.session_touch(tenant, session, now_ms()) is not None
+            live = await self.backend.sessions.touch(tenant, session, now_ms()) is not None
             stream = session_stream(tenant, session)
             return await self._serve(ex, tenant, stream, after, live, "session")
 
@@ -124,8 +124,8 @@ class EventRoutes:
         include_data = ex.query("include") == "data"
         if not live:
             # Gone, but its stream may still tell how it ended: replay that, then stop.
-            events = await self.backend.events_since(stream, after or "0-0")
-            if not events and await self.backend.last_event_id(stream) == "0-0":
+            events = await self.backend.changes.since(stream, after or "0-0")
+            if not events and await self.backend.changes.last_id(stream) == "0-0":
                 raise NotFound(f"no such {of}")
             if after is None:
                 events = events[-1:]
@@ -134,13 +134,13 @@ class EventRoutes:
                 await self._send(ex, tenant, event, include_data)
             await ex.send({"type": "http.response.body", "body": b""})
             return 200
-        start = after if after is not None else await self.backend.last_event_id(stream)
+        start = after if after is not None else await self.backend.changes.last_id(stream)
         subscription = self.changes.subscribe(stream, start)
         watcher = asyncio.create_task(ex.until_disconnect(subscription.close))
         self.pinger.add(subscription)
         try:
             # Subscribed first, then read what is already there: nothing falls in between.
-            replay = await self.backend.events_since(stream, start)
+            replay = await self.backend.changes.since(stream, start)
             await self._start(ex)
             sent = event_order(start)
             ended = False
@@ -268,7 +268,7 @@ class ExpiryLooks:
             if self._due.get((tenant, token)) != due:
                 continue  # nobody follows it any more
             del self._due[(tenant, token)]  # read once; its followers stay counted
-            read = asyncio.ensure_future(self.backend.get(tenant, token))
+            read = asyncio.ensure_future(self.backend.contexts.get(tenant, token))
             self._reads.add(read)
             read.add_done_callback(self._read)
         self._arm(loop)

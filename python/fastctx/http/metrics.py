@@ -23,7 +23,6 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastctx.backends.pipeline import Breaker
 from fastctx.http.guard import Guard, StreamLimit
 from fastctx.logs import ACCESS_LOGGER
 from fastctx.registry import Registry
@@ -151,17 +150,17 @@ class _Collector(Collector):
                 "Event streams refused with 503 because as many were open as allowed.",
                 value=self.streams.refused,
             )
-        breaker = getattr(self.registry.backend, "breaker", None)
-        if isinstance(breaker, Breaker):
+        health = self.registry.backend.health()
+        if health is not None:
             yield GaugeMetricFamily(
                 "fastctx_backend_circuit_open",
                 "1 while backend calls fail fast after repeated failures.",
-                value=0 if breaker.closed else 1,
+                value=1 if health.circuit_open else 0,
             )
             yield CounterMetricFamily(
                 "fastctx_backend_circuit_opened",
                 "Times the backend circuit breaker opened.",
-                value=breaker.opened,
+                value=health.circuit_opened,
             )
 
 

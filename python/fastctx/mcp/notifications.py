@@ -181,11 +181,11 @@ class Notifications:
         node has; returns the subscription's cursor now, None when it is gone."""
         stream = context_stream(tenant, token)
         while True:
-            events = await self.backend.events_since(stream, cursor)
+            events = await self.backend.changes.since(stream, cursor)
             if not events:
                 return cursor
             last, fields = events[-1]
-            current = await self.backend.mcp_notify(
+            current = await self.backend.mcp.notify(
                 tenant,
                 session,
                 token,
@@ -205,7 +205,7 @@ class Notifications:
         """The session era's GET stream: the notification stream from `after` (or from now),
         fed from the subscribed contexts' changes while it is open."""
         notes = mcp_stream(tenant, session)
-        start = after if after is not None else await self.backend.last_event_id(notes)
+        start = after if after is not None else await self.backend.changes.last_id(notes)
         watches = _Watches(self.changes)
         inbox = watches.follow(notes, start)
         cursors: dict[str, str] = {}  # token -> the subscription's cursor, as last seen
@@ -246,13 +246,13 @@ class Notifications:
         async with watches.serving(ex) as gone:
             # First what changed while no stream was open, so that the replay includes it:
             # in the order of each context's latest change.
-            subscribed = await self.backend.mcp_subscriptions(tenant, session)
+            subscribed = await self.backend.mcp.subscriptions(tenant, session)
             latest = await asyncio.gather(
-                *(self.backend.last_event_id(context_stream(tenant, t)) for t in subscribed)
+                *(self.backend.changes.last_id(context_stream(tenant, t)) for t in subscribed)
             )
             for _, token in sorted(zip(map(event_order, latest), subscribed, strict=True)):
                 await watch(token, subscribed[token])
-            replay = await self.backend.events_since(notes, start)
+            replay = await self.backend.changes.since(notes, start)
             await ex.start_stream()
             await _send(ex, b": ping\n\nretry: %d\n\n" % RETRY_MS)
             for event in replay:
@@ -314,12 +314,12 @@ class Notifications:
         for uri in uris:
             with contextlib.suppress(RpcError):
                 named.setdefault(resource_token(uri), uri)
-        frames = await self.backend.mget(tenant, list(named))
+        frames = await self.backend.contexts.mget(tenant, list(named))
         honored = {
             token: uri for (token, uri), frame in zip(named.items(), frames, strict=True) if frame
         }
         cursors = await asyncio.gather(
-            *(self.backend.last_event_id(context_stream(tenant, token)) for token in honored)
+            *(self.backend.changes.last_id(context_stream(tenant, token)) for token in honored)
         )
         watches = _Watches(self.changes)
         streams = {context_stream(tenant, token): uri for token, uri in honored.items()}
@@ -347,7 +347,7 @@ class Notifications:
                         if follower.overflowed:
                             # Changes were dropped: start again from the newest, and notify
                             # anyway, which covers whatever was dropped.
-                            watches.follow(stream, await self.backend.last_event_id(stream))
+                            watches.follow(stream, await self.backend.changes.last_id(stream))
                         await _send(ex, _message(_updated(uri, meta)))
                     elif follower.closed:
                         stopping = True  # this node is stopping

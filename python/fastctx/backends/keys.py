@@ -1,0 +1,94 @@
+"""The names of everything a backend stores: one place, so that a key's format never drifts.
+
+Every key of one context carries the hash tag `{tenant/token}`, and every key of one session
+(or MCP session) `{tenant/session}`: on a Redis Cluster each lives on one slot, so the scripts
+that change them run there whole. The formats are what data already stored was written under;
+changing one orphans it.
+"""
+
+from __future__ import annotations
+
+CONTEXT_PREFIX = "fc:c:"  # a context's frame
+SESSION_PREFIX = "fc:s:"  # a session's record
+MEMBERS_PREFIX = "fc:m:"  # the tokens of a session's contexts
+SESSION_EXPIRED_PREFIX = "fc:sx:"  # set once a session's `expired` event is appended
+CONTEXT_STREAM_PREFIX = "fc:x:"  # a context's change stream
+SESSION_STREAM_PREFIX = "fc:y:"  # the change stream of every context of a session
+MCP_SESSION_PREFIX = "fc:mcp:"  # an MCP session's record
+MCP_SUBSCRIPTIONS_PREFIX = "fc:mq:"  # an MCP session's subscriptions: token -> cursor
+MCP_STREAM_PREFIX = "fc:n:"  # an MCP session's notifications
+
+#: The change streams a node follows (on a cluster, by tracking these prefixes).
+STREAM_PREFIXES = (CONTEXT_STREAM_PREFIX, SESSION_STREAM_PREFIX)
+
+
+def context_id(tenant: str, token: str) -> str:
+    """How a context is named across the process: cache keys, invalidations, hash tags."""
+    return f"{tenant}/{token}"
+
+
+def context_key(tenant: str, token: str) -> str:
+    # The hash tag keeps every key of one context on one cluster slot; its content is the
+    # context's id, which is also what the invalidation of this key names.
+    return f"{CONTEXT_PREFIX}{{{tenant}/{token}}}"
+
+
+def context_id_of(key: bytes) -> str:
+    """The context id a context key names: fc:c:{tenant/token} -> tenant/token."""
+    return key[len(CONTEXT_PREFIX) + 1 : -1].decode()
+
+
+def tenant_context_prefix(tenant: str) -> str:
+    """What every context key of `tenant` starts with (scripts append `token}`)."""
+    return f"{CONTEXT_PREFIX}{{{tenant}/"
+
+
+def context_stream(tenant: str, token: str) -> str:
+    """The change stream of one context; its hash tag is the context's, as its key's."""
+    return f"{CONTEXT_STREAM_PREFIX}{{{tenant}/{token}}}"
+
+
+def tenant_stream_prefix(tenant: str) -> str:
+    """What every context stream of `tenant` starts with (scripts append `token}`)."""
+    return f"{CONTEXT_STREAM_PREFIX}{{{tenant}/"
+
+
+def session_key(tenant: str, session: str) -> str:
+    return f"{SESSION_PREFIX}{{{tenant}/{session}}}"
+
+
+def members_key(tenant: str, session: str) -> str:
+    return f"{MEMBERS_PREFIX}{{{tenant}/{session}}}"
+
+
+def session_expired_key(tenant: str, session: str) -> str:
+    """Set once a session's `expired` event is appended, so that no other node appends it."""
+    return f"{SESSION_EXPIRED_PREFIX}{{{tenant}/{session}}}"
+
+
+def session_stream(tenant: str, session: str) -> str:
+    """The change stream of every context of one session."""
+    return f"{SESSION_STREAM_PREFIX}{{{tenant}/{session}}}"
+
+
+def mcp_session_key(tenant: str, session: str) -> str:
+    return f"{MCP_SESSION_PREFIX}{{{tenant}/{session}}}"
+
+
+def mcp_subscriptions_key(tenant: str, session: str) -> str:
+    return f"{MCP_SUBSCRIPTIONS_PREFIX}{{{tenant}/{session}}}"
+
+
+def mcp_stream(tenant: str, session: str) -> str:
+    """The stream of an MCP session's notifications: what its GET stream sends, and resends."""
+    return f"{MCP_STREAM_PREFIX}{{{tenant}/{session}}}"
+
+
+def expired_target(key: bytes) -> tuple[str, str, str] | None:
+    """("c" or "s", tenant, token or session) for an expired context or session key."""
+    for kind, prefix in (("c", CONTEXT_PREFIX), ("s", SESSION_PREFIX)):
+        start = prefix.encode() + b"{"
+        if key.startswith(start) and key.endswith(b"}"):
+            tenant, _, ident = key[len(start) : -1].decode(errors="replace").rpartition("/")
+            return (kind, tenant, ident) if tenant and ident else None
+    return None
