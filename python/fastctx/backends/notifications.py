@@ -63,12 +63,18 @@ class ExpiryListener:
 
     async def _run_forever(self) -> None:
         failures = 0
+        listened = False
         while True:
             try:
                 await self._listen()
             except (BackendError, OSError, TimeoutError, hiredis.HiredisError) as exc:
-                if failures == 0:
+                # Before the first subscription, a Redis that does not answer is what start-up
+                # reports (once, naming the URL); an interruption after it is news.
+                listened = listened or self.listening.is_set()
+                if failures == 0 and listened:
                     logger.warning("expired-key notifications interrupted (%r); retrying", exc)
+                elif failures == 0:
+                    logger.debug("expired-key notifications wait for Redis (%r)", exc)
                 failures += 1
             else:
                 failures = 0
