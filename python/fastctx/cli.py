@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from fastctx.config import HTTP_MODES, LOG_LEVELS, Settings
 
 if TYPE_CHECKING:
-    from fastctx.http.front import Front
+    from fastctx.app import Front
 
 logger = logging.getLogger("fastctx")
 GRACEFUL_STOP_SECONDS = 5

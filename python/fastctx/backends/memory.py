@@ -24,6 +24,7 @@ from fastctx.backends.eventlog import EventLog
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+_LIVE = ("created", "updated")  # events after which the context still exists
 SWEEP_INTERVAL = 1.0
 SWEEP_BATCH = 10_000
 
@@ -118,7 +119,7 @@ class MemoryBackend(Backend):
     ) -> None:
         """Append the change to the context's stream and its session's."""
         fields = (kind, str(_core.frame_version(frame)), token, session or "")
-        keep_until = (expires_at if kind == "updated" else now_ms()) + EVENTS_MAX_AGE_MS
+        keep_until = (expires_at if kind in _LIVE else now_ms()) + EVENTS_MAX_AGE_MS
         self.events.append(context_stream(tenant, token), fields, keep_until)
         if session is not None:
             record = self._sessions.get((tenant, session))
@@ -143,7 +144,7 @@ class MemoryBackend(Backend):
             record.members.add(token)
         self._frames[(tenant, token)] = (frame, expires_at, session)
         heapq.heappush(self._deadlines, (expires_at, "c", tenant, token))
-        self._changed(tenant, token, "updated", frame, expires_at, session)
+        self._changed(tenant, token, "created", frame, expires_at, session)
         return True
 
     async def swap(

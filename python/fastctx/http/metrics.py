@@ -11,7 +11,7 @@ import bisect
 import gc
 from collections.abc import Iterator
 
-from prometheus_client import GC_COLLECTOR, CollectorRegistry, generate_latest
+from prometheus_client import GC_COLLECTOR, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,11 +19,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
+from fastctx.asgi.guard import Guard, StreamLimit
 from fastctx.backends.pipeline import Breaker
-from fastctx.http.guard import Guard, StreamLimit
 from fastctx.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -158,6 +156,3 @@ class Metrics:
         self.collectors.register(_Collector(self.stats, registry, guard, streams))
         # python_gc_*: collections and what they found, by generation.
         self.collectors.register(GC_COLLECTOR)
-
-    async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastctx.errors import VersionConflict
-from fastctx.http.body import whole_number
+from fastctx.asgi.body import whole_number
+from fastctx.errors import BadRequest
+
+# What If-Match may hold; the OpenAPI document gives it as the header's pattern.
+IF_MATCH_PATTERN = r'^(\*|"[0-9]{1,20}")$'
 
 
 def etag(version: int) -> str:
@@ -13,8 +16,9 @@ def etag(version: int) -> str:
 def expected_version(value: bytes | None) -> int | None:
     """The version `If-Match` requires, or None when any existing version will do.
 
-    A value that cannot name a version (a weak or non-numeric tag, a list) can never match,
-    so it fails the precondition with 412 rather than being ignored.
+    A value that is not `*` or one strong tag of a version as ETag gives it (`"3"`) is refused
+    with 400: unquoted (`3`), weak, a list or not a number, it is a mistake of the client's
+    that a 412 would pass off as somebody else's write.
     """
     if value is None:
         return None
@@ -25,7 +29,7 @@ def expected_version(value: bytes | None) -> int | None:
         version = whole_number(tag[1:-1], max_digits=20)  # versions are 64-bit
         if version is not None:
             return version
-    raise VersionConflict(f'If-Match {tag!r} does not name a version like "3"')
+    raise BadRequest(f'If-Match {tag[:40]!r} is malformed: send the ETag as given ("3") or *')
 
 
 def none_match(value: bytes, version: int) -> bool:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from fastctx import _core
-from fastctx.http.body import decode_json
+from fastctx.asgi.body import decode_json
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
