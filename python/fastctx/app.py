@@ -30,16 +30,20 @@ from fastctx.http.auth import Tenants, is_protected
 from fastctx.http.contexts import ContextRoutes
 from fastctx.http.events import EventRoutes
 from fastctx.http.metrics import Metrics, RequestStats
+from fastctx.http.openapi import document
 from fastctx.http.ops import OpsRoutes
 from fastctx.http.routes import Found
 from fastctx.http.sessions import SessionRoutes
 from fastctx.mcp import McpEndpoint
+from fastctx.mcp.openapi import MCP_PATHS
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
 
 TENANT_SCOPE_KEY = "fastctx.tenant"
 MCP_PATH = "/mcp"
+OPENAPI = document(MCP_PATHS)
+"""The OpenAPI document /openapi.json serves: the REST operations and /mcp's."""
 logger = logging.getLogger("fastctx")
 
 
@@ -163,7 +167,7 @@ def create_app(settings: Settings | None = None) -> Front:
         ContextRoutes(registry, settings, metrics.stats).route,
         EventRoutes(registry, changes, streams).route,
         SessionRoutes(sessions, settings).route,
-        OpsRoutes(backend, metrics).route,
+        OpsRoutes(backend, metrics, OPENAPI).route,
     ]
     mcp = McpEndpoint(registry, sessions, settings, changes, streams)
     return Front(app, Tenants(settings.tenants()), metrics.stats, routes, mcp, guard)

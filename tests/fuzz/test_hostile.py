@@ -146,7 +146,7 @@ def test_invalid_utf8_in_headers(live: Live, protected: str) -> None:
     for method, target, headers, data, expected in [
         ("PUT", path, {b"If-Match": bad, b"Content-Type": b"application/json"}, body, 400),
         ("PUT", path, {b"If-Match": b'"' + bad + b'"', b"Content-Type": b"application/json"},
-         body, 400),
+         body, 412),
         ("PATCH", path, {b"Content-Type": b"application/merge-patch+json" + bad}, body, 415),
         ("POST", b"/v1/contexts", {b"Content-Type": bad}, body, 415),
         ("DELETE", path, {b"If-Match": bad}, b"", 400),

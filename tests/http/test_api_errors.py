@@ -259,7 +259,7 @@ def test_numbers_int_would_refuse_are_client_errors(client: httpx.Client, number
         content=b"{}",
         headers={**JSON, "If-Match": f'"{number}"'.encode("latin-1")},
     )
-    assert_problem(put, 400)  # no version looks like that: a malformed If-Match
+    assert_problem(put, 412)
     assert client.get(f"/v1/contexts/{token}").json() == {"v": 1}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 from prometheus_client import generate_latest
@@ -11,17 +12,16 @@ from fastctx.asgi.exchange import Exchange
 from fastctx.backends import Backend
 from fastctx.errors import BackendError
 from fastctx.http.metrics import CONTENT_TYPE, Metrics
-from fastctx.http.openapi import OPENAPI
 from fastctx.http.routes import NO_PARAMETERS, Found, Handler
 
 READY_TIMEOUT = 1.0
-_OPENAPI_BODY = msgspec.json.encode(OPENAPI)
 
 
 class OpsRoutes:
-    def __init__(self, backend: Backend, metrics: Metrics) -> None:
+    def __init__(self, backend: Backend, metrics: Metrics, document: dict[str, Any]) -> None:
         self.backend = backend
         self.metrics = metrics
+        self.document = msgspec.json.encode(document)  # the OpenAPI document served
         self._routes: dict[str, dict[str, Handler]] = {
             path: {"GET": handler, "HEAD": handler}
             for path, handler in (
@@ -51,4 +51,4 @@ class OpsRoutes:
         return await ex.respond(200, body, content_type=CONTENT_TYPE.encode())
 
     async def openapi(self, ex: Exchange, _: str, __: str) -> int:
-        return await ex.respond(200, _OPENAPI_BODY)
+        return await ex.respond(200, self.document)
