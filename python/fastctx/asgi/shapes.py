@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import msgspec
 
 from fastctx.asgi.body import whole_number
+from fastctx.clock import rfc3339
 from fastctx.errors import BadRequest
 from fastctx.registry import MAX_TTL_SECONDS
+from fastctx.sessions import SessionView
 
 TOKEN_PATTERN = "^[0-9A-Za-z]{22}$"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
@@ -74,7 +76,7 @@ def ttl_seconds(value: str | int | float | None) -> int | None:
     return seconds
 
 
-def _json_ttl(value: object) -> int | None:
+def json_ttl(value: object) -> int | None:
     """A ttl member of a JSON body: a number, never a string (which is the query's form)."""
     if value is not None and not isinstance(value, int | float):
         raise ValueError(TTL_RULE)  # a string, a list, ...: any JSON value may come here
@@ -155,7 +157,7 @@ class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
     meta: dict[str, Any] = {}
 
     def __post_init__(self) -> None:
-        self.ttl = _json_ttl(self.ttl)
+        self.ttl = json_ttl(self.ttl)
 
 
 class SessionCreated(msgspec.Struct):
@@ -167,8 +169,20 @@ class Session(msgspec.Struct):
     session: Token
     created_at: Timestamp
     expires_at: Timestamp
-    meta: dict[str, Any]
+    # As stored: spliced into the response, never decoded.
+    meta: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object"})]
     contexts: list[Token]
+
+
+def session_view(view: SessionView) -> Session:
+    """What `GET /v1/sessions/{id}` and the `session_get` tool answer about a session."""
+    return Session(
+        view.session,
+        rfc3339(view.created_at),
+        rfc3339(view.expires_at),
+        msgspec.Raw(view.meta),
+        view.contexts,
+    )
 
 
 class ChangeEvent(msgspec.Struct, omit_defaults=True):

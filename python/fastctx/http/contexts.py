@@ -13,7 +13,7 @@ from fastctx import _core
 from fastctx.asgi.body import JSON, JSON_PATCH, MERGE_PATCH, decode_json, require_media_type
 from fastctx.asgi.exchange import Exchange
 from fastctx.asgi.responses import encode
-from fastctx.asgi.shapes import MGET_LIMIT, MgetRequest, invalid, ttl_seconds
+from fastctx.asgi.shapes import MGET_LIMIT, Meta, MgetRequest, invalid, ttl_seconds
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
@@ -169,16 +169,16 @@ class ContextRoutes:
     async def meta(self, ex: Exchange, tenant: str, token: str) -> int:
         found = await self.registry.meta(tenant, token)
         body = encode(
-            {
-                "token": found.token,
-                "version": found.version,
-                "size": found.size,
-                "stored_size": found.stored_size,
-                "created_at": rfc3339(found.created_at),
-                "updated_at": rfc3339(found.updated_at),
-                "expires_at": rfc3339(found.expires_at),
-                "session": found.session,
-            }
+            Meta(
+                found.token,
+                found.version,
+                found.size,
+                found.stored_size,
+                rfc3339(found.created_at),
+                rfc3339(found.updated_at),
+                rfc3339(found.expires_at),
+                found.session,
+            )
         )
         return await ex.respond(200, body, [(b"etag", b'"%d"' % found.version)])
 

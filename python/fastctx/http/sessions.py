@@ -7,7 +7,7 @@ import msgspec
 from fastctx.asgi.body import JSON, decode_json, require_media_type
 from fastctx.asgi.exchange import Exchange
 from fastctx.asgi.responses import encode
-from fastctx.asgi.shapes import SessionCreate, invalid
+from fastctx.asgi.shapes import SessionCreate, SessionCreated, invalid, session_view
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
 from fastctx.http.routes import NO_PARAMETERS, Found, Handler
@@ -57,21 +57,12 @@ class SessionRoutes:
         assert spec.ttl is None or isinstance(spec.ttl, int)  # __post_init__ made it one
         meta = encode(spec.meta)
         session, expires_at = await self.sessions.create(tenant, spec.ttl, meta)
-        body = encode({"session": session, "expires_at": rfc3339(expires_at)})
+        body = encode(SessionCreated(session, rfc3339(expires_at)))
         return await ex.respond(201, body, [(b"location", (PREFIX + session).encode())])
 
     async def read(self, ex: Exchange, tenant: str, session: str) -> int:
         view = await self.sessions.get(tenant, session)
-        body = encode(
-            {
-                "session": view.session,
-                "created_at": rfc3339(view.created_at),
-                "expires_at": rfc3339(view.expires_at),
-                "meta": msgspec.Raw(view.meta),
-                "contexts": view.contexts,
-            }
-        )
-        return await ex.respond(200, body)
+        return await ex.respond(200, encode(session_view(view)))
 
     async def delete(self, ex: Exchange, tenant: str, session: str) -> int:
         await self.sessions.delete(tenant, session)
