@@ -1,4 +1,4 @@
-"""One request and its response at the ASGI level: what the context routes need, nothing more."""
+"""One request and its response at the ASGI level: what every route, REST or MCP, works with."""
 
 from __future__ import annotations
 

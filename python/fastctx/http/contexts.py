@@ -1,8 +1,7 @@
 """REST endpoints for contexts: /v1/contexts[/mget] and /v1/contexts/{token}[/meta].
 
-These are the hot routes, so they are bare ASGI handlers that `Front` calls by path shape and
-method, without Starlette's routing or a Request object: a cache hit sends the stored bytes
-with no JSON work at all.
+These are the hot routes: bare ASGI handlers, as every route is, that `Front` finds by path
+shape and method; a cache hit sends the stored bytes with no JSON work at all.
 """
 
 from __future__ import annotations
