@@ -121,6 +121,14 @@ def test_an_empty_body_says_so(client: httpx.Client, body: bytes) -> None:
     assert client.get(f"/v1/contexts/{token}").json() == {"a": 1}
 
 
+def test_an_empty_mcp_message_says_so(client: httpx.Client) -> None:
+    r = client.post(
+        "/mcp", content=b"", headers={**JSON, "Accept": "application/json, text/event-stream"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == {"code": -32700, "message": "parse error: the body is empty"}
+
+
 @pytest.mark.parametrize(
     ("body", "kind"),
     [(b'{"op": "add"}', "an object"), (b"5", "a number"), (b' "x"', "a string"), (b"null", "null")],

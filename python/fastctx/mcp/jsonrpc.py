@@ -54,6 +54,8 @@ encode = msgspec.json.Encoder().encode
 
 def decode(body: bytes) -> Message:
     """The message in a POST body; `RpcError` for bad JSON, batches or a malformed envelope."""
+    if not body or body.isspace():
+        raise RpcError(PARSE_ERROR, "parse error: the body is empty", status=400)
     try:
         message = decode_json(body, _decoder)
     except msgspec.ValidationError as exc:
