@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from fastctx.asgi import shapes
+from fastctx.backends import EVENTS_KEPT, EVENTS_MAX_AGE_MS
 from fastctx.registry import MAX_TTL_SECONDS
 
 _EXAMPLE_TOKEN = "4Jc8Ntq0b1Xr2kQ9sLmZpA"
@@ -52,7 +53,8 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     413: (
         "ContentTooLarge",
-        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over 1000 tokens.",
+        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over"
+        f" {shapes.MGET_LIMIT} tokens.",
         {},
     ),
     415: (
@@ -266,7 +268,8 @@ def _event_stream(operation_id: str, summary: str) -> dict[str, Any]:
                 "in": "header",
                 "required": False,
                 "description": "Resume after this event: every retained event after it (at"
-                " least the last 1000, at least 1 hour) is sent first, in order.",
+                f" least the last {EVENTS_KEPT}, at least {EVENTS_MAX_AGE_MS // 60_000} minutes)"
+                " is sent first, in order.",
                 # Each number below 2**64, as Redis stream ids are.
                 "schema": {"type": "string", "pattern": "^[0-9]{1,19}(-[0-9]{1,19})?$"},
             },
