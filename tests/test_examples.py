@@ -48,7 +48,7 @@ def test_one_order_through_three_services(backend: str) -> None:
     heard = [line.removeprefix("  [listener] ") for line in lines if "[listener]" in line]
     assert heard[0].startswith("listening to session ")
     versions = [line.split(" by ")[0] for line in heard[1:]]
-    assert versions == ["v1 updated", "v2 updated", "v3 updated", "v3 deleted"]
+    assert versions == ["v1 created", "v2 updated", "v3 updated", "v3 deleted"]
     # When an event's data was still its own version's, it names the right writer and fields.
     for line, expected in zip(
         heard[1:4],

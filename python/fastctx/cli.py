@@ -30,7 +30,7 @@ from fastctx.config import (
 from fastctx.logs import logging_config
 
 if TYPE_CHECKING:
-    from fastctx.http.front import Front
+    from fastctx.app import Front
 
 logger = logging.getLogger("fastctx")
 GRACEFUL_STOP_SECONDS = 5

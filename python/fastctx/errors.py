@@ -40,6 +40,14 @@ class Unauthorized(FastctxError):
     title = "Missing or unknown API key"
 
 
+class Forbidden(FastctxError):
+    """The request is understood and authenticated, but not allowed (a foreign /mcp Origin)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
 class NotFound(FastctxError):
     status = 404
     slug = "not-found"
@@ -50,6 +58,14 @@ class MethodNotAllowed(FastctxError):
     status = 405
     slug = "method-not-allowed"
     title = "Method not allowed"
+
+
+class NotAcceptable(FastctxError):
+    """The request's `Accept` allows none of the media types the route answers with."""
+
+    status = 406
+    slug = "not-acceptable"
+    title = "Not acceptable"
 
 
 class VersionConflict(FastctxError):
@@ -118,13 +134,17 @@ class NotDurable(Unavailable):
     title = "Write may not be durable"
 
 
+# The statuses the server answers with, each with its class: the same list the OpenAPI document
+# gives, operation by operation (403 and 406 come from /mcp only, as JSON-RPC errors there).
 BY_STATUS: dict[int, type[FastctxError]] = {
     cls.status: cls
     for cls in (
         BadRequest,
         Unauthorized,
+        Forbidden,
         NotFound,
         MethodNotAllowed,
+        NotAcceptable,
         VersionConflict,
         PayloadTooLarge,
         UnsupportedMediaType,

@@ -55,7 +55,7 @@ async def test_every_write_appends_an_event(backend: Backend) -> None:
     await registry.replace("t", created.token, b"{}")
     await registry.delete("t", created.token)
     events = await backend.changes.since(context_stream("t", created.token), "0-0")
-    assert kinds(events) == [("updated", "1"), ("updated", "2"), ("updated", "3"), ("deleted", "3")]
+    assert kinds(events) == [("created", "1"), ("updated", "2"), ("updated", "3"), ("deleted", "3")]
     assert all(f["token"] == created.token and f["session"] == "" for _, f in events)
     ids = [event_order(i) for i, _ in events]
     assert ids == sorted(ids)
@@ -79,8 +79,8 @@ async def test_session_stream_has_every_context_and_the_cascade(backend: Backend
     events = await backend.changes.since(session_stream("t", session), "0-0")
     seen = [(f["type"], f["token"], f["version"]) for _, f in events]
     assert seen[:3] == [
-        ("updated", one.token, "1"),
-        ("updated", two.token, "1"),
+        ("created", one.token, "1"),
+        ("created", two.token, "1"),
         ("updated", one.token, "2"),
     ]
     assert sorted(seen[3:]) == sorted([("deleted", one.token, "2"), ("deleted", two.token, "1")])
@@ -251,7 +251,7 @@ async def test_an_expired_context_gets_its_expired_event(backend: Backend) -> No
     # The expired event is kept for an hour after the expiry, as a deleted one is.
     await asyncio.sleep(0.3)
     assert kinds(await backend.changes.since(context_stream("t", alone.token), "0-0")) == [
-        ("updated", "1"),
+        ("created", "1"),
         ("expired", "1"),
     ]
 

@@ -144,12 +144,12 @@ def test_invalid_utf8_in_headers(live: Live, protected: str) -> None:
     body = b'{"x": 1}'
     # A header that cannot be read never succeeds in changing anything.
     for method, target, headers, data, expected in [
-        ("PUT", path, {b"If-Match": bad, b"Content-Type": b"application/json"}, body, 412),
+        ("PUT", path, {b"If-Match": bad, b"Content-Type": b"application/json"}, body, 400),
         ("PUT", path, {b"If-Match": b'"' + bad + b'"', b"Content-Type": b"application/json"},
          body, 412),
         ("PATCH", path, {b"Content-Type": b"application/merge-patch+json" + bad}, body, 415),
         ("POST", b"/v1/contexts", {b"Content-Type": bad}, body, 415),
-        ("DELETE", path, {b"If-Match": bad}, b"", 412),
+        ("DELETE", path, {b"If-Match": bad}, b"", 400),
         ("GET", path + b"/events", {b"Last-Event-ID": bad}, b"", 400),
         ("POST", b"/mcp", {**{k.encode(): v.encode() for k, v in MCP_HEADERS.items()},
                            b"Mcp-Session-Id": bad},

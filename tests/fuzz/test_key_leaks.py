@@ -130,6 +130,6 @@ def test_unexpected_errors_are_logged_without_tokens(
         assert client.get(f"/v1/sessions/{session}").status_code == 500
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "GET /v1/contexts/{token}/meta" in logged
-    assert "GET /v1/sessions/{session}" in logged
+    assert "GET /v1/sessions/{id}" in logged
     assert token not in caplog.text
     assert session not in caplog.text

@@ -131,9 +131,14 @@ def test_put_if_match(client: httpx.Client) -> None:
     assert r.status_code == 200
     assert r.json()["version"] == 3
     state = get_state(client, token)
-    for stale in ('"1"', '"2"', '"4"', "garbage"):
+    for stale in ('"1"', '"2"', '"4"', 'W/"3"', '"3", "4"', '"x"', '"a,b"'):
         r = client.put(f"/v1/contexts/{token}", json={"a": "lost"}, headers={"If-Match": stale})
         assert_problem(r, 412)
+    # Not an entity tag at all: the client's mistake (400), not somebody else's write (412).
+    for malformed in ("garbage", "4", "", '"3', '"3", 4'):
+        r = client.put(f"/v1/contexts/{token}", json={"a": "lost"}, headers={"If-Match": malformed})
+        assert_problem(r, 400)
+        assert "If-Match" in r.json()["detail"]
     assert get_state(client, token) == state
     assert json.loads(state[1]) == {"a": 3}
 

@@ -206,11 +206,53 @@ async def test_a_session_stream_has_every_context_of_the_session(server: Granian
         await patch(server.base_url, one, {"n": 3})
         got = await take(stream, 3)
     assert [(e["event"], e["data"]["token"], e["data"]["version"]) for e in got] == [
-        ("updated", one, 1),
-        ("updated", two, 1),
+        ("created", one, 1),
+        ("created", two, 1),
         ("updated", one, 2),
     ]
     assert all(e["data"]["session"] == session for e in got)
+
+
+async def test_a_create_is_a_created_event_with_its_document(server: GranianServer) -> None:
+    """Version 1 is `created`, not `updated`; `?include=data` gives its document as well."""
+    token = await create(server.base_url, {"n": 0})
+    path = f"/v1/contexts/{token}/events?include=data"
+    async with subscribe(server.base_url, path, **{"Last-Event-ID": "0-0"}) as (_, stream):
+        (first,) = await take(stream, 1)
+        await patch(server.base_url, token, {"n": 1})
+        (second,) = await take(stream, 1)
+    assert (first["event"], first["data"]) == (
+        "created",
+        {"token": token, "version": 1, "session": None, "data": {"n": 0}},
+    )
+    assert (second["event"], second["data"]["version"]) == ("updated", 2)
+
+
+async def test_a_context_never_changed_after_its_create_still_expires(
+    server: GranianServer,
+) -> None:
+    """Its last event is `created`: the expiry must still be told (and end the stream)."""
+    token = await create(server.base_url, {"n": 0}, ttl="1")
+    async with subscribe(server.base_url, f"/v1/contexts/{token}/events") as (_, stream):
+        got = await rest(stream)
+    assert [(e["event"], e["data"]["version"]) for e in got] == [("expired", 1)]
+
+
+@pytest.mark.parametrize("query", ["include=bogus", "include=patch", "inclde=data", "x=1"])
+async def test_an_unknown_query_of_a_stream_is_400_naming_it(
+    server: GranianServer, query: str
+) -> None:
+    token = await create(server.base_url, {"n": 0})
+    session = (await call("POST", f"{server.base_url}/v1/sessions")).json()["session"]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=WAIT) as client:
+        for path in (f"/v1/contexts/{token}/events", f"/v1/sessions/{session}/events"):
+            reply = await client.get(f"{path}?{query}")
+            assert reply.status_code == 400, reply.text
+            assert reply.headers["content-type"] == "application/problem+json"
+            assert (
+                query.partition("=")[0 if query.startswith(("x", "inclde")) else 2]
+                in (reply.json()["detail"])
+            )
 
 
 @pytest.mark.parametrize("bad", ["nope", "1-2-3", "-1", "12-x", "9" * 50, "9" * 20 + "-0"])

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from fastctx.asgi.body import SWEEP_SECONDS, read_body
 from fastctx.errors import BadRequest
-from fastctx.http.body import SWEEP_SECONDS, read_body
 
 
 def run(coroutine: Any) -> Any:

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from fastctx.asgi.exchange import Exchange
 from fastctx.backends.memory import MemoryBackend
 from fastctx.config import Settings
 from fastctx.http import events
 from fastctx.http.events import EventRoutes
-from fastctx.http.exchange import Exchange
 from fastctx.registry import Registry
 from fastctx.streams import ChangeStream
 

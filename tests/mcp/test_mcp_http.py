@@ -301,3 +301,18 @@ def test_an_idle_session_ends_after_fastctx_mcp_session_idle() -> None:
         time.sleep(1.2)
         r = client.post("/mcp", content=rpc("ping"), headers=in_session(session))
         assert r.status_code == 404
+
+
+def test_the_tools_read_a_ttl_as_the_rest_routes_do(mcp: httpx.Client) -> None:
+    """One reading of a ttl for REST and MCP: 60.0 is one, "60" (a string) and 0 are not,
+    and the refusal says the same rule; a session's meta is an object, never null."""
+    for name in ("context_create", "session_create"):
+        extra = {"data": 1} if name == "context_create" else {}
+        result = call_tool(mcp, name, {**extra, "ttl": 60.0})
+        assert result["isError"] is False, result
+        for bad in ("60", 0):
+            result = call_tool(mcp, name, {**extra, "ttl": bad})
+            assert result["isError"] is True, (name, bad)
+            assert "ttl must be a whole number of seconds" in result["content"][0]["text"]
+    result = call_tool(mcp, "session_create", {"meta": None})
+    assert result["isError"] is True

@@ -143,7 +143,7 @@ class Expiries:
             # their events go first, so that the session's own is its stream's last.
             open_tokens: dict[str, None] = {}
             for _, fields in await self.streams.since(session_stream(tenant, ident), "0-0"):
-                if fields.get("type") == "updated":
+                if fields.get("type") in ("created", "updated"):
                     open_tokens[fields.get("token", "")] = None
                 else:
                     open_tokens.pop(fields.get("token", ""), None)

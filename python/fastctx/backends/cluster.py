@@ -81,7 +81,7 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], pttl)
-session_event(KEYS[3], KEYS[1], 'updated', 1, ARGV[1], ARGV[2])
+session_event(KEYS[3], KEYS[1], 'created', 1, ARGV[1], ARGV[2])
 return 1
 """,
     writes=True,

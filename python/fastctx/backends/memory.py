@@ -26,6 +26,7 @@ from fastctx.backends.keys import context_stream, mcp_stream, session_stream
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+_LIVE = ("created", "updated")  # events after which the context still exists
 SWEEP_INTERVAL = 1.0
 SWEEP_BATCH = 10_000
 
@@ -116,7 +117,7 @@ class MemoryStore:
     ) -> None:
         """Append the change to the context's stream and its session's."""
         fields = (kind, str(_core.frame_version(frame)), token, session or "")
-        keep_until = (expires_at if kind == "updated" else now_ms()) + EVENTS_MAX_AGE_MS
+        keep_until = (expires_at if kind in _LIVE else now_ms()) + EVENTS_MAX_AGE_MS
         self.events.append(context_stream(tenant, token), fields, keep_until)
         if session is not None:
             record = self.sessions.get((tenant, session))
@@ -165,7 +166,7 @@ class MemoryContexts(Contexts):
             record.members.add(token)
         store.frames[(tenant, token)] = (frame, expires_at, session)
         heapq.heappush(store.deadlines, (expires_at, "c", tenant, token))
-        store.changed(tenant, token, "updated", frame, expires_at, session)
+        store.changed(tenant, token, "created", frame, expires_at, session)
         return True
 
     async def swap(

@@ -52,7 +52,7 @@ end
 # defining (a third of this script's cost in Redis).
 CREATE = f"""
 if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return -1 end
-redis.call('XADD', KEYS[2], '*', 'type', 'updated', 'version', 1, 'token', ARGV[3],
+redis.call('XADD', KEYS[2], '*', 'type', 'created', 'version', 1, 'token', ARGV[3],
            'session', ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})
 return 1
@@ -67,13 +67,13 @@ if #KEYS > 2 then
   if redis.call('PTTL', KEYS[3]) < 0 then return 0 end
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return -1 end
-event(KEYS[2], 'updated', 1, ARGV[3], ARGV[4])
+event(KEYS[2], 'created', 1, ARGV[3], ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})  -- a new token's new stream
 if #KEYS > 2 then
   local pttl = redis.call('PTTL', KEYS[3])
   redis.call('SADD', KEYS[4], ARGV[3])
   redis.call('PEXPIRE', KEYS[4], pttl)
-  session_event(KEYS[5], KEYS[3], 'updated', 1, ARGV[3], ARGV[4])
+  session_event(KEYS[5], KEYS[3], 'created', 1, ARGV[3], ARGV[4])
 end
 return 1
 """
@@ -127,7 +127,9 @@ local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if last then
   local fields = last[2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'type' and fields[i + 1] ~= 'updated' then return 0 end
+    if fields[i] == 'type' and fields[i + 1] ~= 'updated' and fields[i + 1] ~= 'created' then
+      return 0
+    end
     if fields[i] == 'version' then version = fields[i + 1] end
   end
 end

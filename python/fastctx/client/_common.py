@@ -42,6 +42,7 @@ class Event:
     """One change from an SSE stream."""
 
     id: str
+    #: `created` (version 1), `updated`, `deleted` or `expired`.
     type: str
     #: None on a session's own event (its expiry), which names no context.
     token: str | None
@@ -98,7 +99,7 @@ def _params(**values: object) -> dict[str, str]:
 
 
 # 412 too: a failed If-Match says this client's idea of the version is out of date.
-GONE = (404, 410, 412)
+GONE = (404, 412)
 
 
 def _forgets(token: str, cache: ClientCache | None) -> Callable[[httpx.Response], None] | None:

@@ -1,59 +1,59 @@
 """REST endpoints for contexts: /v1/contexts[/mget] and /v1/contexts/{token}[/meta].
 
-These are the hot routes, so they are bare ASGI handlers that `Front` calls by path shape and
-method, without Starlette's routing or a Request object: a cache hit sends the stored bytes
-with no JSON work at all.
+These are the hot routes: bare ASGI handlers, as every route is, that `Front` finds by path
+shape and method; a cache hit sends the stored bytes with no JSON work at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import msgspec
 
+from fastctx import _core
+from fastctx.asgi.body import JSON, JSON_PATCH, MERGE_PATCH, decode_json, require_media_type
+from fastctx.asgi.exchange import Exchange
+from fastctx.asgi.responses import encode
+from fastctx.asgi.shapes import MGET_LIMIT, Meta, MgetRequest, invalid, ttl_seconds
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
-from fastctx.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from fastctx.http.body import (
-    JSON,
-    JSON_PATCH,
-    MERGE_PATCH,
-    decode_json,
-    require_media_type,
-    whole_number,
-)
-from fastctx.http.exchange import Exchange
+from fastctx.errors import InvalidPatch, MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from fastctx.http.metrics import RequestStats
 from fastctx.http.preconditions import expected_version, none_match
-from fastctx.http.responses import encode
-from fastctx.registry import MAX_TTL_SECONDS, PatchKind, Registry
+from fastctx.http.routes import NO_PARAMETERS, Found, Handler
+from fastctx.registry import PatchKind, Registry
 
-MGET_LIMIT = 1000
 PREFIX = "/v1/contexts/"
 _PATCH_KINDS: dict[str, PatchKind] = {MERGE_PATCH: "merge", JSON_PATCH: "json"}
 _ACCEPT_PATCH = f"{MERGE_PATCH}, {JSON_PATCH}"
 _JSON = JSON.encode()
 _CACHE_STATES = {state: state.encode() for state in ("hit", "miss", "stale")}
 
-Handler = Callable[[Exchange, str, str], Awaitable[int]]
-"""(exchange, tenant, token) -> the status sent."""
-
-
-class MgetRequest(msgspec.Struct):
-    tokens: list[str]
-
-
+_CREATE_PARAMETERS = frozenset({"ttl", "session"})
 _MGET = msgspec.json.Decoder(MgetRequest)
+# How msgspec words MgetRequest's bound on tokens: more of them is 413, not a malformed body.
+_TOO_MANY = f"Expected `array` of length <= {MGET_LIMIT}"
+_JSON_KINDS = {b"{": "an object", b'"': "a string", b"t": "true", b"f": "false", b"n": "null"}
 
 
-def _ttl(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    ttl = whole_number(raw, max_digits=10)
-    if ttl is None or not 1 <= ttl <= MAX_TTL_SECONDS:
-        raise BadRequest(f"ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}")
-    return ttl
+def _require_document(body: bytes) -> bytes:
+    """A body that holds something: an empty one gets a problem that says so, not a parser's
+    complaint about the end of its input."""
+    if not body or body.isspace():
+        raise MalformedJson("the body is empty; send a JSON document")
+    return body
+
+
+def _json_patch(body: bytes) -> bytes:
+    """A JSON Patch body; one that is not an array is told so in words (422, as any patch that
+    cannot be applied), once it is known to be JSON at all."""
+    if body[:1] == b"[":
+        return body
+    start = body.lstrip()[:1]
+    if start != b"[":
+        _core.validate_json(body)  # malformed JSON is a 400, as for any body
+        kind = _JSON_KINDS.get(start, "a number")
+        raise InvalidPatch(f"a JSON Patch is an array of operations; this body is {kind}")
+    return body
 
 
 def _bypasses_cache(cache_control: bytes) -> bool:
@@ -83,26 +83,27 @@ class ContextRoutes:
         }
         self._meta: dict[str, Handler] = {"GET": self.meta, "HEAD": self.meta}
 
-    def route(self, path: str) -> tuple[str, dict[str, Handler], str] | None:
-        """(route template, handlers by method, token) for a context path; None for others."""
+    def route(self, path: str) -> Found | None:
+        """(route template, handlers by method, token, query parameters) for a context path;
+        None for others."""
         if path == "/v1/contexts":
-            return "/v1/contexts", self._collection, ""
+            return "/v1/contexts", self._collection, "", _CREATE_PARAMETERS
         if not path.startswith(PREFIX):
             return None
         rest = path[len(PREFIX) :]
         if rest == "mget":
-            return "/v1/contexts/mget", self._mget, ""
+            return "/v1/contexts/mget", self._mget, "", NO_PARAMETERS
         token, slash, tail = rest.partition("/")
         if not slash:
-            return "/v1/contexts/{token}", self._item, token
+            return "/v1/contexts/{token}", self._item, token, NO_PARAMETERS
         if tail == "meta":
-            return "/v1/contexts/{token}/meta", self._meta, token
+            return "/v1/contexts/{token}/meta", self._meta, token, NO_PARAMETERS
         return None
 
     async def create(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
-        ttl = _ttl(ex.query("ttl"))
-        document = await ex.body(self.max_bytes, self.body_timeout)
+        ttl = ttl_seconds(ex.query("ttl"))
+        document = _require_document(await ex.body(self.max_bytes, self.body_timeout))
         created = await self.registry.create(tenant, document, ttl, ex.query("session"))
         token = created.token.encode()
         body = b'{"token":"%s","version":1,"expires_at":"%s"}' % (
@@ -142,7 +143,7 @@ class ContextRoutes:
     async def replace(self, ex: Exchange, tenant: str, token: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
         if_version = expected_version(ex.header(b"if-match"))
-        document = await ex.body(self.max_bytes, self.body_timeout)
+        document = _require_document(await ex.body(self.max_bytes, self.body_timeout))
         version = await self.registry.replace(tenant, token, document, if_version)
         return await ex.respond(200, *_written(token, version))
 
@@ -153,7 +154,9 @@ class ContextRoutes:
             exc.headers["Accept-Patch"] = _ACCEPT_PATCH
             raise
         if_version = expected_version(ex.header(b"if-match"))
-        patch = await ex.body(self.max_bytes, self.body_timeout)
+        patch = _require_document(await ex.body(self.max_bytes, self.body_timeout))
+        if kind == "json":
+            patch = _json_patch(patch)
         version = await self.registry.patch(tenant, token, patch, kind, if_version)
         return await ex.respond(200, *_written(token, version))
 
@@ -165,28 +168,28 @@ class ContextRoutes:
     async def meta(self, ex: Exchange, tenant: str, token: str) -> int:
         found = await self.registry.meta(tenant, token)
         body = encode(
-            {
-                "token": found.token,
-                "version": found.version,
-                "size": found.size,
-                "stored_size": found.stored_size,
-                "created_at": rfc3339(found.created_at),
-                "updated_at": rfc3339(found.updated_at),
-                "expires_at": rfc3339(found.expires_at),
-                "session": found.session,
-            }
+            Meta(
+                found.token,
+                found.version,
+                found.size,
+                found.stored_size,
+                rfc3339(found.created_at),
+                rfc3339(found.updated_at),
+                rfc3339(found.expires_at),
+                found.session,
+            )
         )
         return await ex.respond(200, body, [(b"etag", b'"%d"' % found.version)])
 
     async def mget(self, ex: Exchange, tenant: str, _: str) -> int:
         require_media_type(ex.header(b"content-type"), JSON)
-        body = await ex.body(self.max_bytes, self.body_timeout)
+        body = _require_document(await ex.body(self.max_bytes, self.body_timeout))
         try:
             tokens = decode_json(body, _MGET).tokens
         except msgspec.ValidationError as exc:
-            raise BadRequest(f'the body must be {{"tokens": [string, ...]}}: {exc}') from None
-        if len(tokens) > MGET_LIMIT:
-            raise PayloadTooLarge(f"at most {MGET_LIMIT} tokens per request")
+            if str(exc).startswith(_TOO_MANY):
+                raise PayloadTooLarge(f"at most {MGET_LIMIT} tokens per request") from None
+            raise invalid('the body must be {"tokens": [string, ...]}', exc) from None
         items = await self.registry.mget(tenant, tokens)
         # The stored documents are spliced in as they are: no decode, no re-encode.
         parts = [

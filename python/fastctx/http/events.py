@@ -10,15 +10,15 @@ import asyncio
 import collections
 import contextlib
 import heapq
-from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastctx import _core
+from fastctx.asgi.exchange import Exchange
+from fastctx.asgi.guard import StreamLimit
 from fastctx.backends import Backend, Event, context_stream, event_order, session_stream
 from fastctx.clock import now_ms
 from fastctx.errors import BadRequest, NotFound
-from fastctx.http.exchange import Exchange
-from fastctx.http.guard import StreamLimit
+from fastctx.http.routes import Found, Handler
 from fastctx.registry import Registry
 from fastctx.streams import ChangeStream, Subscription
 
@@ -32,7 +32,8 @@ CONTEXTS = "/v1/contexts/"
 SESSIONS = "/v1/sessions/"
 SUFFIX = "/events"
 
-Handler = Callable[[Exchange, str, str], Awaitable[int]]
+_PARAMETERS = frozenset({"include"})
+_WITH_DATA = ("created", "updated")  # the events `?include=data` adds the document to
 
 
 def last_event_id(ex: Exchange) -> str | None:
@@ -46,6 +47,16 @@ def last_event_id(ex: Exchange) -> str | None:
     except (UnicodeDecodeError, ValueError):
         raise BadRequest('Last-Event-ID must be an event id ("<ms>-<seq>")') from None
     return text
+
+
+def _include(ex: Exchange) -> bool:
+    """Whether `?include=data` asks for the documents; 400 for any other value."""
+    include = ex.query("include")
+    if include is None:
+        return False
+    if include != "data":
+        raise BadRequest(f"include={include[:40]!r} is not known; include=data is")
+    return True
 
 
 def _data_lines(document: bytes) -> bytes:
@@ -67,8 +78,9 @@ class EventRoutes:
         self._context: dict[str, Handler] = {"GET": self.context_events}
         self._session: dict[str, Handler] = {"GET": self.session_events}
 
-    def route(self, path: str) -> tuple[str, dict[str, Handler], str] | None:
-        """(route template, handlers by method, token or session id) for an /events path."""
+    def route(self, path: str) -> Found | None:
+        """(route template, handlers by method, token or session id, query parameters) for an
+        /events path."""
         if not path.endswith(SUFFIX):
             return None
         if path.startswith(CONTEXTS):
@@ -76,36 +88,38 @@ class EventRoutes:
             template, handlers = "/v1/contexts/{token}/events", self._context
         elif path.startswith(SESSIONS):
             ident = path[len(SESSIONS) : -len(SUFFIX)]
-            template, handlers = "/v1/sessions/{session}/events", self._session
+            template, handlers = "/v1/sessions/{id}/events", self._session
         else:
             return None
-        return (template, handlers, ident) if ident and "/" not in ident else None
+        return (template, handlers, ident, _PARAMETERS) if ident and "/" not in ident else None
 
     # Each holds one of the worker's stream slots from the start (503 when none is left): in
     # the handler itself, not in a wrapper around it, whose frame every idle stream would keep.
     async def context_events(self, ex: Exchange, tenant: str, token: str) -> int:
         with self.streams:
             after = last_event_id(ex)
+            include_data = _include(ex)
             if not _core.is_token(token):
                 raise NotFound("no such context")
             frame = await self.backend.contexts.get(tenant, token)
             stream = context_stream(tenant, token)
             if frame is None:
-                return await self._serve(ex, tenant, stream, after, False, "context")
+                return await self._serve(ex, tenant, stream, after, False, "context", include_data)
             self.looks.follow(tenant, token, _core.decode_frame(frame).expires_at)
             try:
-                return await self._serve(ex, tenant, stream, after, True, "context")
+                return await self._serve(ex, tenant, stream, after, True, "context", include_data)
             finally:
                 self.looks.leave(tenant, token)
 
     async def session_events(self, ex: Exchange, tenant: str, session: str) -> int:
         with self.streams:
             after = last_event_id(ex)
+            include_data = _include(ex)
             if not _core.is_token(session):
                 raise NotFound("no such session")
             live = await self.backend.sessions.touch(tenant, session, now_ms()) is not None
             stream = session_stream(tenant, session)
-            return await self._serve(ex, tenant, stream, after, live, "session")
+            return await self._serve(ex, tenant, stream, after, live, "session", include_data)
 
     async def _serve(
         self,
@@ -115,13 +129,13 @@ class EventRoutes:
         after: str | None,
         live: bool,
         of: Literal["context", "session"],
+        include_data: bool,
     ) -> int:
         """Replay what the client missed, then follow the stream until either side ends it.
 
         A context's stream ends with its `deleted` or `expired` event; a session's with its own
         `expired` event (the one without a token), or when the client leaves.
         """
-        include_data = ex.query("include") == "data"
         if not live:
             # Gone, but its stream may still tell how it ended: replay that, then stop.
             events = await self.backend.changes.since(stream, after or "0-0")
@@ -185,7 +199,7 @@ class EventRoutes:
             version,
             b'"%s"' % session.encode() if session else b"null",
         )
-        if include_data and kind == "updated":
+        if include_data and kind in _WITH_DATA:
             # Read at send time: when the context has moved on, this is its newer document
             # (the event for that version follows).
             with contextlib.suppress(NotFound):

@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import GC_COLLECTOR, CollectorRegistry, generate_latest
+from prometheus_client import GC_COLLECTOR, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -20,10 +20,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
-from fastctx.http.guard import Guard, StreamLimit
+from fastctx.asgi.guard import Guard, StreamLimit
 from fastctx.logs import ACCESS_LOGGER
 from fastctx.registry import Registry
 
@@ -176,6 +174,3 @@ class Metrics:
         self.collectors.register(_Collector(self.stats, registry, guard, streams))
         # python_gc_*: collections and what they found, by generation.
         self.collectors.register(GC_COLLECTOR)
-
-    async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.collectors), media_type=CONTENT_TYPE)

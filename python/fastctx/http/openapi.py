@@ -1,16 +1,22 @@
-"""The OpenAPI 3.1 document of fastctx's HTTP API v1, served at /openapi.json."""
+"""The OpenAPI 3.1 document of fastctx's REST API v1: the operations, written out here, and the
+schemas, produced from the Structs of `fastctx.asgi.shapes` (the ones requests are decoded with).
+
+The /mcp operations are `fastctx.mcp.openapi`'s; `fastctx.app` serves the two as one document.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-TOKEN_PATTERN = "^[0-9A-Za-z]{22}$"
-MAX_TTL_SECONDS = 315_360_000
-MGET_MAX_TOKENS = 1000
+import msgspec
+
+from fastctx.asgi import shapes
+from fastctx.backends import EVENTS_KEPT, EVENTS_MAX_AGE_MS
+from fastctx.registry import MAX_TTL_SECONDS
 
 _EXAMPLE_TOKEN = "4Jc8Ntq0b1Xr2kQ9sLmZpA"
 _EXAMPLE_SESSION = "1bQ7vRz3KpX9mWc2LdT5yE"
-_EXAMPLE_TIME = "2026-11-24T01:30:50.123Z"
+_SCHEMA_REFS = "#/components/schemas/{name}"
 
 
 def _ref(kind: str, name: str) -> dict[str, Any]:
@@ -25,7 +31,9 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     400: (
         "BadRequest",
-        "Malformed JSON body, or a body or query parameter of the wrong shape.",
+        "Malformed JSON, an empty body, a body or a query parameter of the wrong shape, a"
+        " query parameter the operation does not take, or a malformed header (`If-Match`,"
+        " `Last-Event-ID`).",
         {},
     ),
     401: (
@@ -40,12 +48,13 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     412: (
         "PreconditionFailed",
-        "`If-Match` does not match the current version (or cannot be parsed); nothing changed.",
+        "`If-Match` names another version than the current one; nothing changed.",
         {},
     ),
     413: (
         "ContentTooLarge",
-        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over 1000 tokens.",
+        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over"
+        f" {shapes.MGET_LIMIT} tokens.",
         {},
     ),
     415: (
@@ -93,181 +102,34 @@ def _bodyless_errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
-_V1_ERRORS = (401, 503)
+# Every /v1 operation: 400 for a query parameter it does not take, 401 and 503.
+_V1_ERRORS = (400, 401, 503)
 
-_SCHEMAS: dict[str, Any] = {
-    "Token": {
-        "type": "string",
-        "pattern": TOKEN_PATTERN,
-        "description": "128 random bits, base62: 22 characters of `[0-9A-Za-z]`.",
-        "examples": [_EXAMPLE_TOKEN],
-    },
-    "Version": {
-        "type": "integer",
-        "minimum": 1,
-        "description": "Grows by one on every write; 1 after create.",
-    },
-    "Timestamp": {
-        "type": "string",
-        "format": "date-time",
-        "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
-        "description": "RFC 3339, UTC, with milliseconds.",
-        "examples": [_EXAMPLE_TIME],
-    },
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem details.",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {
-                "type": "string",
-                "pattern": "^urn:fastctx:problem:[a-z0-9][a-z0-9-]*$",
-                "examples": ["urn:fastctx:problem:not-found"],
-            },
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-        },
-    },
-    "Created": {
-        "type": "object",
-        "required": ["token", "version", "expires_at"],
-        "properties": {
-            "token": _ref("schemas", "Token"),
-            "version": {"type": "integer", "const": 1},
-            "expires_at": _ref("schemas", "Timestamp"),
-        },
-    },
-    "Written": {
-        "type": "object",
-        "required": ["token", "version"],
-        "properties": {
-            "token": _ref("schemas", "Token"),
-            "version": _ref("schemas", "Version"),
-        },
-    },
-    "Meta": {
-        "type": "object",
-        "required": [
-            "token",
-            "version",
-            "size",
-            "stored_size",
-            "created_at",
-            "updated_at",
-            "expires_at",
-            "session",
-        ],
-        "properties": {
-            "token": _ref("schemas", "Token"),
-            "version": _ref("schemas", "Version"),
-            "size": {"type": "integer", "minimum": 1, "description": "JSON bytes as stored."},
-            "stored_size": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "Bytes in the backend (header + possibly compressed payload).",
-            },
-            "created_at": _ref("schemas", "Timestamp"),
-            "updated_at": _ref("schemas", "Timestamp"),
-            "expires_at": _ref("schemas", "Timestamp"),
-            "session": {"anyOf": [_ref("schemas", "Token"), {"type": "null"}]},
-        },
-    },
-    "MgetRequest": {
-        "type": "object",
-        "required": ["tokens"],
-        "properties": {
-            "tokens": {
-                "type": "array",
-                "maxItems": MGET_MAX_TOKENS,
-                "items": {"type": "string"},
-                "description": "Malformed or unknown tokens give `null` at their position.",
-            },
-        },
-    },
-    "MgetItem": {
-        "type": "object",
-        "required": ["token", "version", "data"],
-        "properties": {
-            "token": _ref("schemas", "Token"),
-            "version": _ref("schemas", "Version"),
-            "data": {"description": "The stored document."},
-        },
-    },
-    "MgetResponse": {
-        "type": "object",
-        "required": ["items"],
-        "properties": {
-            "items": {
-                "type": "array",
-                "description": "One entry per requested token, in request order.",
-                "items": {"anyOf": [_ref("schemas", "MgetItem"), {"type": "null"}]},
-            },
-        },
-    },
-    "SessionCreate": {
-        "type": "object",
-        "properties": {
-            "ttl": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_SECONDS},
-            "meta": {"type": "object"},
-        },
-    },
-    "SessionCreated": {
-        "type": "object",
-        "required": ["session", "expires_at"],
-        "properties": {
-            "session": _ref("schemas", "Token"),
-            "expires_at": _ref("schemas", "Timestamp"),
-        },
-    },
-    "Session": {
-        "type": "object",
-        "required": ["session", "created_at", "expires_at", "meta", "contexts"],
-        "properties": {
-            "session": _ref("schemas", "Token"),
-            "created_at": _ref("schemas", "Timestamp"),
-            "expires_at": _ref("schemas", "Timestamp"),
-            "meta": {"type": "object"},
-            "contexts": {"type": "array", "items": _ref("schemas", "Token")},
-        },
-    },
-    "JsonPointer": {"type": "string", "pattern": "^(/([^~/]|~[01])*)*$"},
-    "JsonPatch": {
-        "type": "array",
-        "description": "RFC 6902 JSON Patch.",
-        "items": {
-            "oneOf": [
-                {
-                    "type": "object",
-                    "required": ["op", "path", "value"],
-                    "properties": {
-                        "op": {"enum": ["add", "replace", "test"]},
-                        "path": _ref("schemas", "JsonPointer"),
-                        "value": {},
-                    },
-                },
-                {
-                    "type": "object",
-                    "required": ["op", "path"],
-                    "properties": {
-                        "op": {"const": "remove"},
-                        "path": _ref("schemas", "JsonPointer"),
-                    },
-                },
-                {
-                    "type": "object",
-                    "required": ["op", "from", "path"],
-                    "properties": {
-                        "op": {"enum": ["move", "copy"]},
-                        "from": _ref("schemas", "JsonPointer"),
-                        "path": _ref("schemas", "JsonPointer"),
-                    },
-                },
-            ],
-        },
-    },
-}
+
+def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The components' schemas, from the Structs; and the schema of a token, from its type."""
+    named = {
+        "Problem": shapes.Problem,
+        "Created": shapes.Created,
+        "Written": shapes.Written,
+        "Meta": shapes.Meta,
+        "MgetRequest": shapes.MgetRequest,
+        "MgetResponse": shapes.MgetResponse,
+        "SessionCreate": shapes.SessionCreate,
+        "SessionCreated": shapes.SessionCreated,
+        "Session": shapes.Session,
+        "ChangeEvent": shapes.ChangeEvent,
+        "JsonPatch": shapes.JsonPatch,
+        "Token": shapes.Token,
+    }
+    top, components = msgspec.json.schema_components(named.values(), ref_template=_SCHEMA_REFS)
+    for name, schema in zip(named, top, strict=True):
+        if "$ref" not in schema:  # an Annotated type, not a Struct: named here
+            components[name] = schema
+    return components, components["Token"]
+
+
+_SCHEMAS, _TOKEN_SCHEMA = _schemas()
 
 _ETAG_SCHEMA: dict[str, Any] = {"type": "string", "pattern": '^"[0-9]+"$', "examples": ['"1"']}
 
@@ -313,7 +175,7 @@ _PARAMETERS: dict[str, Any] = {
         "in": "path",
         "required": True,
         "description": "Context token; a malformed one is 404.",
-        "schema": {"type": "string", "pattern": TOKEN_PATTERN},
+        "schema": {"type": "string", "pattern": shapes.TOKEN_PATTERN},
         "example": _EXAMPLE_TOKEN,
     },
     "SessionId": {
@@ -321,14 +183,17 @@ _PARAMETERS: dict[str, Any] = {
         "in": "path",
         "required": True,
         "description": "Session id; a malformed one is 404.",
-        "schema": {"type": "string", "pattern": TOKEN_PATTERN},
+        "schema": {"type": "string", "pattern": shapes.TOKEN_PATTERN},
         "example": _EXAMPLE_SESSION,
     },
     "IfMatch": {
         "name": "If-Match",
         "in": "header",
         "required": False,
-        "description": 'Write only if the version is `"N"` (or `*`); otherwise 412.',
+        "description": 'Write only if the version is `"N"` (or `*`); otherwise 412, as for'
+        " any entity tag that names no current version (a weak one, a list). A value that is"
+        " no entity tag at all (`3`, unquoted) is 400.",
+        # A plain string: the value is any RFC 9110 If-Match, the server tells which is which.
         "schema": {"type": "string"},
         "example": '"1"',
     },
@@ -360,7 +225,7 @@ _PARAMETERS: dict[str, Any] = {
         "in": "query",
         "required": False,
         "description": "Session to put the context in; unknown or malformed is 404.",
-        "schema": {"type": "string", "pattern": TOKEN_PATTERN},
+        "schema": {"type": "string", "pattern": shapes.TOKEN_PATTERN},
     },
 }
 
@@ -372,6 +237,22 @@ _WRITTEN = {
     "description": "Written; the body holds the new version.",
     "headers": {"ETag": _ref("headers", "ETag-Optional")},
     "content": _json(_ref("schemas", "Written")),
+}
+
+
+# What the schema of an event stream describes (OpenAPI 3.1): one event, its data embedded JSON.
+_CHANGE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
+        "event": {"enum": list(shapes.EVENT_TYPES)},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": _ref("schemas", "ChangeEvent"),
+        },
+    },
 }
 
 
@@ -387,24 +268,27 @@ def _event_stream(operation_id: str, summary: str) -> dict[str, Any]:
                 "in": "header",
                 "required": False,
                 "description": "Resume after this event: every retained event after it (at"
-                " least the last 1000, at least 1 hour) is sent first, in order.",
-                "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$"},
+                f" least the last {EVENTS_KEPT}, at least {EVENTS_MAX_AGE_MS // 60_000} minutes)"
+                " is sent first, in order.",
+                # Each number below 2**64, as Redis stream ids are.
+                "schema": {"type": "string", "pattern": "^[0-9]{1,19}(-[0-9]{1,19})?$"},
             },
             {
                 "name": "include",
                 "in": "query",
                 "required": False,
-                "description": "`data` adds the document to `updated` events, as read when the"
-                " event is sent (so possibly a newer version than the event's).",
+                "description": "`data` adds the document to `created` and `updated` events, as"
+                " read when the event is sent (so possibly a newer version than the event's).",
                 "schema": {"type": "string", "enum": ["data"]},
             },
         ],
         "responses": {
             "200": {
-                "description": "An SSE stream: `id: <id>`, `event: updated|deleted`, `data:"
-                ' {"token", "version", "session"}`; `: ping` every 15 s. A context\'s stream'
-                " ends after its `deleted` event.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "An SSE stream: `id: <id>`, `event: created|updated|deleted|"
+                'expired`, `data: {"token", "version", "session"}`; `: ping` every 15 s. A'
+                " context's stream ends after its `deleted` or `expired` event; a session's"
+                " after the session's own `expired` event (the one without a token).",
+                "content": {"text/event-stream": {"schema": _CHANGE_EVENT}},
             },
             **_errors(400, 404, *_V1_ERRORS),
         },
@@ -596,7 +480,7 @@ _OPS_PATHS: dict[str, Any] = {
             "operationId": "healthz",
             "summary": "Liveness",
             "security": [],
-            "responses": {"200": {"description": "The process serves."}},
+            "responses": {"200": {"description": "The process serves."}, **_errors(400)},
         },
     },
     "/readyz": {
@@ -608,6 +492,7 @@ _OPS_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "The backend answers."},
                 "503": {"description": "The backend does not answer."},
+                **_errors(400),
             },
         },
     },
@@ -622,6 +507,7 @@ _OPS_PATHS: dict[str, Any] = {
                     "description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
+                **_errors(400),
             },
         },
     },
@@ -636,113 +522,13 @@ _OPS_PATHS: dict[str, Any] = {
                     "description": "OpenAPI 3.1 document.",
                     "content": _json({"type": "object", "required": ["openapi", "info", "paths"]}),
                 },
+                **_errors(400),
             },
         },
     },
 }
 
-# /mcp speaks JSON-RPC 2.0 (the Model Context Protocol, Streamable HTTP): its own errors are
-# JSON-RPC error objects, not problem documents; auth, size and backend errors are problems.
-_JSONRPC = _json({"type": "object", "description": "One JSON-RPC 2.0 message of MCP."})
-
-
-def _rpc_error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _JSONRPC}
-
-
-def _mcp_header(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": False, "description": description,
-            "schema": {"type": "string"}}  # fmt: skip
-
-
-_MCP_SESSION = _mcp_header(
-    "Mcp-Session-Id", "The session from `initialize` (protocol revisions 2025-06-18, 2025-11-25)."
-)
-_MCP_VERSION = _mcp_header(
-    "MCP-Protocol-Version", "2025-06-18, 2025-11-25 or 2026-07-28 (which has no sessions)."
-)
-_MCP_FORBIDDEN = _rpc_error("A browser `Origin` that is not allowed (`FASTCTX_MCP_ORIGINS`).")
-_MCP_UNKNOWN = _rpc_error("An unknown or ended session; for 2026-07-28, an unknown method.")
-
-_MCP_PATHS: dict[str, Any] = {
-    "/mcp": {
-        "post": {
-            "tags": ["mcp"],
-            "operationId": "mcpPost",
-            "summary": "Send one MCP message",
-            "parameters": [
-                _MCP_VERSION,
-                _MCP_SESSION,
-                _mcp_header("Mcp-Method", "2026-07-28: the JSON-RPC method, repeated."),
-                _mcp_header("Mcp-Name", "2026-07-28: the tool name or resource URI, repeated."),
-                _mcp_header(
-                    "Mcp-Param-Ttl",
-                    "2026-07-28: the `ttl` argument of `context_create` or `session_create`, "
-                    "repeated (its schema marks it `x-mcp-header`).",
-                ),
-            ],
-            "requestBody": {"required": True, "content": _JSONRPC},
-            "responses": {
-                "200": {
-                    "description": "The reply, as JSON or as an SSE stream, per `Accept`; "
-                    "`subscriptions/listen` (2026-07-28) is answered with a stream of "
-                    "`notifications/resources/updated` that stays open.",
-                    "content": {**_JSONRPC, "text/event-stream": {"schema": {"type": "string"}}},
-                },
-                "202": {"description": "A notification or a response was accepted."},
-                "400": _rpc_error(
-                    "Malformed JSON (-32700), a bad message (-32600) or params (-32602), a "
-                    "missing session, or an unsupported protocol version."
-                ),
-                "403": _MCP_FORBIDDEN,
-                "404": _MCP_UNKNOWN,
-                "406": _rpc_error(
-                    "`Accept` allows neither JSON nor an event stream (for "
-                    "`subscriptions/listen`: no event stream)."
-                ),
-                **_errors(413, 415, *_V1_ERRORS),
-            },
-        },
-        "get": {
-            "tags": ["mcp"],
-            "operationId": "mcpStream",
-            "summary": "The session's stream of server messages (SSE)",
-            "parameters": [
-                _MCP_VERSION,
-                _MCP_SESSION,
-                _mcp_header("Last-Event-ID", "The id of the last event received: resume after it."),
-            ],
-            "responses": {
-                "200": {
-                    "description": "An event stream: `notifications/resources/updated` for "
-                    "the resources the session subscribed to, each with an id; `: ping` "
-                    "comments keep it open.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
-                "400": _rpc_error("No session named, or a `Last-Event-ID` not of its stream."),
-                "403": _MCP_FORBIDDEN,
-                "404": _MCP_UNKNOWN,
-                "405": _rpc_error("2026-07-28 has no sessions, so no stream."),
-                **_errors(*_V1_ERRORS),
-            },
-        },
-        "delete": {
-            "tags": ["mcp"],
-            "operationId": "mcpEndSession",
-            "summary": "End the session, on every node",
-            "parameters": [_MCP_VERSION, _MCP_SESSION],
-            "responses": {
-                "204": {"description": "Ended."},
-                "400": _rpc_error("No session named."),
-                "403": _MCP_FORBIDDEN,
-                "404": _MCP_UNKNOWN,
-                **_errors(*_V1_ERRORS),
-            },
-        },
-    },
-}
-
-OPENAPI: dict[str, Any] = {
+REST_DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "fastctx",
@@ -766,7 +552,7 @@ OPENAPI: dict[str, Any] = {
     # Auth is optional at the document level: it is required only when FASTCTX_API_KEYS is set.
     # Routes outside /v1 and /mcp override this with an empty list.
     "security": [{"bearer": []}, {}],
-    "paths": {**_CONTEXT_PATHS, **_SESSION_PATHS, **_OPS_PATHS, **_MCP_PATHS},
+    "paths": {**_CONTEXT_PATHS, **_SESSION_PATHS, **_OPS_PATHS},
     "components": {
         "schemas": _SCHEMAS,
         "parameters": _PARAMETERS,
@@ -787,3 +573,18 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def document(more_paths: dict[str, Any]) -> dict[str, Any]:
+    """The whole document: the REST operations and `more_paths` (those of /mcp), which may
+    refer to this document's components."""
+    return {**REST_DOCUMENT, "paths": {**REST_DOCUMENT["paths"], **more_paths}}
+
+
+def __getattr__(name: str) -> Any:
+    # OPENAPI is the document as served, /mcp included; fastctx.app puts it together.
+    if name == "OPENAPI":
+        from fastctx.app import OPENAPI
+
+        return OPENAPI
+    raise AttributeError(name)

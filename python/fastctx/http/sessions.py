@@ -2,76 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
+from fastctx.asgi.body import JSON, decode_json, require_media_type
+from fastctx.asgi.exchange import Exchange
+from fastctx.asgi.responses import encode
+from fastctx.asgi.shapes import SessionCreate, SessionCreated, invalid, session_view
 from fastctx.clock import rfc3339
-from fastctx.errors import BadRequest
-from fastctx.http.body import JSON, decode_json, read_body, require_media_type
-from fastctx.http.responses import json_response
-from fastctx.http.state import sessions, settings, tenant
-from fastctx.registry import MAX_TTL_SECONDS
+from fastctx.config import Settings
+from fastctx.http.routes import NO_PARAMETERS, Found, Handler
+from fastctx.sessions import SessionManager
 
-
-class SessionCreate(msgspec.Struct):
-    ttl: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)] | None = None
-    meta: dict[str, Any] | None = None
-
-
+COLLECTION = "/v1/sessions"
+PREFIX = "/v1/sessions/"
 _SESSION_CREATE = msgspec.json.Decoder(SessionCreate)
 
 
-async def create(request: Request) -> Response:
-    body = b""
-    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
-        require_media_type(request.headers.get("content-type"), JSON)
-        body = await read_body(
-            request.receive,
-            request.headers.get("content-length"),
-            settings(request).max_context_bytes,
-            settings(request).body_timeout,
-        )
-    spec = SessionCreate()
-    if body.strip():
-        try:
-            spec = decode_json(body, _SESSION_CREATE)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(
-                f'the body must be {{"ttl": seconds, "meta": {{...}}}}, both optional: {exc}'
-            ) from None
-    meta = msgspec.json.encode(spec.meta or {})
-    session, expires_at = await sessions(request).create(tenant(request), spec.ttl, meta)
-    return json_response(
-        {"session": session, "expires_at": rfc3339(expires_at)},
-        201,
-        {"Location": f"/v1/sessions/{session}"},
-    )
-
-
-async def read(request: Request) -> Response:
-    view = await sessions(request).get(tenant(request), request.path_params["session"])
-    return json_response(
-        {
-            "session": view.session,
-            "created_at": rfc3339(view.created_at),
-            "expires_at": rfc3339(view.expires_at),
-            "meta": msgspec.Raw(view.meta),
-            "contexts": view.contexts,
+class SessionRoutes:
+    def __init__(self, sessions: SessionManager, settings: Settings) -> None:
+        self.sessions = sessions
+        self.max_bytes = settings.max_context_bytes
+        self.body_timeout = settings.body_timeout
+        self._collection: dict[str, Handler] = {"POST": self.create}
+        self._item: dict[str, Handler] = {
+            "GET": self.read,
+            "HEAD": self.read,
+            "DELETE": self.delete,
         }
-    )
 
+    def route(self, path: str) -> Found | None:
+        """(route template, handlers by method, session id, query parameters) for a session
+        path; None for others (its /events are EventRoutes')."""
+        if path == COLLECTION:
+            return COLLECTION, self._collection, "", NO_PARAMETERS
+        if path.startswith(PREFIX):
+            session = path[len(PREFIX) :]
+            if session and "/" not in session:
+                return "/v1/sessions/{id}", self._item, session, NO_PARAMETERS
+        return None
 
-async def delete(request: Request) -> Response:
-    await sessions(request).delete(tenant(request), request.path_params["session"])
-    return Response(status_code=204)
+    async def create(self, ex: Exchange, tenant: str, _: str) -> int:
+        body = b""
+        length = ex.header(b"content-length")
+        if (length is not None and length != b"0") or ex.header(b"transfer-encoding"):
+            require_media_type(ex.header(b"content-type"), JSON)
+            body = await ex.body(self.max_bytes, self.body_timeout)
+        spec = SessionCreate()
+        if body.strip():
+            try:
+                spec = decode_json(body, _SESSION_CREATE)
+            except msgspec.ValidationError as exc:
+                what = 'the body must be {"ttl": seconds, "meta": {...}}, both optional'
+                raise invalid(what, exc) from None
+        assert spec.ttl is None or isinstance(spec.ttl, int)  # __post_init__ made it one
+        meta = encode(spec.meta)
+        session, expires_at = await self.sessions.create(tenant, spec.ttl, meta)
+        body = encode(SessionCreated(session, rfc3339(expires_at)))
+        return await ex.respond(201, body, [(b"location", (PREFIX + session).encode())])
 
+    async def read(self, ex: Exchange, tenant: str, session: str) -> int:
+        view = await self.sessions.get(tenant, session)
+        return await ex.respond(200, encode(session_view(view)))
 
-routes = [
-    Route("/v1/sessions", create, methods=["POST"]),
-    Route("/v1/sessions/{session}", read, methods=["GET"]),
-    Route("/v1/sessions/{session}", delete, methods=["DELETE"]),
-]
+    async def delete(self, ex: Exchange, tenant: str, session: str) -> int:
+        await self.sessions.delete(tenant, session)
+        return await ex.respond(204)

@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fastctx.asgi.body import JSON, require_media_type
+from fastctx.asgi.exchange import EVENT_STREAM, STREAM_HEADERS, Exchange, Headers
+from fastctx.asgi.guard import StreamLimit
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.http.body import JSON, require_media_type
-from fastctx.http.exchange import EVENT_STREAM, STREAM_HEADERS, Exchange, Headers
-from fastctx.http.guard import StreamLimit
+from fastctx.errors import BadRequest
 from fastctx.mcp import jsonrpc
 from fastctx.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -122,6 +123,8 @@ class McpEndpoint:
         try:
             if not self.origins.allow(ex.header(b"origin")):
                 raise RpcError(INVALID_REQUEST, "this Origin may not use /mcp", status=403)
+            if ex.scope["query_string"]:
+                _no_query(ex)
             if method == "POST":
                 return await self._post(ex, tenant)
             if method == "GET":
@@ -294,6 +297,14 @@ class McpEndpoint:
         after = resume_point(session, ex.header(b"last-event-id"))
         with self.streams:
             return await self.notifications.session_stream(ex, tenant, session, after)
+
+
+def _no_query(ex: Exchange) -> None:
+    """/mcp takes no query parameters: one is refused (400) by its name, as on every route."""
+    try:
+        ex.check_query(frozenset())
+    except BadRequest as exc:
+        raise RpcError(INVALID_REQUEST, exc.detail, status=400) from None
 
 
 def _check_envelope(ex: Exchange, method: str, params: Any) -> None:

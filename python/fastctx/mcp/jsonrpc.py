@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from fastctx import _core
-from fastctx.http.body import decode_json
+from fastctx.asgi.body import decode_json
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -54,6 +54,8 @@ encode = msgspec.json.Encoder().encode
 
 def decode(body: bytes) -> Message:
     """The message in a POST body; `RpcError` for bad JSON, batches or a malformed envelope."""
+    if not body or body.isspace():
+        raise RpcError(PARSE_ERROR, "parse error: the body is empty", status=400)
     try:
         message = decode_json(body, _decoder)
     except msgspec.ValidationError as exc:

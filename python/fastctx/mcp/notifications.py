@@ -38,9 +38,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastctx import _core
+from fastctx.asgi.exchange import Exchange
 from fastctx.backends import Event, context_stream, event_order, mcp_stream
 from fastctx.errors import BackendError, NotFound
-from fastctx.http.exchange import Exchange
 from fastctx.mcp import jsonrpc
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, RESOURCE_NOT_FOUND, RpcError
 from fastctx.mcp.tools import RESOURCE_SCHEME

@@ -8,133 +8,117 @@ from typing import Annotated, Any
 import msgspec
 
 from fastctx import _core
+from fastctx.asgi import shapes
 from fastctx.clock import rfc3339
 from fastctx.errors import NotFound, PayloadTooLarge, VersionConflict
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
-from fastctx.registry import MAX_TTL_SECONDS, Registry
+from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
-Ttl = Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)]
 RESOURCE_SCHEME = "ctx://"
-_TOKEN = {"type": "string", "description": "a context token (22 characters, [0-9A-Za-z])"}
-# 2026-07-28 clients mirror the ttl into an Mcp-Param-Ttl header (the x-mcp-header
+# 2026-07-28 clients mirror these arguments into Mcp-Param-* headers (the x-mcp-header
 # annotation), so that a gateway can apply a retention policy without reading bodies.
-_TTL = {
-    "type": "integer",
-    "minimum": 1,
-    "maximum": MAX_TTL_SECONDS,
-    "description": "seconds",
-    "x-mcp-header": "Ttl",
-}
-_SESSION = {"type": "string", "description": "a session id"}
-_TIME = {"type": "string", "format": "date-time"}
+MIRRORED = {"ttl": "Ttl"}
+_SCHEMA_REFS = "#/$defs/{name}"
+encode = msgspec.json.Encoder().encode
+
+TokenArgument = Annotated[
+    str, msgspec.Meta(description="a context token (22 characters, [0-9A-Za-z])")
+]
+SessionArgument = Annotated[str, msgspec.Meta(description="a session id")]
 
 
 class ContextCreate(msgspec.Struct, forbid_unknown_fields=True):
-    data: Any
-    ttl: Ttl | None = None
-    session: str | None = None
+    data: Annotated[Any, msgspec.Meta(description="the context: any JSON value")]
+    ttl: shapes.Seconds = None
+    session: SessionArgument | None = None
+
+    def __post_init__(self) -> None:
+        self.ttl = shapes.json_ttl(self.ttl)  # read as a session's ttl is
 
 
 class ContextGet(msgspec.Struct, forbid_unknown_fields=True):
-    token: str
+    token: TokenArgument
 
 
 class ContextUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    token: str
-    patch: Any
+    token: TokenArgument
+    patch: Annotated[Any, msgspec.Meta(description="an RFC 7386 merge patch")]
     if_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    ttl: Ttl | None = None
-    meta: dict[str, Any] | None = None
-
-
 class SessionGet(msgspec.Struct, forbid_unknown_fields=True):
-    session: str
+    session: SessionArgument
 
 
-def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
+class ContextRead(msgspec.Struct):
+    token: shapes.Token
+    version: shapes.Version
+    data: Annotated[Any, msgspec.Meta(description="the stored document")]
 
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+
+
+def _schema(kind: Any) -> dict[str, Any]:
+    """A tool's schema from its Struct: inline, with what it refers to under $defs."""
+    (top,), defs = msgspec.json.schema_components([kind], ref_template=_SCHEMA_REFS)
+    schema: dict[str, Any] = dict(defs.pop(top["$ref"].rpartition("/")[2]))
+    schema.pop("title", None)
+    schema.pop("description", None)
+    if defs:
+        schema["$defs"] = defs
+    for name, header in MIRRORED.items():
+        spec = schema.get("properties", {}).get(name)
+        if spec is not None:
+            # A mirrored argument needs a type of its own (clients drop the tool otherwise):
+            # the one that is not null, since leaving the argument out is how it is not given.
+            (given,) = [alt for alt in spec.get("anyOf", [spec]) if alt.get("type") != "null"]
+            described = {"description": spec["description"]} if "description" in spec else {}
+            schema["properties"][name] = {**described, **given, "x-mcp-header": header}
+    return schema
+
+
+# (name, description, arguments, structuredContent)
+_TOOLS: list[tuple[str, str, type[Any], type[Any]]] = [
+    (
+        "context_create",
+        "Store a JSON document as a new context; returns its token.",
+        ContextCreate,
+        shapes.Created,
+    ),
+    ("context_get", "Read a context by its token.", ContextGet, ContextRead),
+    (
+        "context_update",
+        "Change a context with a JSON merge patch (RFC 7386); with if_version, "
+        "only if the context is still at that version.",
+        ContextUpdate,
+        shapes.Written,
+    ),
+    ("context_delete", "Delete a context.", ContextGet, Deleted),
+    (
+        "session_create",
+        "Start a session that groups contexts; deleting it deletes them.",
+        shapes.SessionCreate,
+        shapes.SessionCreated,
+    ),
+    (
+        "session_get",
+        "A session: its expiry, meta and the tokens of its contexts.",
+        SessionGet,
+        shapes.Session,
+    ),
+]
 
 TOOLS: list[dict[str, Any]] = [
     {
-        "name": "context_create",
-        "description": "Store a JSON document as a new context; returns its token.",
-        "inputSchema": _object(
-            {
-                "data": {"description": "the context: any JSON value"},
-                "ttl": _TTL,
-                "session": _SESSION,
-            },
-            ["data"],
-        ),
-        "outputSchema": _object(
-            {"token": _TOKEN, "version": {"type": "integer"}, "expires_at": _TIME},
-            ["token", "version", "expires_at"],
-        ),
-    },
-    {
-        "name": "context_get",
-        "description": "Read a context by its token.",
-        "inputSchema": _object({"token": _TOKEN}, ["token"]),
-        "outputSchema": _object(
-            {"token": _TOKEN, "version": {"type": "integer"}, "data": {}},
-            ["token", "version", "data"],
-        ),
-    },
-    {
-        "name": "context_update",
-        "description": "Change a context with a JSON merge patch (RFC 7386); with if_version, "
-        "only if the context is still at that version.",
-        "inputSchema": _object(
-            {
-                "token": _TOKEN,
-                "patch": {"description": "an RFC 7386 merge patch"},
-                "if_version": {"type": "integer", "minimum": 1},
-            },
-            ["token", "patch"],
-        ),
-        "outputSchema": _object(
-            {"token": _TOKEN, "version": {"type": "integer"}}, ["token", "version"]
-        ),
-    },
-    {
-        "name": "context_delete",
-        "description": "Delete a context.",
-        "inputSchema": _object({"token": _TOKEN}, ["token"]),
-        "outputSchema": _object({"deleted": {"type": "boolean"}}, ["deleted"]),
-    },
-    {
-        "name": "session_create",
-        "description": "Start a session that groups contexts; deleting it deletes them.",
-        "inputSchema": _object({"ttl": _TTL, "meta": {"type": "object"}}, []),
-        "outputSchema": _object(
-            {"session": _SESSION, "expires_at": _TIME}, ["session", "expires_at"]
-        ),
-    },
-    {
-        "name": "session_get",
-        "description": "A session: its expiry, meta and the tokens of its contexts.",
-        "inputSchema": _object({"session": _SESSION}, ["session"]),
-        "outputSchema": _object(
-            {
-                "session": _SESSION,
-                "created_at": _TIME,
-                "expires_at": _TIME,
-                "meta": {"type": "object"},
-                "contexts": {"type": "array", "items": _TOKEN},
-            },
-            ["session", "created_at", "expires_at", "meta", "contexts"],
-        ),
-    },
+        "name": name,
+        "description": description,
+        "inputSchema": _schema(arguments),
+        "outputSchema": _schema(result),
+    }
+    for name, description, arguments, result in _TOOLS
 ]
 
 
@@ -194,7 +178,7 @@ class Tools:
             "context_get": (ContextGet, self._context_get),
             "context_update": (ContextUpdate, self._context_update),
             "context_delete": (ContextGet, self._context_delete),
-            "session_create": (SessionCreate, self._session_create),
+            "session_create": (shapes.SessionCreate, self._session_create),
             "session_get": (SessionGet, self._session_get),
         }
 
@@ -230,45 +214,26 @@ class Tools:
     async def _context_create(self, tenant: str, args: ContextCreate) -> bytes:
         document = msgspec.json.encode(args.data)
         created = await self.registry.create(tenant, document, args.ttl, args.session)
-        return msgspec.json.encode(
-            {
-                "token": created.token,
-                "version": created.version,
-                "expires_at": rfc3339(created.expires_at),
-            }
-        )
+        return encode(shapes.Created(created.token, created.version, rfc3339(created.expires_at)))
 
     async def _context_get(self, tenant: str, args: ContextGet) -> bytes:
         found = await self.registry.read(tenant, args.token)
         # The stored bytes are spliced in as they are, as the REST mget does.
-        return b'{"token":%s,"version":%d,"data":%s}' % (
-            msgspec.json.encode(args.token),
-            found.version,
-            found.payload,
-        )
+        return encode(ContextRead(args.token, found.version, msgspec.Raw(found.payload)))
 
     async def _context_update(self, tenant: str, args: ContextUpdate) -> bytes:
         patch = msgspec.json.encode(args.patch)
         version = await self.registry.patch(tenant, args.token, patch, "merge", args.if_version)
-        return msgspec.json.encode({"token": args.token, "version": version})
+        return encode(shapes.Written(args.token, version))
 
     async def _context_delete(self, tenant: str, args: ContextGet) -> bytes:
         await self.registry.delete(tenant, args.token)
-        return b'{"deleted":true}'
+        return encode(Deleted(True))
 
-    async def _session_create(self, tenant: str, args: SessionCreate) -> bytes:
-        meta = msgspec.json.encode(args.meta or {})
+    async def _session_create(self, tenant: str, args: shapes.SessionCreate) -> bytes:
+        meta = msgspec.json.encode(args.meta)
         session, expires_at = await self.sessions.create(tenant, args.ttl, meta)
-        return msgspec.json.encode({"session": session, "expires_at": rfc3339(expires_at)})
+        return encode(shapes.SessionCreated(session, rfc3339(expires_at)))
 
     async def _session_get(self, tenant: str, args: SessionGet) -> bytes:
-        view = await self.sessions.get(tenant, args.session)
-        return msgspec.json.encode(
-            {
-                "session": view.session,
-                "created_at": rfc3339(view.created_at),
-                "expires_at": rfc3339(view.expires_at),
-                "meta": msgspec.Raw(view.meta),
-                "contexts": view.contexts,
-            }
-        )
+        return encode(shapes.session_view(await self.sessions.get(tenant, args.session)))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from starlette.types import Send
 
+from fastctx.asgi.problems import PROBLEM_JSON, problem
 from fastctx.errors import Unavailable
-from fastctx.http.problems import problem
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 # Seconds a client refused a stream is told to wait: streams end slowly, so a second is too soon.
@@ -25,10 +25,11 @@ STREAM_RETRY_AFTER = 5
 
 
 def _shed_response() -> tuple[list[tuple[bytes, bytes]], bytes]:
-    response = problem(
+    headers, body = problem(
         Unavailable("the server has more requests in flight than it serves in time; retry")
     )
-    return list(response.raw_headers), bytes(response.body)
+    framing = [(b"content-type", PROBLEM_JSON), (b"content-length", b"%d" % len(body))]
+    return headers + framing, body
 
 
 _HEADERS, _BODY = _shed_response()

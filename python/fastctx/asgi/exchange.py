@@ -1,4 +1,4 @@
-"""One request and its response at the ASGI level: what the context routes need, nothing more."""
+"""One request and its response at the ASGI level: what every route, REST or MCP, works with."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from fastctx.errors import FastctxError
-from fastctx.http.body import BODY_TIMEOUT_SECONDS, JSON, read_body
-from fastctx.http.guard import Guard
-from fastctx.http.problems import problem
+from fastctx.asgi.body import BODY_TIMEOUT_SECONDS, JSON, read_body
+from fastctx.asgi.guard import Guard
+from fastctx.asgi.problems import PROBLEM_JSON, problem
+from fastctx.errors import BadRequest, FastctxError
 
 Headers = list[tuple[bytes, bytes]]
 EVENT_STREAM = b"text/event-stream"
@@ -46,14 +46,24 @@ class Exchange:
                 index.setdefault(key, value)
         return index.get(name)
 
+    def check_query(self, allowed: frozenset[str]) -> None:
+        """Read the query string: 400 for a parameter the route does not take, or one given
+        twice, so that a misspelt parameter never falls back to a default unnoticed."""
+        query: dict[str, str] = {}
+        raw: bytes = self.scope["query_string"]
+        for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            if key not in allowed:
+                takes = ", ".join(sorted(allowed)) or "none"
+                raise BadRequest(f"unknown query parameter {key[:40]!r} (this route takes {takes})")
+            if key in query:
+                raise BadRequest(f"query parameter {key!r} is given more than once")
+            query[key] = value
+        self._query = query
+
     def query(self, name: str) -> str | None:
-        if self._query is None:
-            raw: bytes = self.scope["query_string"]
-            self._query = {}
-            if raw:
-                for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
-                    self._query.setdefault(key, value)
-        return self._query.get(name)
+        """A query parameter the route takes (see check_query), or None when it is not given."""
+        query = self._query
+        return None if query is None else query.get(name)
 
     def accepts(self, media_type: bytes) -> bool:
         """Whether the Accept header names `media_type` (lower case: media types are not)."""
@@ -106,10 +116,5 @@ class Exchange:
         return status
 
     async def fail(self, error: FastctxError) -> int:
-        response = problem(error)
-        # respond() sets the framing headers itself.
-        framing = (b"content-length", b"content-type")
-        headers = [(k, v) for k, v in response.raw_headers if k not in framing]
-        return await self.respond(
-            error.status, bytes(response.body), headers, b"application/problem+json"
-        )
+        headers, body = problem(error)
+        return await self.respond(error.status, body, headers, PROBLEM_JSON)

@@ -1,0 +1,179 @@
+"""The fastctx ASGI app: every route behind one entry, and `create_app` that assembles it.
+
+`Front` answers every request itself, by path shape and method, with bare ASGI handlers
+(`Exchange`): Starlette's route scan and middleware stack would cost about as much as the whole
+floor of a request. Before anything else, `Guard` sheds what the worker cannot take on in time;
+then every /v1 and /mcp request gets its tenant from its API key; then the route's handler runs,
+and whatever it raises becomes a problem response in one place (`_failed`). The REST routes
+(`fastctx.http`) and MCP (`fastctx.mcp`) know nothing of each other: this module, above both,
+puts them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from fastctx.asgi.exchange import Exchange
+from fastctx.asgi.guard import Guard, StreamLimit
+from fastctx.asgi.problems import as_problem
+from fastctx.backends import open_backend
+from fastctx.config import Settings
+from fastctx.errors import FastctxError, MethodNotAllowed, NotFound
+from fastctx.http.auth import Tenants, is_protected
+from fastctx.http.contexts import ContextRoutes
+from fastctx.http.events import EventRoutes
+from fastctx.http.metrics import Metrics, RequestStats
+from fastctx.http.openapi import document
+from fastctx.http.ops import OpsRoutes
+from fastctx.http.routes import Found
+from fastctx.http.sessions import SessionRoutes
+from fastctx.mcp import McpEndpoint
+from fastctx.mcp.openapi import MCP_PATHS
+from fastctx.registry import Registry
+from fastctx.sessions import SessionManager
+from fastctx.streams import ChangeStream
+
+TENANT_SCOPE_KEY = "fastctx.tenant"
+MCP_PATH = "/mcp"
+OPENAPI = document(MCP_PATHS)
+"""The OpenAPI document /openapi.json serves: the REST operations and /mcp's."""
+logger = logging.getLogger("fastctx")
+
+
+class Front:
+    def __init__(
+        self,
+        app: Starlette,
+        tenants: Tenants,
+        stats: RequestStats,
+        routes: Sequence[Callable[[str], Found | None]],
+        mcp: McpEndpoint,
+        guard: Guard | None = None,
+    ) -> None:
+        self.app = app  # for its lifespan and its state
+        self.guard = guard or Guard(0)
+        self.tenants = tenants
+        self.stats = stats
+        self.routes = routes
+        self._first, *self._rest = routes
+        self.mcp = mcp
+
+    @property
+    def state(self) -> Any:
+        """The app's state (registry, sessions, settings), for code that embeds us."""
+        return self.app.state
+
+    def route(self, path: str) -> Found | None:
+        """What the route tables make of `path`; the first (the context routes, the hot
+        ones) is asked outside the loop."""
+        return self._first(path) or self._other(path)
+
+    def _other(self, path: str) -> Found | None:
+        for table in self._rest:
+            found = table(path)
+            if found is not None:
+                return found
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        guard = self.guard
+        if not guard.counts(path, method):
+            await self._serve(Exchange(scope, receive, send), path, method)
+            return
+        if guard.inflight >= guard.limit:
+            await guard.refuse(send)  # before any work, even the tenant check
+            return
+        guard.inflight += 1
+        ex = Exchange(scope, receive, send, guard)
+        try:
+            await self._serve(ex, path, method)
+        finally:
+            ex.release()  # unless it became an event stream, which gave the slot back then
+
+    async def _serve(self, ex: Exchange, path: str, method: str) -> None:
+        started = time.perf_counter()
+        scope = ex.scope
+        # Templates, not paths: one series per route however many tokens there are.
+        label = "unmatched"
+        try:
+            tenant = ""
+            if is_protected(path):
+                tenant = scope[TENANT_SCOPE_KEY] = self.tenants.resolve(scope["headers"])
+                if path == MCP_PATH:
+                    label = MCP_PATH
+                    status = await self.mcp(ex, tenant)
+                    self.stats.observe(label, method, status, time.perf_counter() - started)
+                    return
+            found = self._first(path) or self._other(path)
+            if found is None:
+                raise NotFound("no such route")
+            label, handlers, ident, parameters = found
+            handler = handlers.get(method)
+            if handler is None:
+                allowed = ", ".join(handlers)
+                raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
+            if scope["query_string"]:
+                ex.check_query(parameters)
+            status = await handler(ex, tenant, ident)
+        except Exception as exc:
+            status = await self._failed(ex, exc, label)
+        self.stats.observe(label, method, status, time.perf_counter() - started)
+
+    async def _failed(self, ex: Exchange, exc: Exception, label: str) -> int:
+        """Answer with the problem `exc` stands for; returns the status sent."""
+        if ex.started:
+            raise exc  # the response is under way: the server closes it and logs the error
+        error = as_problem(exc)
+        if error is None:
+            # The route's template, not the path: paths carry tokens, which logs must not.
+            logger.error("unexpected error on %s %s", ex.scope["method"], label, exc_info=exc)
+            error = FastctxError("the server failed on this request; it has been logged")
+        return await ex.fail(error)
+
+
+def create_app(settings: Settings | None = None) -> Front:
+    """A fresh app with its own backend, registry, cache and metrics."""
+    settings = settings or Settings.from_env()
+    backend = open_backend(settings)
+    registry = Registry(backend, settings)
+    sessions = SessionManager(backend, registry)
+    guard = Guard(settings.max_inflight)
+    streams = StreamLimit(settings.max_streams)
+    metrics = Metrics(registry, guard, streams)
+    changes = ChangeStream(backend)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await changes.close()
+            await backend.close()
+
+    app = Starlette(lifespan=lifespan)
+    app.state.settings = settings
+    app.state.backend = backend
+    app.state.registry = registry
+    app.state.sessions = sessions
+    app.state.metrics = metrics
+    routes = [
+        ContextRoutes(registry, settings, metrics.stats).route,
+        EventRoutes(registry, changes, streams).route,
+        SessionRoutes(sessions, settings).route,
+        OpsRoutes(backend, metrics, OPENAPI).route,
+    ]
+    mcp = McpEndpoint(registry, sessions, settings, changes, streams)
+    return Front(app, Tenants(settings.tenants()), metrics.stats, routes, mcp, guard)

@@ -1,0 +1,1 @@
+"""The ASGI layer both interfaces (REST and MCP) stand on: exchanges, bodies, problems, guards."""
