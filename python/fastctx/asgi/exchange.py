@@ -21,7 +21,16 @@ _STREAM_HEAD: Headers = [(b"content-type", EVENT_STREAM), *STREAM_HEADERS]
 
 
 class Exchange:
-    __slots__ = ("_headers", "_query", "guard", "receive", "scope", "send", "started")
+    __slots__ = (
+        "_body_read",
+        "_headers",
+        "_query",
+        "guard",
+        "receive",
+        "scope",
+        "send",
+        "started",
+    )
 
     def __init__(
         self, scope: Scope, receive: Receive, send: Send, guard: Guard | None = None
@@ -34,6 +43,7 @@ class Exchange:
         self.guard = guard
         self._query: dict[str, str] | None = None
         self._headers: dict[bytes, bytes] | None = None
+        self._body_read = False
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a request header, by its lower-case name."""
@@ -70,7 +80,18 @@ class Exchange:
         return media_type in (self.header(b"accept") or b"").lower()
 
     async def body(self, limit: int, seconds: float = BODY_TIMEOUT_SECONDS) -> bytes:
-        return await read_body(self.receive, self.header(b"content-length"), limit, seconds)
+        body = await read_body(self.receive, self.header(b"content-length"), limit, seconds)
+        self._body_read = True
+        return body
+
+    def _body_unread(self) -> bool:
+        """Whether the request carries a body that was not read (whole)."""
+        if self._body_read:
+            return False
+        length = self.header(b"content-length")
+        return (length is not None and length != b"0") or self.header(
+            b"transfer-encoding"
+        ) is not None
 
     async def until_disconnect(self, then: Callable[[], object]) -> None:
         """Wait for the client to leave (what else it sends is dropped), then call `then`: what
@@ -117,4 +138,9 @@ class Exchange:
 
     async def fail(self, error: FastctxError) -> int:
         headers, body = problem(error)
+        if self._body_unread():
+            # Refused before its body was read (or while reading it): the server will not read
+            # the rest to reuse the connection, so the client is told not to send another
+            # request on it, rather than find it closed under that request.
+            headers.append((b"connection", b"close"))
         return await self.respond(error.status, body, headers, PROBLEM_JSON)
