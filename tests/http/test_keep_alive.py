@@ -45,6 +45,8 @@ def test_a_refusal_before_the_body_is_read_says_connection_close(
         b"content-type: text/plain\r\ncontent-length: 2\r\n\r\n",  # 415
         b"POST /v1/contexts HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\n"
         b"transfer-encoding: chunked\r\n\r\n",  # 415
+        b"POST /mcp HTTP/1.1\r\nhost: t\r\norigin: https://elsewhere.example\r\n"
+        b"content-type: application/json\r\ncontent-length: 40\r\n\r\n",  # 403
     ]
     for request in cases:
         with _connect(base) as sock:

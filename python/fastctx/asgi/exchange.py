@@ -127,6 +127,11 @@ class Exchange:
     ) -> int:
         """Send a whole response (for HEAD, its headers only); returns its status."""
         headers = headers or []
+        if status >= 400 and self._body_unread():
+            # Refused before its body was read (or while reading it): the server will not read
+            # the rest to reuse the connection, so the client is told not to send another
+            # request on it, rather than find it closed under that request.
+            headers.append((b"connection", b"close"))
         if status not in (204, 304):
             headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         self.started = True
@@ -138,9 +143,4 @@ class Exchange:
 
     async def fail(self, error: FastctxError) -> int:
         headers, body = problem(error)
-        if self._body_unread():
-            # Refused before its body was read (or while reading it): the server will not read
-            # the rest to reuse the connection, so the client is told not to send another
-            # request on it, rather than find it closed under that request.
-            headers.append((b"connection", b"close"))
         return await self.respond(error.status, body, headers, PROBLEM_JSON)
