@@ -18,47 +18,32 @@ import redis
 import fastctx
 from fastctx.cli import GC_THRESHOLD
 from fastctx.config import Settings, masked_url
-from support.processes import FASTCTX_BIN, clean_env, stop_process
+from support.ports import free_port
+from support.processes import FASTCTX_BIN, Spawned, clean_env, stop_process
 from support.redis import RedisServer
-from support.servers import metric
+from support.servers import metric, wait_healthy
 
 FLAGS = ("--backend", "--host", "--port", "--workers", "--http", "--log-format", "--access-log")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_exit(spawned: Any, timeout: float = 30.0) -> int:
     return int(spawned.proc.wait(timeout=timeout))
 
 
-def _wait_healthy(spawned: Any, port: int, timeout: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert spawned.proc.poll() is None, spawned.output()
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
-            if r.status_code == 200:
-                return r
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"no healthy server on port {port}:\n{spawned.output()}")
+def _wait_healthy(spawned: Spawned, port: int) -> None:
+    wait_healthy(f"http://127.0.0.1:{port}", spawned.proc, spawned.log)
 
 
 def test_memory_backend_refuses_several_workers(spawn_fastctx: Any) -> None:
     spawned = spawn_fastctx(
-        "serve", "--backend", "memory://", "--workers", "2", "--port", str(_free_port())
+        "serve", "--backend", "memory://", "--workers", "2", "--port", str(free_port())
     )
     assert _wait_exit(spawned) == 2, spawned.output()
     assert "worker" in spawned.output().lower()
 
 
 def test_memory_backend_refuses_several_workers_from_env(spawn_fastctx: Any) -> None:
-    spawned = spawn_fastctx("serve", backend="memory://", workers=2, port=_free_port())
+    spawned = spawn_fastctx("serve", backend="memory://", workers=2, port=free_port())
     assert _wait_exit(spawned) == 2, spawned.output()
     assert "worker" in spawned.output().lower()
 
@@ -99,9 +84,10 @@ def _answers_h2c(port: int) -> bool:
 @pytest.mark.parametrize(("flags", "h2c"), [((), False), (("--http", "auto"), True)])
 def test_http_versions(spawn_fastctx: Any, flags: tuple[str, ...], h2c: bool) -> None:
     """HTTP/1.1 unless told otherwise (each connection costs less); `auto` adds h2c."""
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--port", str(port), *flags, backend="memory://")
-    assert _wait_healthy(spawned, port).http_version == "HTTP/1.1"
+    _wait_healthy(spawned, port)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").http_version == "HTTP/1.1"
     assert _answers_h2c(port) is h2c
 
 
@@ -131,7 +117,7 @@ def test_bad_arguments_exit_non_zero(spawn_fastctx: Any, args: tuple[str, ...]) 
 
 
 def test_port_from_environment(spawn_fastctx: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", port=port, host="127.0.0.1", backend="memory://")
     _wait_healthy(spawned, port)
     # A working server, not just a health check: store and read back a context.
@@ -142,7 +128,7 @@ def test_port_from_environment(spawn_fastctx: Any) -> None:
 
 
 def test_flag_overrides_environment(spawn_fastctx: Any) -> None:
-    env_port, flag_port = _free_port(), _free_port()
+    env_port, flag_port = free_port(), free_port()
     spawned = spawn_fastctx(
         "serve", "--port", str(flag_port), port=env_port, host="127.0.0.1", backend="memory://"
     )
@@ -152,7 +138,7 @@ def test_flag_overrides_environment(spawn_fastctx: Any) -> None:
 
 
 def test_sigterm_stops_the_server(spawn_fastctx: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx(
         "serve", "--port", str(port), "--host", "127.0.0.1", backend="memory://"
     )
@@ -165,7 +151,7 @@ def test_sigterm_stops_the_server(spawn_fastctx: Any) -> None:
 
 def test_sigterm_stops_the_server_while_a_stream_is_open(spawn_fastctx: Any) -> None:
     """An event stream stays open until its client leaves: it must not hold a stop forever."""
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--port", str(port), "--host", "127.0.0.1")
     _wait_healthy(spawned, port)
     created = httpx.post(
@@ -183,7 +169,7 @@ def test_sigterm_stops_the_server_while_a_stream_is_open(spawn_fastctx: Any) -> 
 
 
 def test_settings_from_environment_only(spawn_fastctx: Any, redis_server: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx(
         "serve",
         port=port,
@@ -216,7 +202,7 @@ def _log_says_unauthenticated(text: str) -> bool:
 
 
 def test_warns_when_open_beyond_loopback(spawn_fastctx: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--host", "0.0.0.0", "--port", str(port), log_level="info")
     _wait_healthy(spawned, port)
     deadline = time.monotonic() + 5
@@ -226,14 +212,14 @@ def test_warns_when_open_beyond_loopback(spawn_fastctx: Any) -> None:
 
 
 def test_no_warning_on_loopback(spawn_fastctx: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--host", "127.0.0.1", "--port", str(port), log_level="info")
     _wait_healthy(spawned, port)
     assert not _log_says_unauthenticated(spawned.output()), spawned.output()
 
 
 def test_served_workers_freeze_their_start_up_heap(spawn_fastctx: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--port", str(port))
     _wait_healthy(spawned, port)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
@@ -330,7 +316,7 @@ def test_bad_setting_is_one_line_and_status_2(
     tmp_path: Path, args: tuple[str, ...], settings: dict[str, Any], named: tuple[str, ...]
 ) -> None:
     # Whatever is not refused would serve: on a free port, never the default one.
-    port = () if "--port" in args or "port" in settings else ("--port", str(_free_port()))
+    port = () if "--port" in args or "port" in settings else ("--port", str(free_port()))
     done = _run(tmp_path, "serve", *port, *args, **settings)
     _refused_in_one_line(done, *named)
 
@@ -365,7 +351,7 @@ def test_masked_url(url: str, shown: str) -> None:
 
 def test_unreachable_backend_warns_once_and_serves(spawn_fastctx: Any) -> None:
     """The server starts; the warning names the URL without its password and what to expect."""
-    port, nobody = _free_port(), _free_port()
+    port, nobody = free_port(), free_port()
     url = f"redis://:hunter2@127.0.0.1:{nobody}/0"
     spawned = spawn_fastctx("serve", "--port", str(port), backend=url, log_level="info")
     _wait_healthy(spawned, port)
@@ -381,7 +367,7 @@ def test_unreachable_backend_warns_once_and_serves(spawn_fastctx: Any) -> None:
 
 def test_backend_that_comes_later_is_used(spawn_fastctx: Any, tmp_path: Path) -> None:
     """What the warning promises: once Redis answers, the server is ready and stores in it."""
-    port, later = _free_port(), _free_port()
+    port, later = free_port(), free_port()
     spawned = spawn_fastctx("serve", "--port", str(port), backend=f"redis://127.0.0.1:{later}/0")
     _wait_healthy(spawned, port)
     base = f"http://127.0.0.1:{port}"
@@ -399,7 +385,7 @@ def test_backend_that_comes_later_is_used(spawn_fastctx: Any, tmp_path: Path) ->
 
 
 def test_reachable_backend_gives_no_warning(spawn_fastctx: Any, redis_server: Any) -> None:
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--port", str(port), backend=redis_server.url(0))
     _wait_healthy(spawned, port)
     assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
@@ -408,6 +394,6 @@ def test_reachable_backend_gives_no_warning(spawn_fastctx: Any, redis_server: An
 
 def test_localhost_is_bound_as_its_address(spawn_fastctx: Any) -> None:
     """A host name that resolves is served, where granian alone takes only IP addresses."""
-    port = _free_port()
+    port = free_port()
     spawned = spawn_fastctx("serve", "--port", str(port), "--host", "localhost")
     _wait_healthy(spawned, port)

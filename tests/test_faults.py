@@ -75,7 +75,7 @@ async def test_breaker_fails_fast_while_open_and_one_probe_closes_it(
     own_redis: RedisServer,
 ) -> None:
     breaker = Breaker(failures=3, reset_after=0.3, probe_timeout=1.0)
-    connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0, breaker=breaker)
+    connection = Pipeline(Address.from_url(own_redis.url()), timeout=1.0, breaker=breaker)
     try:
         await connection.execute("SET", "k", "before")
         own_redis.stop()
@@ -108,7 +108,7 @@ async def test_breaker_fails_fast_while_open_and_one_probe_closes_it(
 @pytest.mark.anyio
 async def test_a_failed_probe_keeps_the_breaker_open(own_redis: RedisServer) -> None:
     breaker = Breaker(failures=1, reset_after=0.2, probe_timeout=1.0)
-    connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0, breaker=breaker)
+    connection = Pipeline(Address.from_url(own_redis.url()), timeout=1.0, breaker=breaker)
     try:
         await connection.execute("PING")
         own_redis.stop()
@@ -181,7 +181,7 @@ def _write_load(base_url: str, tokens: list[str], stop: threading.Event, out: Ou
 
 
 def test_redis_killed_under_load(durable_redis: RedisServer, tmp_path: Path) -> None:
-    with serve(tmp_path, durable_redis.url, breaker_failures=3) as client:
+    with serve(tmp_path, durable_redis.url(), breaker_failures=3) as client:
         cached = [client.post("/v1/contexts", json={"cached": i}).json()["token"] for i in range(4)]
         written = [client.post("/v1/contexts", json={"n": 0}).json()["token"] for _ in range(4)]
         for token in cached:
@@ -270,7 +270,7 @@ def test_paused_redis_times_out_opens_the_breaker_and_bounds_in_flight(
         "breaker_reset": 2,
         "backend_timeout": timeout,
     }
-    with serve(tmp_path, own_redis.url, **settings) as client:
+    with serve(tmp_path, own_redis.url(), **settings) as client:
         token = client.post("/v1/contexts", json={"kept": True}).json()["token"]
         assert client.get(f"/v1/contexts/{token}").status_code == 200
         base = str(client.base_url)
@@ -335,7 +335,7 @@ def test_write_replicas_wait_for_a_real_replica(own_redis: RedisServer, tmp_path
     replica.start()
     try:
         until(lambda: _replicated(own_redis, replica), within=15.0, step=0.05)
-        with serve(tmp_path, own_redis.url, write_replicas=1, backend_timeout=1.0) as client:
+        with serve(tmp_path, own_redis.url(), write_replicas=1, backend_timeout=1.0) as client:
             r = client.post("/v1/contexts", json={"copies": 2})
             assert r.status_code == 201, r.text
             token = r.json()["token"]
@@ -386,7 +386,7 @@ async def _flood(base_url: str, connections: int, each: int) -> list[httpx.Respo
 
 
 def test_overload_is_shed_with_503_and_nothing_else(own_redis: RedisServer, tmp_path: Path) -> None:
-    with serve(tmp_path, own_redis.url, max_inflight=4, workers=1) as client:
+    with serve(tmp_path, own_redis.url(), max_inflight=4, workers=1) as client:
         responses = asyncio.run(_flood(str(client.base_url), connections=64, each=15))
         statuses = [r.status_code for r in responses]
         assert set(statuses) <= {201, 503}, sorted(set(statuses))
@@ -430,7 +430,7 @@ def test_degradation_settings_defaults() -> None:
 
 
 def test_open_event_streams_and_probes_take_no_slot(own_redis: RedisServer, tmp_path: Path) -> None:
-    with serve(tmp_path, own_redis.url, max_inflight=1) as client:
+    with serve(tmp_path, own_redis.url(), max_inflight=1) as client:
         token = client.post("/v1/contexts", json={"watched": True}).json()["token"]
         with contextlib.ExitStack() as stack:
             for _ in range(3):
@@ -458,7 +458,7 @@ def test_an_mcp_listen_stream_gives_its_slot_back(own_redis: RedisServer, tmp_pa
         "MCP-Protocol-Version": "2026-07-28",
         "Mcp-Method": "subscriptions/listen",
     }
-    with serve(tmp_path, own_redis.url, max_inflight=1) as client:
+    with serve(tmp_path, own_redis.url(), max_inflight=1) as client:
         token = client.post("/v1/contexts", json={"listened": True}).json()["token"]
         listen = {
             "jsonrpc": "2.0",

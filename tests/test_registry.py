@@ -179,7 +179,7 @@ async def test_memory_sweep_drops_expired_contexts_and_sessions() -> None:
 async def test_cached_reads_survive_a_dead_redis_and_writes_fail_fast(
     own_redis: RedisServer,
 ) -> None:
-    backend = open_backend(Settings(backend=own_redis.url, backend_timeout=0.5))
+    backend = open_backend(Settings(backend=own_redis.url(), backend_timeout=0.5))
     await backend.start()
     registry = make_registry(backend)
     try:
@@ -239,7 +239,7 @@ def _gets(redis: RedisServer) -> int:
 async def test_a_write_names_the_cached_version_without_reading_it_first(
     own_redis: RedisServer,
 ) -> None:
-    backend = open_backend(Settings(backend=own_redis.url))
+    backend = open_backend(Settings(backend=own_redis.url()))
     await backend.start()
     registry = make_registry(backend)
     try:

@@ -303,7 +303,7 @@ async def test_redis_backend_turns_expired_key_notifications_on(own_redis: Any) 
 
     assert flags() == ""  # Redis's default
     own_redis.cli("CONFIG", "SET", "notify-keyspace-events", "K$")
-    backend = open_backend(Settings(backend=own_redis.url))
+    backend = open_backend(Settings(backend=own_redis.url()))
     await backend.start()
     try:
         assert set(flags()) == set("K$Ex")  # what was on stays on
@@ -316,7 +316,7 @@ async def test_redis_backend_turns_expired_key_notifications_on(own_redis: Any) 
 
 
 async def test_expired_events_resume_after_redis_comes_back(own_redis: Any) -> None:
-    backend = open_backend(Settings(backend=own_redis.url))
+    backend = open_backend(Settings(backend=own_redis.url()))
     await backend.start()
     try:
         own_redis.stop()

@@ -27,7 +27,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def pipeline(own_redis: RedisServer) -> AsyncIterator[Pipeline]:
-    connection = Pipeline(Address.from_url(own_redis.url), timeout=1.0)
+    connection = Pipeline(Address.from_url(own_redis.url()), timeout=1.0)
     try:
         yield connection
     finally:
@@ -77,7 +77,7 @@ async def test_error_replies_go_to_their_caller_only(pipeline: Pipeline) -> None
 async def test_invalidations_are_pushed_for_tracked_prefixes(own_redis: RedisServer) -> None:
     seen: list[list[bytes] | None] = []
     connection = Pipeline(
-        Address.from_url(own_redis.url), tracking_prefixes=["fc:c:"], on_invalidate=seen.append
+        Address.from_url(own_redis.url()), tracking_prefixes=["fc:c:"], on_invalidate=seen.append
     )
     try:
         await connection.execute("SET", "fc:c:{t/own}", "1")  # our own write: NOLOOP, no push
@@ -101,7 +101,7 @@ async def test_a_subscription_pushes_messages_beside_the_replies(own_redis: Redi
     pushed: list[list[bytes]] = []
     lost: list[None] = []
     connection = Pipeline(
-        Address.from_url(own_redis.url),
+        Address.from_url(own_redis.url()),
         timeout=1.0,
         on_push=pushed.append,
         on_lost=lambda: lost.append(None),
@@ -128,7 +128,7 @@ async def test_the_expiry_listener_pings_and_subscribes_again_when_dropped(
     monkeypatch.setattr(notifications, "IDLE_PING", 0.05)
     monkeypatch.setattr(notifications, "RETRY_DELAY", 0.05)
     expired: list[bytes] = []
-    listener = ExpiryListener(Address.from_url(own_redis.url), expired.append, timeout=1.0)
+    listener = ExpiryListener(Address.from_url(own_redis.url()), expired.append, timeout=1.0)
     listener.start()
     try:
         await asyncio.wait_for(listener.listening.wait(), 2)
@@ -148,7 +148,7 @@ async def test_the_expiry_listener_pings_and_subscribes_again_when_dropped(
 async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: RedisServer) -> None:
     seen: list[list[bytes] | None] = []
     connection = Pipeline(
-        Address.from_url(own_redis.url),
+        Address.from_url(own_redis.url()),
         timeout=1.0,
         tracking_prefixes=["fc:c:"],
         on_invalidate=seen.append,
@@ -168,7 +168,7 @@ async def test_reconnects_after_redis_restarts_and_reports_the_gap(own_redis: Re
 
 
 async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: RedisServer) -> None:
-    connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
+    connection = Pipeline(Address.from_url(own_redis.url()), timeout=0.3)
     try:
         await connection.execute("PING")
         own_redis.cli("CLIENT", "PAUSE", "1500", "ALL")
@@ -183,7 +183,7 @@ async def test_a_silent_redis_times_out_instead_of_hanging(own_redis: RedisServe
 
 async def test_errors_say_whether_the_command_can_have_run(own_redis: RedisServer) -> None:
     own_redis.stop()
-    connection = Pipeline(Address.from_url(own_redis.url), timeout=0.3)
+    connection = Pipeline(Address.from_url(own_redis.url()), timeout=0.3)
     try:
         with pytest.raises(BackendError, match="cannot connect") as raised:
             await connection.execute("SET", "k", "v")
@@ -203,7 +203,7 @@ async def test_scripts_reload_after_script_flush(
 
 async def test_backend_survives_a_dead_redis_at_start(own_redis: RedisServer) -> None:
     own_redis.stop()
-    backend = RedisBackend(own_redis.url, timeout=0.5)
+    backend = RedisBackend(own_redis.url(), timeout=0.5)
     await backend.start()  # does not raise: /readyz reports it instead
     with pytest.raises(BackendError):
         await backend.ping()

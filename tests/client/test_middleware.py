@@ -223,7 +223,7 @@ def test_stopped_server_is_503(tmp_path: Path) -> None:
 def test_redis_down_serves_cached_contexts_and_503_for_others(
     tmp_path: Path, own_redis: RedisServer
 ) -> None:
-    server = GranianServer.start(tmp_path, own_redis.url)
+    server = GranianServer.start(tmp_path, own_redis.url())
     try:
         with Client(server.base_url) as fc:
             held = fc.create(DOCUMENT)

@@ -348,7 +348,7 @@ async def test_a_followed_context_gets_its_expired_event_in_a_large_keyspace(
     own_redis.cli("CONFIG", "SET", "hz", "1")
     filler = "for i = 1, 50000 do redis.call('SET', 'filler:' .. i, 'x', 'EX', 86400) end"
     own_redis.cli("EVAL", filler, "0")
-    server = GranianServer.start(tmp_path, own_redis.url)
+    server = GranianServer.start(tmp_path, own_redis.url())
     try:
         token = await create(server.base_url, {"n": 0}, ttl="1")
         path = f"/v1/contexts/{token}/events"

@@ -18,17 +18,6 @@ from support.ports import Ports, free_port
 from support.processes import stop_process
 
 
-class RedisURL(str):
-    """A server's URL on database 0 that also gives the URL of any other: `url(3)`.
-
-    Tests read a server's URL both ways, `redis.url` and `redis.url(db)`."""
-
-    __slots__ = ()
-
-    def __call__(self, db: int = 0) -> str:
-        return f"{self.rpartition('/')[0]}/{db}"
-
-
 def _ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
@@ -54,9 +43,9 @@ class RedisServer:
     stop_signal: signal.Signals = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
-    @property
-    def url(self) -> RedisURL:
-        return RedisURL(f"redis://{self.host}:{self.port}/0")
+    def url(self, db: int = 0) -> str:
+        """The URL of one of its databases."""
+        return f"redis://{self.host}:{self.port}/{db}"
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
