@@ -39,6 +39,11 @@ METHOD = """\
 4. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
    core against the Python it replaces, after checking both give the same result.
 
+`benches/inprocess.py` measures what fastctx's own code spends on one request, in process
+(no sockets, granian or wrk): the microseconds of a GET hit, a GET without the cache, a POST
+and a merge PATCH beside a bare ASGI app. It is the figure to compare two commits by on a
+machine whose neighbours move wrk's figures: run it with each commit's venv, alternately.
+
 `make bench-scaling` runs `benches/scaling.py --redis single` and `--redis cluster`: 1 to 4
 nodes on one Redis and on a 3-master Redis Cluster, each paced under saturation, measuring
 the CPU each request costs the nodes and Redis, Redis calls per request and the cache's hit
