@@ -9,7 +9,13 @@ import enum
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from fastctx.backends.keys import context_id, context_stream, mcp_stream, session_stream
+from fastctx.backends.keys import (
+    context_id,
+    context_id_of,
+    context_stream,
+    mcp_stream,
+    session_stream,
+)
 from fastctx.config import Settings
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "context_id",
     "context_stream",
     "event_order",
+    "invalidations",
     "mcp_stream",
     "open_backend",
     "session_stream",
@@ -50,6 +57,16 @@ EVENTS_KEPT = 1000
 EVENTS_MAX_AGE_MS = 3_600_000
 TRIM_LENGTH = 2 * EVENTS_KEPT
 TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
+
+
+def invalidations(on_change: ChangeCallback) -> Callable[[list[bytes] | None], None]:
+    """What a Redis connection hears of invalidated context keys, told to `on_change` as the
+    contexts' ids (None, as it comes, when changes may have gone unheard)."""
+
+    def invalidated(keys: list[bytes] | None) -> None:
+        on_change(None if keys is None else [context_id_of(key) for key in keys])
+
+    return invalidated
 
 
 def event_order(event_id: str) -> tuple[int, int]:

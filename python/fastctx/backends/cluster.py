@@ -40,6 +40,7 @@ from fastctx.backends import (
     Contexts,
     Outcome,
     StreamEvent,
+    invalidations,
 )
 from fastctx.backends.changelog import READ_COUNT, Expiries, StreamReads
 from fastctx.backends.cluster_pipeline import ClusterPipeline, Node, cluster_addresses, key_slot
@@ -57,7 +58,6 @@ from fastctx.backends.commands import (
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
     STREAM_PREFIXES,
-    context_id_of,
     context_key,
     context_stream,
     members_key,
@@ -423,7 +423,6 @@ class ClusterBackend(Backend):
         # Keyspace notifications are each node's own: one expiry listener per master.
         self._listeners: dict[Node, ExpiryListener] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._on_change: ChangeCallback | None = None
 
     @property
     def replica_reads(self) -> bool:
@@ -435,15 +434,7 @@ class ClusterBackend(Backend):
         return self._cluster.tracking
 
     def watch(self, on_change: ChangeCallback) -> None:
-        self._on_change = on_change
-        self._cluster.on_invalidate = self._invalidated
-
-    def _invalidated(self, keys: list[bytes] | None) -> None:
-        assert self._on_change is not None
-        if keys is None:
-            self._on_change(None)
-            return
-        self._on_change([context_id_of(key) for key in keys])
+        self._cluster.on_invalidate = invalidations(on_change)
 
     async def start(self) -> None:
         # Not fatal, as on one Redis: /readyz says 503 until the cluster answers.

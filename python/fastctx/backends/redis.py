@@ -21,6 +21,7 @@ from fastctx.backends import (
     Outcome,
     SessionRecord,
     Sessions,
+    invalidations,
 )
 from fastctx.backends.changelog import Expiries, RedisChangeLog
 from fastctx.backends.commands import (
@@ -41,7 +42,6 @@ from fastctx.backends.commands import (
 )
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
-    context_id_of,
     context_key,
     context_stream,
     mcp_session_key,
@@ -273,22 +273,13 @@ class RedisBackend(Backend):
         # Expired contexts and sessions, heard of by keyspace notification, get their events.
         self.expiries = Expiries(commands, self.changes)
         self._expiry = ExpiryListener(address, self.expiries.heard, timeout)
-        self._on_change: ChangeCallback | None = None
 
     @property
     def coherent(self) -> bool:
         return self._pipeline.tracking
 
     def watch(self, on_change: ChangeCallback) -> None:
-        self._on_change = on_change
-        self._pipeline.on_invalidate = self._invalidated
-
-    def _invalidated(self, keys: list[bytes] | None) -> None:
-        assert self._on_change is not None
-        if keys is None:
-            self._on_change(None)
-            return
-        self._on_change([context_id_of(key) for key in keys])
+        self._pipeline.on_invalidate = invalidations(on_change)
 
     async def start(self) -> None:
         # Not fatal: the server starts, /readyz says 503, and it connects when Redis is there.
