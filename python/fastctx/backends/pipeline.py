@@ -320,9 +320,7 @@ class Pipeline:
         refused = self.breaker.admit()
         if refused is not None:
             raise refused
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
+        protocol = await self._connected()
         *first, last = commands
         futures = [protocol.send(pack_command(command)) for command in first]
         return [*futures, protocol.send(pack_command(last), block)]
@@ -340,9 +338,7 @@ class Pipeline:
     async def _connect_and_send(
         self, args: tuple[bytes | str | int | float, ...], block: float
     ) -> Any:
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
+        protocol = await self._connected()
         return await protocol.send(pack_command(args), block)
 
     async def send_unanswered(self, *args: bytes | str | int | float) -> None:
@@ -351,9 +347,7 @@ class Pipeline:
         refused = self.breaker.admit()
         if refused is not None:
             raise refused
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
+        protocol = await self._connected()
         protocol.send_unanswered(pack_command(args))
 
     async def close(self) -> None:
@@ -379,6 +373,13 @@ class Pipeline:
                 self.on_invalidate(message[1])
         elif self.on_push is not None:
             self.on_push(message)
+
+    async def _connected(self) -> _Protocol:
+        """The open connection, made first if there is none (or it closed)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return protocol
 
     async def _connect(self) -> _Protocol:
         # One connection attempt at a time; every caller waiting meanwhile shares its outcome.
