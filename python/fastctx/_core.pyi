@@ -8,6 +8,7 @@ from typing import Self, final
 __all__ = [
     "COMPRESS_THRESHOLD",
     "FRAME_HEADER_SIZE",
+    "UPDATED_AT_OFFSET",
     "VERSION_OFFSET",
     "Cache",
     "Frame",
@@ -15,11 +16,13 @@ __all__ = [
     "JsonError",
     "PatchError",
     "PatchTestFailed",
+    "apply_patches",
     "decode_frame",
     "encode_frame",
     "frame_version",
     "is_token",
     "json_patch",
+    "merge_as_json_patch",
     "merge_patch",
     "new_token",
     "validate_json",
@@ -67,6 +70,13 @@ FRAME_HEADER_SIZE: int
 
 VERSION_OFFSET: int
 """Byte offset of the 8-byte little-endian context version in a frame (4)."""
+
+UPDATED_AT_OFFSET: int
+"""Byte offset of the 8-byte little-endian updated_at in a frame (20).
+
+From frame format 2 on, the version and updated_at are outside the checksum, so that they can
+be moved forward in place when a patch is appended to the context's log.
+"""
 
 COMPRESS_THRESHOLD: int
 """Payloads of at least this many bytes are lz4-compressed, when that makes them smaller."""
@@ -164,6 +174,23 @@ def json_patch(document: bytes, patch: bytes) -> bytes:
     past its inputs' size + 1 MiB); PatchTestFailed if a `test` operation fails.
     """
 
+def merge_as_json_patch(document: bytes, patch: bytes) -> tuple[bytes, bytes]:
+    """Restate an RFC 7386 merge patch as the RFC 6902 JSON Patch making the same change.
+
+    Returns (json_patch, result): the JSON Patch, and `document` with it applied, both as
+    compact JSON; the result is the one `apply_patches(document, [json_patch])` gives.
+    Raises JsonError if either input is not JSON; PatchError if the result would nest deeper
+    than 127 levels.
+    """
+
+def apply_patches(document: bytes, patches: list[bytes]) -> bytes:
+    """Apply RFC 6902 JSON Patches in order, parsing and serializing the document once.
+
+    Returns compact JSON, or `document` itself unchanged when `patches` is empty. The result
+    equals applying them one by one with json_patch. Raises as json_patch does, the message
+    naming the patch ("patch 2: ...").
+    """
+
 # cache
 
 @final
@@ -222,6 +249,13 @@ class Cache:
         entry for `key`; an entry larger than max_bytes, or already expired, is not kept.
         Evicts least recently used entries to make room. `extra` (a small object, not counted
         in the entry's bytes) is kept with the entry and handed back by peek.
+        """
+
+    def outdate(self, key: str) -> bool:
+        """Mark the entry for `key` as cached at time 0, keeping it; True if there was one.
+
+        For an entry a newer version has replaced elsewhere: it is no longer served as fresh,
+        but can still be brought up to date, or served as stale while the backend is down.
         """
 
     def invalidate(self, key: str) -> bool:

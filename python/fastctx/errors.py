@@ -74,6 +74,14 @@ class VersionConflict(FastctxError):
     title = "Version does not match"
 
 
+class VersionGone(FastctxError):
+    """The version asked for (`?version=N`) is older than the context's history keeps."""
+
+    status = 410
+    slug = "version-gone"
+    title = "Version no longer kept"
+
+
 class PayloadTooLarge(FastctxError):
     status = 413
     slug = "payload-too-large"
@@ -146,6 +154,7 @@ BY_STATUS: dict[int, type[FastctxError]] = {
         MethodNotAllowed,
         NotAcceptable,
         VersionConflict,
+        VersionGone,
         PayloadTooLarge,
         UnsupportedMediaType,
         InvalidPatch,

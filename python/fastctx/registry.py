@@ -6,15 +6,22 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Literal, NamedTuple, Protocol, TypeVar, cast
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import msgspec
 
 from fastctx import _core
-from fastctx.backends import Backend, Outcome, context_id
+from fastctx.backends import EVENT_PATCH_MAX_BYTES, Backend, Outcome, Stored, context_id, patchlog
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError, NotFound, PayloadTooLarge, Unavailable, VersionConflict
+from fastctx.errors import (
+    BackendError,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    VersionConflict,
+    VersionGone,
+)
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -27,32 +34,60 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # How long a cached entry may be served when the backend does not report changes made by other
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
-_VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
-
-
-class _Stored(Protocol):
-    """What a conditional write needs of the stored context: a decoded frame, or _Current."""
-
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def created_at(self) -> int: ...
-    @property
-    def expires_at(self) -> int: ...
-    @property
-    def session(self) -> str | None: ...
 
 
 class _Current(NamedTuple):
-    """The stored context as this node's cache holds it (see Registry._cached_current)."""
+    """A context as this node knows it: its document at `version`, and where that version
+    stands in the stored log (see fastctx.backends.patchlog), so that a write can append to
+    it and a reader can catch up from it without reading the document again."""
 
     payload: bytes
     version: int
     created_at: int
     expires_at: int
     session: str | None
+    base: int  # the version of the stored base document
+    log_size: int  # the stored log's length in bytes at `version` (0: it has none)
+    base_size: int  # the stored base document's length in bytes
+
+
+_Extra = tuple[int, str | None, int, int, int]
+"""What a cache entry keeps besides the document: created_at, session, base, log_size,
+base_size (see _Current)."""
+
+
+def _materialize(stored: Stored) -> _Current:
+    """The newest document of a stored context: its base with the log's patches applied."""
+    frame = _core.decode_frame(stored.frame)
+    if not stored.log:
+        return _Current(
+            frame.payload,
+            frame.version,
+            frame.created_at,
+            frame.expires_at,
+            frame.session,
+            frame.version,
+            0,
+            frame.size,
+        )
+    base = patchlog.base_version(stored.log)
+    entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
+    _check_sequence(entries, base, frame.version)
+    return _Current(
+        _core.apply_patches(frame.payload, [entry.patch for entry in entries]),
+        frame.version,
+        frame.created_at,
+        frame.expires_at,
+        frame.session,
+        base,
+        len(stored.log),
+        frame.size,
+    )
+
+
+def _check_sequence(entries: list[patchlog.Entry], after: int, last: int) -> None:
+    if [e.version for e in entries] != list(range(after + 1, last + 1)):
+        raise BackendError(f"a context's patch log does not lead from version {after} to {last}")
 
 
 # What the registry returns: msgspec Structs, which cost a fifth of a frozen dataclass to make
@@ -78,6 +113,7 @@ class Meta(msgspec.Struct, frozen=True):
     updated_at: int
     expires_at: int
     session: str | None
+    oldest_version: int
 
 
 class _KeyedLocks:
@@ -133,7 +169,9 @@ class Registry:
             self._valid_since = now_ms() + 1
             return
         for changed in ids:
-            self.cache.invalidate(changed)
+            # Kept, no longer fresh: the next read brings it up to date from the log (or
+            # serves it, marked stale, while the backend cannot be reached).
+            self.cache.outdate(changed)
 
     def fresh(self, key: str) -> tuple[bytes, int, int, int] | None:
         """The cached (payload, version, expires_at, cached_at) of `key`, if it may be served."""
@@ -150,31 +188,26 @@ class Registry:
         max_age = self.max_age_ms if self.backend.coherent else UNTRACKED_MAX_AGE_MS
         return now_ms() - cached_at <= max_age
 
-    def _cached_current(self, key: str) -> _Current | None:
-        """The context as this node's cache holds it, if fresh and complete: a write can name
-        its version without reading it from the backend first (the write's version check
-        still decides; a stale copy only costs a retry)."""
+    def _held(self, key: str, fresh: bool) -> _Current | None:
+        """The context as this node's cache holds it: only if fresh, or at any age."""
         entry = None if self.cache is None else self.cache.peek(key)
-        if entry is None or entry[4] is None or not self._is_fresh(entry[3]):
+        if entry is None or entry[4] is None or (fresh and not self._is_fresh(entry[3])):
             return None
-        created_at, session = cast(tuple[int, str | None], entry[4])
-        return _Current(entry[0], entry[1], created_at, entry[2], session)
+        created_at, session, base, log_size, base_size = cast(_Extra, entry[4])
+        return _Current(
+            entry[0], entry[1], created_at, entry[2], session, base, log_size, base_size
+        )
 
-    def _remember(
-        self,
-        key: str,
-        payload: bytes,
-        version: int,
-        expires_at: int,
-        created_at: int,
-        session: str | None,
-    ) -> None:
+    def _remember(self, key: str, current: _Current) -> None:
         if self.cache is not None:
-            self.cache.put(key, payload, version, expires_at, (created_at, session))
-
-    def _remember_stored(self, key: str, stored: _Stored) -> None:
-        payload, version, expires_at = stored.payload, stored.version, stored.expires_at
-        self._remember(key, payload, version, expires_at, stored.created_at, stored.session)
+            extra: _Extra = (
+                current.created_at,
+                current.session,
+                current.base,
+                current.log_size,
+                current.base_size,
+            )
+            self.cache.put(key, current.payload, current.version, current.expires_at, extra)
 
     def _forget(self, key: str) -> None:
         if self.cache is not None:
@@ -204,7 +237,8 @@ class Registry:
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
         if not await self.contexts.insert(tenant, token, frame, expires_at, session):
             raise NotFound("no such session")
-        self._remember(context_id(tenant, token), document, 1, expires_at, now, session)
+        current = _Current(document, 1, now, expires_at, session, 1, 0, len(document))
+        self._remember(context_id(tenant, token), current)
         return Created(token, 1, expires_at)
 
     async def read(self, tenant: str, token: str, fresh: bool = False) -> Read:
@@ -217,21 +251,39 @@ class Registry:
             if cached is not None:
                 return Read(cached[0], cached[1], "hit")
         try:
-            if fresh:
-                frame = await self.contexts.get(tenant, token)
-            else:  # a cache miss: a replica may answer, if the backend reads from them
-                frame = await self.contexts.get_relaxed(tenant, token)
+            # A cache miss may be read from a replica, if the backend reads from them.
+            current = await self._fetch(tenant, token, key, relaxed=not fresh)
         except BackendError:
             stale = None if self.cache is None else self.cache.get(key)
             if stale is None:
                 raise
             return Read(stale[0], stale[1], "stale")
-        if frame is None:
-            self._forget(key)
+        if current is None:
             raise NotFound("no such context")
-        decoded = _core.decode_frame(frame)
-        self._remember_stored(key, decoded)
-        return Read(decoded.payload, decoded.version, "miss")
+        return Read(current.payload, current.version, "miss")
+
+    async def read_version(self, tenant: str, token: str, version: int) -> Read:
+        """The document as it was at `version`, while the stored log still holds it."""
+        if not _core.is_token(token):
+            raise NotFound("no such context")
+        key = context_id(tenant, token)
+        held = self._held(key, fresh=True)
+        if held is not None and held.version == version:
+            return Read(held.payload, version, "hit")
+        stored = await self._load(tenant, token)
+        frame = _core.decode_frame(stored.frame)
+        if version > frame.version:
+            raise NotFound(f"no version {version}: the context is at version {frame.version}")
+        if not stored.log:
+            oldest, entries = frame.version, []
+        else:
+            oldest = patchlog.base_version(stored.log)
+            entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
+            _check_sequence(entries, oldest, frame.version)
+        if version < oldest:
+            raise VersionGone(f"version {version} is no longer kept; the oldest is {oldest}")
+        patches = [entry.patch for entry in entries[: version - oldest]]
+        return Read(_core.apply_patches(frame.payload, patches), version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
         """Documents and versions in request order; None for unknown or malformed tokens."""
@@ -246,47 +298,65 @@ class Registry:
                 found[token] = (cached[0], cached[1])
             else:
                 wanted.append(token)
-        frames = await self.contexts.mget(tenant, wanted)
-        for token, frame in zip(wanted, frames, strict=True):
-            if frame is None:
+        for token, stored in zip(
+            wanted, await self.contexts.load_many(tenant, wanted), strict=True
+        ):
+            if stored is None:
                 found[token] = None
                 continue
-            decoded = _core.decode_frame(frame)
-            self._remember_stored(context_id(tenant, token), decoded)
-            found[token] = (decoded.payload, decoded.version)
+            current = _materialize(stored)
+            self._remember(context_id(tenant, token), current)
+            found[token] = (current.payload, current.version)
         return [found[token] for token in tokens]
 
     async def meta(self, tenant: str, token: str) -> Meta:
-        frame = await self._load(tenant, token)
-        d = _core.decode_frame(frame)
+        stored = await self._load(tenant, token)
+        frame = _core.decode_frame(stored.frame)
+        current = _materialize(stored)
+        self._remember(context_id(tenant, token), current)
         return Meta(
             token,
-            d.version,
-            d.size,
-            d.stored_size,
-            d.created_at,
-            d.updated_at,
-            d.expires_at,
-            d.session,
+            current.version,
+            len(current.payload),
+            len(stored.frame) + len(stored.log),
+            frame.created_at,
+            frame.updated_at,
+            frame.expires_at,
+            frame.session,
+            current.base,
         )
 
     async def replace(
         self, tenant: str, token: str, document: bytes, if_version: int | None = None
     ) -> int:
-        """Store a new document; returns the new version."""
+        """Store a new document, in place of the base and the log; returns the new version."""
+        self._check_size(document)
         _core.validate_json(document)
-        return await self._write(tenant, token, if_version, lambda _: document)
+        return await self._write(tenant, token, if_version, lambda _: (document, None))
 
     async def patch(
         self, tenant: str, token: str, patch: bytes, kind: PatchKind, if_version: int | None = None
     ) -> int:
-        """Apply an RFC 7386 merge patch or an RFC 6902 JSON Patch; returns the new version."""
+        """Apply an RFC 7386 merge patch or an RFC 6902 JSON Patch; returns the new version.
+
+        What is stored is the change: a JSON Patch appended to the context's log (a merge patch
+        restated as one), not the document."""
         _core.validate_json(patch)
-        apply = _core.merge_patch if kind == "merge" else _core.json_patch
-        return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
+        if kind == "merge":
+
+            def change(document: bytes) -> tuple[bytes, bytes]:
+                json_patch, result = _core.merge_as_json_patch(document, patch)
+                return result, json_patch
+
+        else:
+
+            def change(document: bytes) -> tuple[bytes, bytes]:
+                return _core.json_patch(document, patch), patch
+
+        return await self._write(tenant, token, if_version, change)
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
-        async def remove(expected: bytes, current: _Stored) -> tuple[Outcome, None]:
+        async def remove(expected: bytes, current: _Current) -> tuple[Outcome, None]:
             outcome = await self.contexts.remove(tenant, token, expected, current.session)
             self._forget(context_id(tenant, token))
             return outcome, None
@@ -301,51 +371,189 @@ class Registry:
                 f"the document would be {len(document)} bytes; the limit is {self.max_bytes}"
             )
 
-    async def _load(self, tenant: str, token: str) -> bytes:
+    async def _load(self, tenant: str, token: str) -> Stored:
         if not _core.is_token(token):
             raise NotFound("no such context")
-        frame = await self.contexts.get(tenant, token)
-        if frame is None:
+        stored = await self.contexts.load(tenant, token)
+        if stored is None:
             self._forget(context_id(tenant, token))
             raise NotFound("no such context")
-        return frame
+        return stored
+
+    async def _fetch(self, tenant: str, token: str, key: str, relaxed: bool) -> _Current | None:
+        """The context from the backend, cached. A copy this node holds, however old, is
+        brought up to date with the log entries written since, when the log still extends it;
+        otherwise the whole context is read (base and log, in one round trip)."""
+        held = self._held(key, fresh=False)
+        current: _Current | None = None
+        if held is not None:
+            since = await self.contexts.catch_up(
+                tenant, token, held.version, held.base, max(held.log_size, patchlog.HEADER_SIZE)
+            )
+            if since is None:
+                self._forget(key)
+                return None
+            if since.stored is not None:
+                current = _materialize(since.stored)
+            elif since.version == held.version:
+                current = held
+            else:
+                current = _caught_up(held, since.version, since.tail)
+        if current is None:
+            load = self.contexts.load_relaxed if relaxed else self.contexts.load
+            stored = await load(tenant, token)
+            if stored is None:
+                self._forget(key)
+                return None
+            current = _materialize(stored)
+        self._remember(key, current)
+        return current
 
     async def _write(
         self,
         tenant: str,
         token: str,
         if_version: int | None,
-        change: Callable[[bytes], bytes],
+        change: Callable[[bytes], tuple[bytes, bytes | None]],
     ) -> int:
-        async def swap(expected: bytes, old: _Stored) -> tuple[Outcome, int]:
-            document = change(old.payload)
+        """Write what `change` makes of the document: (the new document, the JSON Patch that
+        made it), appended to the log; or (the new document, None), stored whole."""
+        key = context_id(tenant, token)
+
+        async def attempt(expected: bytes, old: _Current) -> tuple[Outcome, int]:
+            document, patch = change(old.payload)
             self._check_size(document)  # a patch can grow a document past the limit
-            version = old.version + 1
-            new = _core.encode_frame(
-                document, version, old.created_at, now_ms(), old.expires_at, old.session
-            )
-            outcome = await self.contexts.swap(
-                tenant, token, expected, new, old.expires_at, old.session
-            )
-            if outcome is Outcome.DONE:
-                self._remember(
-                    context_id(tenant, token),
+            version, now = old.version + 1, now_ms()
+            new: _Current | None
+            if patch is None:
+                frame = _core.encode_frame(
+                    document, version, old.created_at, now, old.expires_at, old.session
+                )
+                outcome = await self.contexts.swap(
+                    tenant, token, expected, frame, old.expires_at, old.session
+                )
+                new = _Current(
                     document,
                     version,
-                    old.expires_at,
                     old.created_at,
+                    old.expires_at,
                     old.session,
+                    version,
+                    0,
+                    len(document),
                 )
+            else:
+                outcome, new = await self._append(
+                    tenant, token, expected, old, document, patch, now
+                )
+            if outcome is Outcome.DONE and new is not None:
+                self._remember(key, new)
             return outcome, version
 
-        return await self._conditional(tenant, token, if_version, swap)
+        return await self._conditional(tenant, token, if_version, attempt)
+
+    async def _append(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        old: _Current,
+        document: bytes,
+        patch: bytes,
+        now: int,
+    ) -> tuple[Outcome, _Current | None]:
+        """Append `patch` (which made `document` of `old`) to the log; fold the log into a new
+        base instead when it has grown past its bounds (patchlog.fold_at)."""
+        version = old.version + 1
+        shown = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
+        record = patchlog.entry(version, now, patch)
+        log_size = max(old.log_size, patchlog.HEADER_SIZE) + len(record)
+        if patchlog.fold_at(old.base_size, log_size, version - old.base):
+            return await self._fold(tenant, token, expected, old, document, record, shown)
+        head = b"".join(n.to_bytes(8, "little") for n in (version, old.created_at, now))
+        outcome, size = await self.contexts.append(
+            tenant, token, expected, record, head, old.expires_at, old.session, shown
+        )
+        if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
+            frame = _core.encode_frame(
+                document, version, old.created_at, now, old.expires_at, old.session
+            )
+            outcome = await self.contexts.swap(
+                tenant, token, expected, frame, old.expires_at, old.session, b"", shown
+            )
+            return outcome, _Current(
+                document,
+                version,
+                old.created_at,
+                old.expires_at,
+                old.session,
+                version,
+                0,
+                len(document),
+            )
+        new = _Current(
+            document,
+            version,
+            old.created_at,
+            old.expires_at,
+            old.session,
+            old.base,
+            size,
+            old.base_size,
+        )
+        return outcome, new
+
+    async def _fold(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        old: _Current,
+        document: bytes,
+        record: bytes,
+        shown: bytes,
+    ) -> tuple[Outcome, _Current | None]:
+        """Write a new base, keeping the last patchlog.KEPT_VERSIONS patches (the new one
+        among them) in the log, so that the versions they made stay readable."""
+        stored = await self.contexts.load(tenant, token)
+        if stored is None:
+            return Outcome.MISSING, None
+        frame = _core.decode_frame(stored.frame)
+        if frame.version != old.version:
+            return Outcome.CONFLICT, None
+        base = patchlog.base_version(stored.log) if stored.log else frame.version
+        entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE) if stored.log else []
+        entries += patchlog.entries(record)
+        kept = entries[-patchlog.KEPT_VERSIONS :]
+        folded = [entry.patch for entry in entries[: len(entries) - len(kept)]]
+        new_base = kept[0].version - 1
+        base_document = _core.apply_patches(frame.payload, folded)
+        version, now = kept[-1].version, kept[-1].updated_at
+        new_frame = _core.encode_frame(
+            base_document, version, old.created_at, now, old.expires_at, old.session
+        )
+        log = patchlog.encode(new_base, kept)
+        outcome = await self.contexts.swap(
+            tenant, token, expected, new_frame, old.expires_at, old.session, log, shown
+        )
+        assert base <= new_base
+        return outcome, _Current(
+            document,
+            version,
+            old.created_at,
+            old.expires_at,
+            old.session,
+            new_base,
+            len(log),
+            len(base_document),
+        )
 
     async def _conditional(
         self,
         tenant: str,
         token: str,
         if_version: int | None,
-        attempt: Callable[[bytes, _Stored], Awaitable[tuple[Outcome, T]]],
+        attempt: Callable[[bytes, _Current], Awaitable[tuple[Outcome, T]]],
     ) -> T:
         """Read the context, check If-Match, then `attempt` the conditional write.
 
@@ -353,18 +561,23 @@ class Registry:
         writer's change; the loser re-reads and tries again unless the client fixed a version.
         The first attempt uses this node's cached copy when it is fresh: if the copy was
         behind, the write's own version check refuses it and the context is read from the
-        backend, so only a successful write, or what the backend says, decides the answer.
+        backend (caught up from the copy, see _fetch), so only a successful write, or what
+        the backend says, decides the answer.
         """
         key = context_id(tenant, token)
+        if not _core.is_token(token):
+            raise NotFound("no such context")
         async with self._locks.hold(key):
-            cached = self._cached_current(key) if _core.is_token(token) else None
+            cached = self._held(key, fresh=True)
             for _ in range(MAX_WRITE_ATTEMPTS):
-                current: _Stored
+                current: _Current | None
                 if cached is not None:
-                    current, expected = cached, cached.version.to_bytes(8, "little")
+                    current = cached
                 else:
-                    frame = await self._load(tenant, token)
-                    current, expected = _core.decode_frame(frame), frame[_VERSION]
+                    current = await self._fetch(tenant, token, key, relaxed=False)
+                    if current is None:
+                        raise NotFound("no such context")
+                expected = current.version.to_bytes(8, "little")
                 from_cache, cached = cached is not None, None
                 if if_version is not None and current.version != if_version:
                     if from_cache:
@@ -373,15 +586,28 @@ class Registry:
                 outcome, result = await attempt(expected, current)
                 if outcome is Outcome.DONE:
                     return result
-                self._forget(key)
+                if self.cache is not None:
+                    self.cache.outdate(key)  # behind: caught up from, on the next attempt
                 if from_cache:
                     continue  # the cached copy was behind: read the backend's
                 if outcome is Outcome.MISSING:
+                    self._forget(key)
                     raise NotFound("no such context")
                 if if_version is not None:
                     raise VersionConflict("context changed by another writer")
                 await _backoff()
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+
+def _caught_up(held: _Current, version: int, tail: bytes) -> _Current | None:
+    """`held` with the log entries written since applied; None when `tail` does not lead
+    from its version to `version` (the caller then reads the whole context)."""
+    entries = patchlog.entries(tail)
+    if [e.version for e in entries] != list(range(held.version + 1, version + 1)):
+        return None
+    payload = _core.apply_patches(held.payload, [entry.patch for entry in entries])
+    log_size = max(held.log_size, patchlog.HEADER_SIZE) + len(tail)
+    return held._replace(payload=payload, version=version, log_size=log_size)
 
 
 async def _backoff() -> None:

@@ -231,6 +231,20 @@ impl<V> Lru<V> {
         gone
     }
 
+    /// Marks the entry for `key` as cached at time 0, keeping it and its place; true if
+    /// there was one.
+    pub fn outdate(&mut self, key: &str) -> bool {
+        let Some(&at) = self.index.get(key) else {
+            return false;
+        };
+        let entry = self.nodes[at]
+            .entry
+            .as_mut()
+            .expect("indexed nodes hold an entry");
+        entry.meta.cached_at = 0;
+        true
+    }
+
     /// Removes `key`; returns its value if it was cached.
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let at = *self.index.get(key)?;
@@ -367,6 +381,11 @@ impl Cache {
         drop(gone);
     }
 
+    /// Keep the entry for `key` but mark it cached at time 0; True if there was one.
+    fn outdate(&self, key: &str) -> bool {
+        self.lru.lock().outdate(key)
+    }
+
     /// Drop the entry for `key`; True if there was one.
     fn invalidate(&self, key: &str) -> bool {
         let gone = self.lru.lock().remove(key);
@@ -498,6 +517,17 @@ mod tests {
         lru.put("b", 8, 100, 9, 1001, 1000);
         assert!(lru.put("b", 9, 100, 1, 0, 2000).contains(&8));
         assert!(matches!(lru.get("b", 2000), Lookup::Hit(9, _)));
+        check_links(&lru);
+    }
+
+    #[test]
+    fn outdates_in_place() {
+        let mut lru = Lru::new(10_000);
+        put(&mut lru, "a", 1, 3);
+        assert!(lru.outdate("a"));
+        assert!(!lru.outdate("b"));
+        let (value, meta) = lru.peek("a", 1).unwrap();
+        assert_eq!((*value, meta.version, meta.cached_at), (1, 3, 0));
         check_links(&lru);
     }
 

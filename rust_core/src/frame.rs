@@ -1,11 +1,11 @@
 //! The stored frame: a versioned, checksummed header followed by the (maybe compressed) payload.
 //!
-//! Layout, format version 1, all integers little endian:
+//! Layout, format version 2, all integers little endian:
 //!
 //! ```text
 //! offset  size  field
 //!      0     2  magic b"FX"
-//!      2     1  format version = 1
+//!      2     1  format version = 2 (1 is read too)
 //!      3     1  flags: bits 0-1 codec (0 none, 1 lz4; 2 zstd is reserved), other bits 0
 //!      4     8  context version                      (VERSION_OFFSET)
 //!     12     8  created_at, ms since the Unix epoch
@@ -15,9 +15,15 @@
 //!     40     4  stored payload length (equals the bytes left after the header)
 //!     44     1  session length s (0 = no session)
 //!     45     s  session id, ASCII
-//!   45+s     4  crc32 of bytes [0, 45+s) followed by the stored payload
+//!   45+s     4  crc32 of bytes [0, 45+s), less the version and updated_at, then the
+//!                 stored payload
 //!   49+s     -  stored payload
 //! ```
+//!
+//! The version and updated_at are left out of the checksum from format 2 on: a patch that
+//! Redis appends to the context's log (see `fastctx.backends.scripts`) moves them forward in
+//! place, without rewriting the frame. The payload is then the log's base document, and the
+//! version the newest one. Format 1 frames (checksummed whole) are read as they are.
 //!
 //! Codec choice. The writer uses lz4: every cache miss decodes a frame, and lz4 decodes and
 //! encodes faster than zstd at every size, which matters more for a store that promises
@@ -37,9 +43,11 @@ use crate::errors::Error;
 use crate::gil::maybe_detach;
 
 pub const MAGIC: &[u8; 2] = b"FX";
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Byte offset of the 8-byte little-endian context version.
 pub const VERSION_OFFSET: usize = 4;
+/// Byte offset of the 8-byte updated_at; it follows the version and created_at.
+pub const UPDATED_AT_OFFSET: usize = 20;
 /// Bytes before the session id.
 const FIXED_LEN: usize = 45;
 const CRC_LEN: usize = 4;
@@ -135,7 +143,7 @@ pub fn encode(payload: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, Error> {
     frame[3] = codec;
     let stored_len = len_u32(frame.len() - offset);
     frame[40..44].copy_from_slice(&stored_len.to_le_bytes());
-    let crc = checksum(&frame[..crc_at], &frame[offset..]);
+    let crc = checksum(FORMAT_VERSION, &frame[..crc_at], &frame[offset..]);
     frame[crc_at..offset].copy_from_slice(&crc.to_le_bytes());
     Ok(frame)
 }
@@ -144,9 +152,15 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).expect("lengths are checked against MAX_PAYLOAD_LEN")
 }
 
-fn checksum(header: &[u8], stored: &[u8]) -> u32 {
+fn checksum(format: u8, header: &[u8], stored: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(header);
+    if format == 1 {
+        hasher.update(header);
+    } else {
+        hasher.update(&header[..VERSION_OFFSET]);
+        hasher.update(&header[VERSION_OFFSET + 8..UPDATED_AT_OFFSET]);
+        hasher.update(&header[UPDATED_AT_OFFSET + 8..]);
+    }
     hasher.update(stored);
     hasher.finalize()
 }
@@ -174,7 +188,7 @@ pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, Error> {
     if &frame[..2] != MAGIC {
         return Err(Error::Frame("not a fastctx frame (bad magic)".to_owned()));
     }
-    if frame[2] != FORMAT_VERSION {
+    if frame[2] != FORMAT_VERSION && frame[2] != 1 {
         return Err(Error::Frame(format!(
             "unknown frame format version {}",
             frame[2]
@@ -241,7 +255,7 @@ pub fn verify(frame: &[u8]) -> Result<(Header<'_>, &[u8]), Error> {
     let crc_at = header.payload_offset - CRC_LEN;
     let stored = &frame[header.payload_offset..];
     let expected = u32_at(frame, crc_at) as u32;
-    if checksum(&frame[..crc_at], stored) != expected {
+    if checksum(frame[2], &frame[..crc_at], stored) != expected {
         return Err(Error::Frame("frame checksum mismatch".to_owned()));
     }
     Ok((header, stored))
@@ -357,6 +371,7 @@ fn frame_version(frame: &[u8]) -> PyResult<u64> {
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FRAME_HEADER_SIZE", FRAME_HEADER_SIZE)?;
     m.add("VERSION_OFFSET", VERSION_OFFSET)?;
+    m.add("UPDATED_AT_OFFSET", UPDATED_AT_OFFSET)?;
     m.add("COMPRESS_THRESHOLD", COMPRESS_THRESHOLD)?;
     m.add_class::<Frame>()?;
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
@@ -477,7 +492,10 @@ mod tests {
     fn rejects_every_single_byte_flip() {
         for payload in [document(10), document(3000)] {
             let frame = encode(&payload, &META).unwrap();
-            for at in 0..frame.len() {
+            let in_place = VERSION_OFFSET..VERSION_OFFSET + 8;
+            let updated = UPDATED_AT_OFFSET..UPDATED_AT_OFFSET + 8;
+            for at in (0..frame.len()).filter(|at| !in_place.contains(at) && !updated.contains(at))
+            {
                 for flip in [0x01, 0x80, 0xff] {
                     let mut bad = frame.clone();
                     bad[at] ^= flip;
@@ -491,9 +509,33 @@ mod tests {
     fn forge(mut frame: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         edit(&mut frame);
         let crc_at = FRAME_HEADER_SIZE - CRC_LEN + frame[44] as usize;
-        let crc = checksum(&frame[..crc_at], &frame[crc_at + CRC_LEN..]);
+        let crc = checksum(frame[2], &frame[..crc_at], &frame[crc_at + CRC_LEN..]);
         frame[crc_at..crc_at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
         frame
+    }
+
+    #[test]
+    fn reads_format_1_frames() {
+        for payload in [document(10), document(3000)] {
+            let old = forge(encode(&payload, &META).unwrap(), |f| f[2] = 1);
+            let (meta, decoded) = decode(&old).unwrap();
+            assert_eq!((meta, decoded), (META, payload.clone()));
+            // format 1 checksums the version too
+            let mut moved = old.clone();
+            moved[VERSION_OFFSET] ^= 1;
+            assert!(decode(&moved).is_err());
+        }
+    }
+
+    #[test]
+    fn version_and_updated_at_move_in_place() {
+        let frame = encode(&document(3000), &META).unwrap();
+        let mut moved = frame.clone();
+        moved[VERSION_OFFSET..VERSION_OFFSET + 8].copy_from_slice(&9u64.to_le_bytes());
+        moved[UPDATED_AT_OFFSET..UPDATED_AT_OFFSET + 8].copy_from_slice(&77u64.to_le_bytes());
+        let (meta, payload) = decode(&moved).unwrap();
+        assert_eq!((meta.version, meta.updated_at), (9, 77));
+        assert_eq!(payload, document(3000));
     }
 
     #[test]
@@ -502,7 +544,7 @@ mod tests {
         type Edit = fn(&mut Vec<u8>);
         let cases: [(&str, Edit); 10] = [
             ("magic", |f| f[0] = b'X'),
-            ("format", |f| f[2] = 2),
+            ("format", |f| f[2] = 3),
             ("flags", |f| f[3] |= 0x04),
             ("zstd codec", |f| f[3] = 2),
             ("codec 3", |f| f[3] = 3),

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 pub mod cache;
+pub mod delta;
 pub mod errors;
 pub mod frame;
 pub mod gil;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     frame::init(m)?;
     merge::init(m)?;
     patch::init(m)?;
+    delta::init(m)?;
     cache::init(m)?;
     Ok(())
 }

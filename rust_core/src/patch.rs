@@ -315,20 +315,27 @@ impl Patcher {
     }
 }
 
-/// JSON Patch over bytes: the result as compact JSON.
-pub fn json_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut doc = parse(document, "document")?;
+/// Applies the JSON Patch `patch` to `doc`, a document of about `size` bytes serialized;
+/// on an error `doc` may be half-patched, so callers patch a copy they can drop.
+pub fn apply(doc: &mut Value, size: usize, patch: &[u8]) -> Result<(), Error> {
     let operations = parse_operations(patch)?;
     // Copies may add at most about as much as the inputs plus 1 MiB: enough for any honest
     // patch, and no way to double a document with every operation.
     let mut patcher = Patcher {
-        copy_budget: document.len() + patch.len() + (1 << 20),
+        copy_budget: size + patch.len() + (1 << 20),
     };
     for (index, operation) in operations.into_iter().enumerate() {
         patcher
-            .apply(&mut doc, operation)
+            .apply(doc, operation)
             .map_err(|err| err.at(format_args!("operation {index}")))?;
     }
+    Ok(())
+}
+
+/// JSON Patch over bytes: the result as compact JSON.
+pub fn json_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut doc = parse(document, "document")?;
+    apply(&mut doc, document.len(), patch)?;
     Ok(serialize(&doc))
 }
 

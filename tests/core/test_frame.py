@@ -51,11 +51,20 @@ def frame_of(payload: bytes, session: str | None = SESSION, version: int = 7) ->
     return _core.encode_frame(payload, version, 1_764_000_000_000, 1_764_000_000_500, 0, session)
 
 
+def checksummed(frame: bytes | bytearray) -> bytes:
+    """What a frame's crc32 covers: format 2 leaves out the version and updated_at (which move
+    in place when a patch is appended), format 1 covers the whole header."""
+    crc_at = FIXED + frame[44]
+    header = bytes(frame[:crc_at])
+    if frame[2] != 1:
+        header = header[:4] + header[12:20] + header[28:]
+    return header + bytes(frame[crc_at + 4 :])
+
+
 def recrc(frame: bytearray) -> bytes:
     """Re-checksum an edited frame, as a forger would, so the header checks themselves show."""
     crc_at = FIXED + frame[44]
-    crc = zlib.crc32(bytes(frame[:crc_at]) + bytes(frame[crc_at + 4 :]))
-    frame[crc_at : crc_at + 4] = struct.pack("<I", crc)
+    frame[crc_at : crc_at + 4] = struct.pack("<I", zlib.crc32(checksummed(frame)))
     return bytes(frame)
 
 
@@ -92,14 +101,38 @@ def test_layout() -> None:
     empty = frame_of(b"", session=None)
     assert len(empty) == _core.FRAME_HEADER_SIZE
     assert len(frame_of(b"{}", session=SESSION)) == _core.FRAME_HEADER_SIZE + len(SESSION) + 2
-    assert empty[:4] == b"FX\x01\x00"
+    assert _core.UPDATED_AT_OFFSET == 20
+    assert empty[:4] == b"FX\x02\x00"
     frame = frame_of(b"[1]", session="ab", version=2**64 - 2)
     fields = struct.unpack_from("<2sBBQQQQIIB", frame)
-    assert fields == (b"FX", 1, 0, 2**64 - 2, 1_764_000_000_000, 1_764_000_000_500, 0, 3, 3, 2)
+    assert fields == (b"FX", 2, 0, 2**64 - 2, 1_764_000_000_000, 1_764_000_000_500, 0, 3, 3, 2)
     assert frame[FIXED : FIXED + 2] == b"ab"
     (crc,) = struct.unpack_from("<I", frame, FIXED + 2)
-    assert crc == zlib.crc32(frame[: FIXED + 2] + b"[1]")
+    assert crc == zlib.crc32(frame[:4] + frame[12:20] + frame[28 : FIXED + 2] + b"[1]")
     assert frame.endswith(b"[1]")
+
+
+def test_version_and_updated_at_move_in_place() -> None:
+    frame = bytearray(frame_of(document(3000)))
+    frame[4:12] = (9).to_bytes(8, "little")
+    frame[20:28] = (77).to_bytes(8, "little")
+    decoded = _core.decode_frame(bytes(frame))
+    assert (decoded.version, decoded.updated_at) == (9, 77)
+    assert decoded.payload == document(3000)
+    assert _core.frame_version(bytes(frame)) == 9
+
+
+def test_reads_format_1_frames() -> None:
+    """Frames written before format 2 (checksummed whole) are read as they are."""
+    old = bytearray(frame_of(document(3000)))
+    old[2] = 1
+    old_frame = recrc(old)
+    decoded = _core.decode_frame(old_frame)
+    assert decoded.payload == document(3000)
+    moved = bytearray(old_frame)
+    moved[4] ^= 1  # format 1 checksums the version too
+    with pytest.raises(FrameError):
+        _core.decode_frame(bytes(moved))
 
 
 def test_extreme_values() -> None:
@@ -149,8 +182,9 @@ def test_every_truncation_is_rejected(payload: bytes) -> None:
 
 @pytest.mark.parametrize("payload", [b'{"a":1}', document(2000)], ids=["small", "lz4"])
 def test_every_single_byte_flip_is_rejected(payload: bytes) -> None:
+    """Every byte but the version and updated_at, which move in place (see above)."""
     frame = frame_of(payload)
-    for at in range(len(frame)):
+    for at in [at for at in range(len(frame)) if not (4 <= at < 12 or 20 <= at < 28)]:
         for mask in (0x01, 0x80, 0xFF):
             corrupted = bytearray(frame)
             corrupted[at] ^= mask
@@ -164,7 +198,7 @@ def test_every_single_byte_flip_is_rejected(payload: bytes) -> None:
         (0, ord("X"), "magic"),
         (1, ord("Y"), "magic"),
         (2, 0, "format version"),
-        (2, 2, "format version"),
+        (2, 3, "format version"),
         (3, 0x04, "flags"),
         (3, 0x81, "flags"),
         (3, 2, "codec"),

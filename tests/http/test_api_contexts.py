@@ -179,6 +179,7 @@ def test_meta(client: httpx.Client) -> None:
     assert set(meta) == {
         "token",
         "version",
+        "oldest_version",
         "size",
         "stored_size",
         "created_at",

@@ -113,17 +113,27 @@ class Meta(msgspec.Struct):
 
     token: Token
     version: Version
-    size: Annotated[int, msgspec.Meta(ge=1, description="JSON bytes as stored.")]
+    size: Annotated[int, msgspec.Meta(ge=1, description="The document's JSON bytes.")]
     stored_size: Annotated[
         int,
         msgspec.Meta(
-            ge=1, description="Bytes in the backend (header + possibly compressed payload)."
+            ge=1,
+            description="Bytes in the backend: the frame (header and possibly compressed base "
+            "document) and the log of patches since.",
         ),
     ]
     created_at: Timestamp
     updated_at: Timestamp
     expires_at: Timestamp
     session: Token | None
+    oldest_version: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="The oldest version `GET ...?version=N` can still return; older "
+            "ones are 410.",
+        ),
+    ]
 
 
 class MgetRequest(msgspec.Struct):

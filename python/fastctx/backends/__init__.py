@@ -7,6 +7,7 @@ import abc
 import dataclasses
 import enum
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from fastctx.backends.keys import (
@@ -29,6 +30,8 @@ __all__ = [
     "Outcome",
     "SessionRecord",
     "Sessions",
+    "Since",
+    "Stored",
     "StreamEvent",
     "context_id",
     "context_stream",
@@ -57,6 +60,9 @@ EVENTS_KEPT = 1000
 EVENTS_MAX_AGE_MS = 3_600_000
 TRIM_LENGTH = 2 * EVENTS_KEPT
 TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
+# An `updated` event carries the JSON Patch that made it up to this size; a larger one (as
+# every PUT) is left to be read from the context (see fastctx.http.events).
+EVENT_PATCH_MAX_BYTES = 64 * 1024
 
 
 def invalidations(on_change: ChangeCallback) -> Callable[[list[bytes] | None], None]:
@@ -86,6 +92,26 @@ class Outcome(enum.IntEnum):
     MISSING = 0
     DONE = 1
     CONFLICT = -1
+    #: An append found a frame of format 1, which cannot move its version in place: the
+    #: context must be written whole (`swap`) once.
+    REBASE = -2
+
+
+class Stored(NamedTuple):
+    """A context as stored: its frame, and its patch log (b"" when it has none)."""
+
+    frame: bytes
+    log: bytes
+
+
+class Since(NamedTuple):
+    """What `Contexts.catch_up` found: the newest version, and either the log's bytes from the
+    offset asked (`tail`: b"" when nothing is newer) or, when the log no longer starts from
+    the base the caller knows, the whole context (`stored`)."""
+
+    version: int
+    tail: bytes
+    stored: Stored | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,15 +131,55 @@ class Health:
 
 
 class Contexts(abc.ABC):
-    """Frames by (tenant, token); every write is atomic, and appends its change event (to the
-    context's stream and, for a context in a session, to the session's) in the same step.
+    """Contexts by (tenant, token): a frame and a patch log (`fastctx.backends.patchlog`).
+    Every write is atomic, and appends its change event (to the context's stream and, for a
+    context in a session, to the session's) in the same step.
 
     Frames are opaque bytes to a backend except for the 8-byte version at
-    `fastctx._core.VERSION_OFFSET`, which conditional writes compare byte for byte.
+    `fastctx._core.VERSION_OFFSET`, which conditional writes compare byte for byte, and, for
+    an append, the 24 bytes from there on and the format byte (2). Logs are opaque but for
+    their header's base version.
     """
 
     @abc.abstractmethod
-    async def get(self, tenant: str, token: str) -> bytes | None: ...
+    async def get(self, tenant: str, token: str) -> bytes | None:
+        """The frame alone: the context's metadata and newest version (not its document)."""
+
+    @abc.abstractmethod
+    async def load(self, tenant: str, token: str) -> Stored | None:
+        """The frame and the log, read together."""
+
+    async def load_relaxed(self, tenant: str, token: str) -> Stored | None:
+        """As `load`, for a read the cache would have answered had it held the context: it
+        may come from a replica, as old as its replication lag (see the cluster backend)."""
+        return await self.load(tenant, token)
+
+    @abc.abstractmethod
+    async def load_many(self, tenant: str, tokens: Sequence[str]) -> list[Stored | None]: ...
+
+    @abc.abstractmethod
+    async def catch_up(
+        self, tenant: str, token: str, version: int, base: int, offset: int
+    ) -> Since | None:
+        """What is newer than `version`, for a caller whose copy was made from a log of base
+        version `base` that was `offset` bytes long; None when the context is gone."""
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        record: bytes,
+        head: bytes,
+        expires_at: int,
+        session: str | None,
+        patch: bytes,
+    ) -> tuple[Outcome, int]:
+        """Append `record` (a log entry) to the log, creating it from the frame's base if it
+        has none, and write `head` (version, created_at, updated_at) into the frame, if its
+        version bytes still equal `expected`. With DONE, the log's new length. `patch`, when
+        not empty, goes with the change event."""
 
     async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
         """As `get`, for a read the cache would have answered had it held the context: it may
@@ -138,8 +204,11 @@ class Contexts(abc.ABC):
         frame: bytes,
         expires_at: int,
         session: str | None = None,
+        log: bytes = b"",
+        patch: bytes = b"",
     ) -> Outcome:
-        """Replace the frame if its version bytes still equal `expected`."""
+        """Replace the frame, and the log with `log` (none when empty), if the frame's version
+        bytes still equal `expected`. `patch`, when not empty, goes with the change event."""
 
     @abc.abstractmethod
     async def remove(

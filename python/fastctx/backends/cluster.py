@@ -39,12 +39,16 @@ from fastctx.backends import (
     ChangeCallback,
     Contexts,
     Outcome,
+    Since,
+    Stored,
     StreamEvent,
     invalidations,
 )
 from fastctx.backends.changelog import READ_COUNT, Expiries, StreamReads
 from fastctx.backends.cluster_pipeline import ClusterPipeline, Node, cluster_addresses, key_slot
 from fastctx.backends.commands import (
+    APPEND_SCRIPT,
+    CATCH_UP_SCRIPT,
     CREATE_SCRIPT,
     EXPIRED_SCRIPT,
     REMOVE_SCRIPT,
@@ -60,12 +64,13 @@ from fastctx.backends.keys import (
     STREAM_PREFIXES,
     context_key,
     context_stream,
+    log_key,
     members_key,
     session_key,
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
-from fastctx.backends.redis import RedisMcp, RedisSessions
+from fastctx.backends.redis import RedisMcp, RedisSessions, append_args, appended, since
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
 
@@ -96,14 +101,15 @@ return 1
 """
 )
 
-# KEYS: session, session stream[, members]  ARGV: kind, session, token, version[, token, version]
+# KEYS: session, session stream[, members]
+# ARGV: kind, session, token, version, patch[, token, version, patch ...]
 # The session's events for changes its members' own scripts made; with members, a deleted
 # member leaves the set too.
 _NOTE = Script(
     EVENTS_LUA
     + """
-for i = 3, #ARGV, 2 do
-  session_event(KEYS[2], KEYS[1], ARGV[1], ARGV[i + 1], ARGV[i], ARGV[2])
+for i = 3, #ARGV, 3 do
+  session_event(KEYS[2], KEYS[1], ARGV[1], ARGV[i + 1], ARGV[i], ARGV[2], ARGV[i + 2])
   if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[i]) end
 end
 return 1
@@ -122,16 +128,16 @@ return tokens
     writes=True,
 )
 
-# KEYS: context, stream  ARGV: token, session  ->  the deleted version, or false
+# KEYS: context, log, stream  ARGV: token, session  ->  the deleted version, or false
 _DROP = Script(
     EVENTS_LUA
     + f"""
-local frame = redis.call('GET', KEYS[1])
-if not frame then return false end
-redis.call('DEL', KEYS[1])
-local version = version_of(frame)
-local now = event(KEYS[2], 'deleted', version, ARGV[1], ARGV[2])
-redis.call('PEXPIREAT', KEYS[2], now + {EVENTS_MAX_AGE_MS})
+local head = redis.call('GETRANGE', KEYS[1], 0, 11)
+if head == '' then return false end
+redis.call('DEL', KEYS[1], KEYS[2])
+local version = version_of(head)
+local now = event(KEYS[3], 'deleted', version, ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[3], now + {EVENTS_MAX_AGE_MS})
 return version
 """,
     writes=True,
@@ -143,16 +149,17 @@ async def _note(
     tenant: str,
     session: str,
     kind: str,
-    changes: list[tuple[str, int]],
+    changes: list[tuple[str, int, bytes]],
     leave: bool,
 ) -> None:
-    """The session's events for changes its members' own scripts made (see _NOTE)."""
+    """The session's events for changes its members' own scripts made (see _NOTE): each a
+    token, its version and the patch for the event (b"" for none)."""
     keys = [session_key(tenant, session), session_stream(tenant, session)]
     if leave:
         keys.append(members_key(tenant, session))
     args: list[Arg] = [kind, session]
-    for token, version in changes:
-        args += [token, version]
+    for token, version, patch in changes:
+        args += [token, version, patch]
     await commands.script(_NOTE, keys, args)
 
 
@@ -171,22 +178,38 @@ class ClusterContexts(Contexts):
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
         return frame
 
-    async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
+    async def load(self, tenant: str, token: str) -> Stored | None:
+        # The frame and its log share a slot: one MGET.
+        frame, log = await self._run(b"MGET", context_key(tenant, token), log_key(tenant, token))
+        return None if frame is None else Stored(frame, log or b"")
+
+    async def load_relaxed(self, tenant: str, token: str) -> Stored | None:
         """With `read_from=replicas`, a cache miss is read from a replica of its slot: as old
         as that replica's lag, which is what it would have been served from the cache anyway
         had the invalidation not come yet. Reads that must be current (`no-cache`, the read
-        before a write) use `get`, on the master. Any failure there falls back to the master."""
+        before a write) use `load`, on the master. Any failure there falls back to the master."""
         if not self.replica_reads:
-            return await self.get(tenant, token)
+            return await self.load(tenant, token)
         key = context_key(tenant, token)
         replica = await self._cluster.replica_for(key_slot(key))
         if replica is not None:
             try:
-                frame: bytes | None = await replica.execute(b"GET", key)
-                return frame
+                frame, log = await replica.execute(b"MGET", key, log_key(tenant, token))
+                return None if frame is None else Stored(frame, log or b"")
             except (BackendError, hiredis.ReplyError) as exc:
                 logger.debug("replica read failed (%s); reading from the master", exc)
-        return await self.get(tenant, token)
+        return await self.load(tenant, token)
+
+    async def load_many(self, tenant: str, tokens: Sequence[str]) -> list[Stored | None]:
+        # MGET cannot span slots; MGETs issued together leave in one write per master.
+        return list(await asyncio.gather(*(self.load(tenant, t) for t in tokens)))
+
+    async def catch_up(
+        self, tenant: str, token: str, version: int, base: int, offset: int
+    ) -> Since | None:
+        keys = [context_key(tenant, token), log_key(tenant, token)]
+        args: list[Arg] = [version.to_bytes(8, "little"), base.to_bytes(8, "little"), offset]
+        return since(await self._script(CATCH_UP_SCRIPT, keys, args), version)
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         # MGET cannot span slots; GETs issued together leave in one write per master.
@@ -223,25 +246,47 @@ class ClusterContexts(Contexts):
         frame: bytes,
         expires_at: int,
         session: str | None = None,
+        log: bytes = b"",
+        patch: bytes = b"",
     ) -> Outcome:
         # The context's script alone (its event names the session); then the session's event.
-        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
         version = _core.frame_version(frame)
-        args: list[Arg] = [expected, frame, expires_at, token, version, session or ""]
+        args: list[Arg] = [expected, frame, expires_at, token, version, session or "", log, patch]
         outcome = Outcome(await self._script(SWAP_SCRIPT, keys, args))
         if outcome is Outcome.DONE and session is not None:
-            await _note(self._commands, tenant, session, "updated", [(token, version)], False)
+            changes = [(token, version, patch)]
+            await _note(self._commands, tenant, session, "updated", changes, False)
         return outcome
+
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        record: bytes,
+        head: bytes,
+        expires_at: int,
+        session: str | None,
+        patch: bytes,
+    ) -> tuple[Outcome, int]:
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
+        args = append_args(token, expected, record, head, expires_at, session, patch)
+        outcome, size = appended(await self._script(APPEND_SCRIPT, keys, args))
+        if outcome is Outcome.DONE and session is not None:
+            changes = [(token, int.from_bytes(head[:8], "little"), patch)]
+            await _note(self._commands, tenant, session, "updated", changes, False)
+        return outcome, size
 
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
-        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
         version = int.from_bytes(expected, "little")
         args: list[Arg] = [expected, token, version, session or ""]
         outcome = Outcome(await self._script(REMOVE_SCRIPT, keys, args))
         if outcome is Outcome.DONE and session is not None:
-            await _note(self._commands, tenant, session, "deleted", [(token, version)], True)
+            await _note(self._commands, tenant, session, "deleted", [(token, version, b"")], True)
         return outcome
 
 
@@ -272,16 +317,16 @@ class ClusterSessions(RedisSessions):
             *(
                 self._script(
                     _DROP,
-                    [context_key(tenant, t), context_stream(tenant, t)],
+                    [context_key(tenant, t), log_key(tenant, t), context_stream(tenant, t)],
                     [t, session],
                 )
                 for t in tokens
             )
         )
-        deleted = [(t, int(v)) for t, v in zip(tokens, versions, strict=True) if v is not None]
+        deleted = [(t, int(v), b"") for t, v in zip(tokens, versions, strict=True) if v is not None]
         if deleted:
             await _note(self._commands, tenant, session, "deleted", deleted, False)
-        return sorted(t for t, _ in deleted) if existed else None
+        return sorted(t for t, _, _ in deleted) if existed else None
 
 
 class ClusterChangeLog(StreamReads):
@@ -370,7 +415,8 @@ class ClusterExpiries(Expiries):
             return False
         if session:
             version = int(fields.get("version", 0))
-            await _note(self._commands, tenant, session, "expired", [(token, version)], False)
+            changes = [(token, version, b"")]
+            await _note(self._commands, tenant, session, "expired", changes, False)
         return True
 
 

@@ -16,6 +16,8 @@ import hiredis
 
 from fastctx.backends import Event
 from fastctx.backends.scripts import (
+    APPEND,
+    CATCH_UP,
     CREATE,
     EXPIRED,
     INSERT,
@@ -160,6 +162,8 @@ def ignore_result(future: asyncio.Future[Any]) -> None:
 CREATE_SCRIPT = Script(CREATE, writes=True)
 INSERT_SCRIPT = Script(INSERT, writes=True)
 SWAP_SCRIPT = Script(SWAP, writes=True)
+APPEND_SCRIPT = Script(APPEND, writes=True)
+CATCH_UP_SCRIPT = Script(CATCH_UP)
 REMOVE_SCRIPT = Script(REMOVE, writes=True)
 SESSION_CREATE_SCRIPT = Script(SESSION_CREATE, writes=True)
 SESSION_TOUCH_SCRIPT = Script(SESSION_TOUCH)

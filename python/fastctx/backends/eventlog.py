@@ -14,8 +14,9 @@ from fastctx.backends import (
 )
 from fastctx.clock import now_ms
 
-Fields = tuple[str, str, str, str]
-"""An event's type, version, token and session ("" for none), in that order."""
+Fields = tuple[str, str, str, str] | tuple[str, str, str, str, str]
+"""An event's type, version, token and session ("" for none), in that order; then, for an
+update made by a patch, the patch."""
 _Entry = tuple[int, int, Fields]
 
 
@@ -76,13 +77,11 @@ class EventLog:
         for ms, seq, fields in reversed(self._live(stream, now_ms())):
             if (ms, seq) <= start:
                 break
-            kind, version, token, session = fields
-            found.append(
-                (
-                    f"{ms}-{seq}",
-                    {"type": kind, "version": version, "token": token, "session": session},
-                )
-            )
+            kind, version, token, session, *patch = fields
+            event = {"type": kind, "version": version, "token": token, "session": session}
+            if patch:
+                event["patch"] = patch[0]
+            found.append((f"{ms}-{seq}", event))
         found.reverse()
         return found
 

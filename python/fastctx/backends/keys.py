@@ -9,6 +9,7 @@ changing one orphans it.
 from __future__ import annotations
 
 CONTEXT_PREFIX = "fc:c:"  # a context's frame
+LOG_PREFIX = "fc:l:"  # a context's patch log (see fastctx.backends.patchlog)
 SESSION_PREFIX = "fc:s:"  # a session's record
 MEMBERS_PREFIX = "fc:m:"  # the tokens of a session's contexts
 SESSION_EXPIRED_PREFIX = "fc:sx:"  # set once a session's `expired` event is appended
@@ -36,6 +37,17 @@ def context_key(tenant: str, token: str) -> str:
 def context_id_of(key: bytes) -> str:
     """The context id a context key names: fc:c:{tenant/token} -> tenant/token."""
     return key[len(CONTEXT_PREFIX) + 1 : -1].decode()
+
+
+def log_key(tenant: str, token: str) -> str:
+    """A context's patch log: in its context's slot, and outside the tracked prefix (the
+    frame's header changes with every append, and that is what other nodes hear of)."""
+    return f"{LOG_PREFIX}{{{tenant}/{token}}}"
+
+
+def tenant_log_prefix(tenant: str) -> str:
+    """What every log key of `tenant` starts with (scripts append `token}`)."""
+    return f"{LOG_PREFIX}{{{tenant}/"
 
 
 def tenant_context_prefix(tenant: str) -> str:

@@ -19,13 +19,17 @@ from fastctx.backends import (
     Outcome,
     SessionRecord,
     Sessions,
+    Since,
+    Stored,
     StreamEvent,
+    patchlog,
 )
-from fastctx.backends.eventlog import EventLog
+from fastctx.backends.eventlog import EventLog, Fields
 from fastctx.backends.keys import context_stream, mcp_stream, session_stream
 from fastctx.clock import now_ms
 
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+_HEAD = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 24)  # version, created, updated
 _LIVE = ("created", "updated")  # events after which the context still exists
 SWEEP_INTERVAL = 1.0
 SWEEP_BATCH = 10_000
@@ -46,8 +50,10 @@ class MemoryStore:
     the loop."""
 
     def __init__(self) -> None:
-        # (tenant, token) -> (frame, expires_at, session)
-        self.frames: dict[tuple[str, str], tuple[bytes, int, str | None]] = {}
+        # (tenant, token) -> (frame, expires_at, session); a frame's version moves in place
+        self.frames: dict[tuple[str, str], tuple[bytearray, int, str | None]] = {}
+        # (tenant, token) -> its patch log, for the contexts that have one
+        self.logs: dict[tuple[str, str], bytearray] = {}
         self.sessions: dict[tuple[str, str], _Session] = {}
         # MCP sessions: (tenant, id) -> (record, expires_at)
         self.mcp: dict[tuple[str, str], tuple[bytes, int]] = {}
@@ -58,13 +64,13 @@ class MemoryStore:
         self.deadlines: list[tuple[int, str, str, str]] = []
         self.events = EventLog()
 
-    def live_frame(self, key: tuple[str, str], now: int) -> bytes | None:
+    def live_frame(self, key: tuple[str, str], now: int) -> bytearray | None:
         item = self.frames.get(key)
         if item is None:
             return None
         if item[1] <= now:
             self.drop_frame(key, item[2])
-            self.changed(key[0], key[1], "expired", item[0], item[1], item[2])
+            self.changed(key[0], key[1], "expired", _version(item[0]), item[1], item[2])
             return None
         return item[0]
 
@@ -77,7 +83,7 @@ class MemoryStore:
                 item = self.frames.get((key[0], token))
                 if item is not None:
                     self.drop_frame((key[0], token), item[2])
-                    self.changed(key[0], token, "expired", item[0], item[1], item[2])
+                    self.changed(key[0], token, "expired", _version(item[0]), item[1], item[2])
             self.drop_session(key)
             fields = ("expired", "0", "", key[1])
             self.events.append(session_stream(*key), fields, now_ms() + EVENTS_MAX_AGE_MS)
@@ -96,6 +102,7 @@ class MemoryStore:
 
     def drop_frame(self, key: tuple[str, str], session_id: str | None) -> None:
         del self.frames[key]
+        self.logs.pop(key, None)
         if session_id is not None:
             session = self.sessions.get((key[0], session_id))
             if session is not None:
@@ -105,18 +112,22 @@ class MemoryStore:
         session = self.sessions.pop(key)
         for token in session.members:
             self.frames.pop((key[0], token), None)
+            self.logs.pop((key[0], token), None)
 
     def changed(
         self,
         tenant: str,
         token: str,
         kind: str,
-        frame: bytes,
+        version: int,
         expires_at: int,
         session: str | None,
+        patch: bytes = b"",
     ) -> None:
         """Append the change to the context's stream and its session's."""
-        fields = (kind, str(_core.frame_version(frame)), token, session or "")
+        fields: Fields = (kind, str(version), token, session or "")
+        if patch:
+            fields = (*fields, patch.decode())
         keep_until = (expires_at if kind in _LIVE else now_ms()) + EVENTS_MAX_AGE_MS
         self.events.append(context_stream(tenant, token), fields, keep_until)
         if session is not None:
@@ -145,14 +156,43 @@ class MemoryContexts(Contexts):
         self._store = store
 
     async def get(self, tenant: str, token: str) -> bytes | None:
-        return self._store.live_frame((tenant, token), now_ms())
+        frame = self._store.live_frame((tenant, token), now_ms())
+        return None if frame is None else bytes(frame)
 
-    get_relaxed = get  # one copy, always current: no coroutine around `get`
+    async def load(self, tenant: str, token: str) -> Stored | None:
+        return self._stored((tenant, token), now_ms())
+
+    load_relaxed = load  # one copy, always current: no coroutine around `load`
+
+    def _stored(self, key: tuple[str, str], now: int) -> Stored | None:
+        frame = self._store.live_frame(key, now)
+        if frame is None:
+            return None
+        return Stored(bytes(frame), bytes(self._store.logs.get(key, b"")))
+
+    async def load_many(self, tenant: str, tokens: Sequence[str]) -> list[Stored | None]:
+        now = now_ms()
+        return [self._stored((tenant, token), now) for token in tokens]
+
+    async def catch_up(
+        self, tenant: str, token: str, version: int, base: int, offset: int
+    ) -> Since | None:
+        key = (tenant, token)
+        frame = self._store.live_frame(key, now_ms())
+        if frame is None:
+            return None
+        current = _version(frame)
+        if current == version:
+            return Since(current, b"", None)
+        log = self._store.logs.get(key)
+        if log is not None and patchlog.base_version(bytes(log[: patchlog.HEADER_SIZE])) == base:
+            return Since(current, bytes(log[offset:]), None)
+        return Since(current, b"", Stored(bytes(frame), bytes(log or b"")))
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         now = now_ms()
         live_frame = self._store.live_frame
-        return [live_frame((tenant, token), now) for token in tokens]
+        return [None if (f := live_frame((tenant, t), now)) is None else bytes(f) for t in tokens]
 
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
@@ -164,9 +204,9 @@ class MemoryContexts(Contexts):
             if record is None:
                 return False
             record.members.add(token)
-        store.frames[(tenant, token)] = (frame, expires_at, session)
+        store.frames[(tenant, token)] = (bytearray(frame), expires_at, session)
         heapq.heappush(store.deadlines, (expires_at, "c", tenant, token))
-        store.changed(tenant, token, "created", frame, expires_at, session)
+        store.changed(tenant, token, "created", 1, expires_at, session)
         return True
 
     async def swap(
@@ -177,6 +217,8 @@ class MemoryContexts(Contexts):
         frame: bytes,
         expires_at: int,
         session: str | None = None,
+        log: bytes = b"",
+        patch: bytes = b"",
     ) -> Outcome:
         store = self._store
         key = (tenant, token)
@@ -186,9 +228,42 @@ class MemoryContexts(Contexts):
         if current[_VERSION] != expected:
             return Outcome.CONFLICT
         member_of = store.frames[key][2]
-        store.frames[key] = (frame, expires_at, member_of)
-        store.changed(tenant, token, "updated", frame, expires_at, member_of)
+        store.frames[key] = (bytearray(frame), expires_at, member_of)
+        if log:
+            store.logs[key] = bytearray(log)
+        else:
+            store.logs.pop(key, None)
+        store.changed(tenant, token, "updated", _version(frame), expires_at, member_of, patch)
         return Outcome.DONE
+
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        record: bytes,
+        head: bytes,
+        expires_at: int,
+        session: str | None,
+        patch: bytes,
+    ) -> tuple[Outcome, int]:
+        store = self._store
+        key = (tenant, token)
+        frame = store.live_frame(key, now_ms())
+        if frame is None:
+            return Outcome.MISSING, 0
+        if frame[_VERSION] != expected:
+            return Outcome.CONFLICT, 0
+        if frame[2] != 2:
+            return Outcome.REBASE, 0
+        log = store.logs.get(key)
+        if log is None:
+            log = store.logs[key] = bytearray(patchlog.header(_version(frame)))
+        log += record
+        frame[_HEAD] = head
+        member_of = store.frames[key][2]
+        store.changed(tenant, token, "updated", _version(frame), expires_at, member_of, patch)
+        return Outcome.DONE, len(log)
 
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
@@ -202,8 +277,12 @@ class MemoryContexts(Contexts):
             return Outcome.CONFLICT
         frame, expires_at, member_of = store.frames[key]
         store.drop_frame(key, member_of)
-        store.changed(tenant, token, "deleted", frame, expires_at, member_of)
+        store.changed(tenant, token, "deleted", _version(frame), expires_at, member_of)
         return Outcome.DONE
+
+
+def _version(frame: bytes | bytearray) -> int:
+    return int.from_bytes(frame[_VERSION], "little")
 
 
 class MemorySessions(Sessions):
@@ -243,7 +322,7 @@ class MemorySessions(Sessions):
         store.drop_session(key)
         for token, item in frames:
             if item is not None:
-                store.changed(tenant, token, "deleted", item[0], item[1], session)
+                store.changed(tenant, token, "deleted", _version(item[0]), item[1], session)
         return sorted(record.members)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from fastctx import _core
 from fastctx.backends import (
@@ -21,10 +22,15 @@ from fastctx.backends import (
     Outcome,
     SessionRecord,
     Sessions,
+    Since,
+    Stored,
     invalidations,
+    patchlog,
 )
 from fastctx.backends.changelog import Expiries, RedisChangeLog
 from fastctx.backends.commands import (
+    APPEND_SCRIPT,
+    CATCH_UP_SCRIPT,
     CREATE_SCRIPT,
     INSERT_SCRIPT,
     MCP_NOTIFY_SCRIPT,
@@ -44,6 +50,7 @@ from fastctx.backends.keys import (
     CONTEXT_PREFIX,
     context_key,
     context_stream,
+    log_key,
     mcp_session_key,
     mcp_stream,
     mcp_subscriptions_key,
@@ -51,6 +58,7 @@ from fastctx.backends.keys import (
     session_key,
     session_stream,
     tenant_context_prefix,
+    tenant_log_prefix,
     tenant_stream_prefix,
 )
 from fastctx.backends.notifications import ExpiryListener
@@ -69,7 +77,29 @@ class RedisContexts(Contexts):
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
         return frame
 
-    get_relaxed = get  # no replicas read from: no coroutine around `get`
+    async def load(self, tenant: str, token: str) -> Stored | None:
+        # One slot (the hash tag): one MGET, on a cluster too.
+        frame, log = await self._run(b"MGET", context_key(tenant, token), log_key(tenant, token))
+        return None if frame is None else Stored(frame, log or b"")
+
+    async def load_many(self, tenant: str, tokens: Sequence[str]) -> list[Stored | None]:
+        if not tokens:
+            return []
+        keys = [
+            key for token in tokens for key in (context_key(tenant, token), log_key(tenant, token))
+        ]
+        values = await self._run(b"MGET", *keys)
+        return [
+            None if frame is None else Stored(frame, log or b"")
+            for frame, log in zip(values[::2], values[1::2], strict=True)
+        ]
+
+    async def catch_up(
+        self, tenant: str, token: str, version: int, base: int, offset: int
+    ) -> Since | None:
+        keys = [context_key(tenant, token), log_key(tenant, token)]
+        args: list[Arg] = [_u64(version), _u64(base), offset]
+        return since(await self._script(CATCH_UP_SCRIPT, keys, args), version)
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         if not tokens:
@@ -105,18 +135,42 @@ class RedisContexts(Contexts):
         frame: bytes,
         expires_at: int,
         session: str | None = None,
+        log: bytes = b"",
+        patch: bytes = b"",
     ) -> Outcome:
-        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
         if session is not None:
             keys += [session_key(tenant, session), session_stream(tenant, session)]
         version = _core.frame_version(frame)
-        args: list[Arg] = [expected, frame, expires_at, token, version, session or ""]
+        args: list[Arg] = [expected, frame, expires_at, token, version, session or "", log, patch]
         return Outcome(await self._script(SWAP_SCRIPT, keys, args))
+
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        record: bytes,
+        head: bytes,
+        expires_at: int,
+        session: str | None,
+        patch: bytes,
+    ) -> tuple[Outcome, int]:
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
+        if session is not None:
+            keys += [session_key(tenant, session), session_stream(tenant, session)]
+        return appended(
+            await self._script(
+                APPEND_SCRIPT,
+                keys,
+                append_args(token, expected, record, head, expires_at, session, patch),
+            )
+        )
 
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
-        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
         if session is not None:
             keys += [
                 members_key(tenant, session),
@@ -126,6 +180,42 @@ class RedisContexts(Contexts):
         version = int.from_bytes(expected, "little")
         args: list[Arg] = [expected, token, version, session or ""]
         return Outcome(await self._script(REMOVE_SCRIPT, keys, args))
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "little")
+
+
+def append_args(
+    token: str,
+    expected: bytes,
+    record: bytes,
+    head: bytes,
+    expires_at: int,
+    session: str | None,
+    patch: bytes,
+) -> list[Arg]:
+    """The APPEND script's arguments (see scripts.APPEND)."""
+    base = patchlog.header(int.from_bytes(expected, "little"))
+    version = int.from_bytes(head[:8], "little")
+    return [expected, record, base, head, expires_at, token, version, session or "", patch]
+
+
+def appended(reply: int) -> tuple[Outcome, int]:
+    """The APPEND script's reply: the log's length, or what stopped it."""
+    return (Outcome.DONE, reply) if reply > 0 else (Outcome(reply), 0)
+
+
+def since(reply: Any, version: int) -> Since | None:
+    """The CATCH_UP script's reply (see scripts.CATCH_UP)."""
+    if reply == 0:
+        return None
+    if reply == 1:
+        return Since(version, b"", None)
+    if reply[0] == 2:
+        return Since(int.from_bytes(reply[1], "little"), reply[2] or b"", None)
+    frame, log = reply[1], reply[2]
+    return Since(_core.frame_version(frame), b"", Stored(frame, log or b""))
 
 
 class RedisSessions(Sessions):
@@ -162,7 +252,12 @@ class RedisSessions(Sessions):
                 members_key(tenant, session),
                 session_stream(tenant, session),
             ],
-            [tenant_context_prefix(tenant), tenant_stream_prefix(tenant), session],
+            [
+                tenant_context_prefix(tenant),
+                tenant_stream_prefix(tenant),
+                session,
+                tenant_log_prefix(tenant),
+            ],
         )
         return sorted(token.decode() for token in tokens) if existed else None
 

@@ -13,9 +13,15 @@ _V_LAST = _core.VERSION_OFFSET + 8
 # The trim is rare (see fastctx.backends.TRIM_*): a long stream whose oldest event is well past
 # the hour loses what is both older than the hour and not among its last EVENTS_KEPT.
 EVENTS_LUA = f"""
-local function event(stream, kind, version, token, session)
-  local id = redis.call('XADD', stream, '*', 'type', kind, 'version', version,
-                        'token', token, 'session', session)
+local function event(stream, kind, version, token, session, patch)
+  local id
+  if patch and patch ~= '' then
+    id = redis.call('XADD', stream, '*', 'type', kind, 'version', version,
+                    'token', token, 'session', session, 'patch', patch)
+  else
+    id = redis.call('XADD', stream, '*', 'type', kind, 'version', version,
+                    'token', token, 'session', session)
+  end
   local now = tonumber(string.match(id, '^%d+'))
   if redis.call('XLEN', stream) > {TRIM_LENGTH} then
     local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
@@ -33,8 +39,8 @@ local function keep_until(stream, at)
   local current = redis.call('PEXPIRETIME', stream)
   if current < 0 or current < at then redis.call('PEXPIREAT', stream, at) end
 end
-local function session_event(stream, session_key, kind, version, token, session)
-  local now = event(stream, kind, version, token, session)
+local function session_event(stream, session_key, kind, version, token, session, patch)
+  local now = event(stream, kind, version, token, session, patch)
   local pttl = redis.call('PTTL', session_key)
   if pttl < 0 then pttl = 0 end
   keep_until(stream, now + pttl + {EVENTS_MAX_AGE_MS})
@@ -79,36 +85,92 @@ return 1
 """
 )
 
-# KEYS: context, stream[, session, session stream]
-# ARGV: expected version bytes, frame, expires_at_ms, token, version, session
+# The version check reads the 8 version bytes alone: a frame may be megabytes.
+# KEYS: context, log, stream[, session, session stream]
+# ARGV: expected version bytes, frame, expires_at_ms, token, version, session, log ("" for
+# none), patch for the event ("" for none)
 SWAP = (
     EVENTS_LUA
     + f"""
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-if string.sub(current, {_V_FIRST}, {_V_LAST}) ~= ARGV[1] then return -1 end
+local current = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
+if current == '' then return 0 end
+if current ~= ARGV[1] then return -1 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-event(KEYS[2], 'updated', ARGV[5], ARGV[4], ARGV[6])
-keep_until(KEYS[2], ARGV[3] + {EVENTS_MAX_AGE_MS})
-if #KEYS > 2 then session_event(KEYS[4], KEYS[3], 'updated', ARGV[5], ARGV[4], ARGV[6]) end
+if ARGV[7] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[7], 'PXAT', ARGV[3])
+end
+event(KEYS[3], 'updated', ARGV[5], ARGV[4], ARGV[6], ARGV[8])
+keep_until(KEYS[3], ARGV[3] + {EVENTS_MAX_AGE_MS})
+if #KEYS > 3 then
+  session_event(KEYS[5], KEYS[4], 'updated', ARGV[5], ARGV[4], ARGV[6], ARGV[8])
+end
 return 1
 """
 )
 
-# KEYS: context, stream[, members, session, session stream]
+# A patch appended to the context's log: the frame's version and updated_at move forward in
+# place (format 2 leaves them out of its checksum); the base document is not sent or read.
+# A format 1 frame must be written again first (-2).
+# KEYS: context, log, stream[, session, session stream]
+# ARGV: expected version bytes, log entry, log header (for a new log), the 24 header bytes
+# from the version on (version, created_at, updated_at), expires_at_ms, token, version,
+# session, patch for the event ("" for none)
+# Returns the log's length after the append; 0, -1, -2 when nothing was written.
+APPEND = (
+    EVENTS_LUA
+    + f"""
+local head = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
+if head == '' then return 0 end
+if string.sub(head, 3) ~= ARGV[1] then return -1 end
+if string.byte(head, 1) ~= 2 then return -2 end
+local size
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  size = redis.call('APPEND', KEYS[2], ARGV[2])
+else
+  redis.call('SET', KEYS[2], ARGV[3] .. ARGV[2], 'PXAT', ARGV[5])
+  size = #ARGV[3] + #ARGV[2]
+end
+redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, ARGV[4])
+event(KEYS[3], 'updated', ARGV[7], ARGV[6], ARGV[8], ARGV[9])
+keep_until(KEYS[3], ARGV[5] + {EVENTS_MAX_AGE_MS})
+if #KEYS > 3 then
+  session_event(KEYS[5], KEYS[4], 'updated', ARGV[7], ARGV[6], ARGV[8], ARGV[9])
+end
+return size
+"""
+)
+
+# What a node that holds version N of a context needs to bring it up to date, in one round
+# trip: 1 when N is still the newest; {2, version bytes, the log from `offset`} when the log
+# still starts from the base the node knows; else {3, frame, log or false}; 0 when it is gone.
+# KEYS: context, log  ARGV: version bytes, base version bytes, offset
+CATCH_UP = f"""
+local head = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
+if head == '' then return 0 end
+local version = string.sub(head, 3)
+if version == ARGV[1] then return 1 end
+if string.byte(head, 1) == 2 and redis.call('GETRANGE', KEYS[2], 3, 10) == ARGV[2] then
+  return {{2, version, redis.call('GETRANGE', KEYS[2], ARGV[3], -1)}}
+end
+return {{3, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}}
+"""
+
+# KEYS: context, log, stream[, members, session, session stream]
 # ARGV: expected version bytes, token, version, session
 REMOVE = (
     EVENTS_LUA
     + f"""
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-if string.sub(current, {_V_FIRST}, {_V_LAST}) ~= ARGV[1] then return -1 end
-redis.call('DEL', KEYS[1])
-local now = event(KEYS[2], 'deleted', ARGV[3], ARGV[2], ARGV[4])
-redis.call('PEXPIREAT', KEYS[2], now + {EVENTS_MAX_AGE_MS})
-if #KEYS > 2 then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  session_event(KEYS[5], KEYS[4], 'deleted', ARGV[3], ARGV[2], ARGV[4])
+local current = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
+if current == '' then return 0 end
+if current ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2])
+local now = event(KEYS[3], 'deleted', ARGV[3], ARGV[2], ARGV[4])
+redis.call('PEXPIREAT', KEYS[3], now + {EVENTS_MAX_AGE_MS})
+if #KEYS > 3 then
+  redis.call('SREM', KEYS[4], ARGV[2])
+  session_event(KEYS[6], KEYS[5], 'deleted', ARGV[3], ARGV[2], ARGV[4])
 end
 return 1
 """
@@ -185,17 +247,18 @@ return live
 """
 
 # KEYS: session, members, session stream
-# ARGV: context key prefix of the tenant, stream key prefix of the tenant, session
+# ARGV: context key prefix of the tenant, stream key prefix of the tenant, session, log key
+# prefix of the tenant
 SESSION_DELETE = (
     EVENTS_LUA
     + f"""
 local existed = redis.call('DEL', KEYS[1])
 local tokens = redis.call('SMEMBERS', KEYS[2])
 for _, token in ipairs(tokens) do
-  local frame = redis.call('GET', ARGV[1] .. token .. '}}')
-  if frame then
-    redis.call('DEL', ARGV[1] .. token .. '}}')
-    local version = version_of(frame)
+  local head = redis.call('GETRANGE', ARGV[1] .. token .. '}}', 0, {_V_LAST - 1})
+  if head ~= '' then
+    redis.call('DEL', ARGV[1] .. token .. '}}', ARGV[4] .. token .. '}}')
+    local version = version_of(head)
     local stream = ARGV[2] .. token .. '}}'
     local now = event(stream, 'deleted', version, token, ARGV[3])
     redis.call('PEXPIREAT', stream, now + {EVENTS_MAX_AGE_MS})

@@ -177,6 +177,7 @@ class ContextRoutes:
                 rfc3339(found.updated_at),
                 rfc3339(found.expires_at),
                 found.session,
+                found.oldest_version,
             )
         )
         return await ex.respond(200, body, [(b"etag", b'"%d"' % found.version)])

@@ -1,0 +1,229 @@
+//! Deltas: a merge patch restated as the JSON Patch that makes the same change, and a run of
+//! JSON Patches applied to a document in one pass.
+//!
+//! A context is stored as a base document and a log of the JSON Patches written since
+//! (`fastctx.registry`). Every node that brings a copy up to date, and the writer itself,
+//! computes a version's document with `apply_patches`: parse once, apply each patch, serialize
+//! once, so that every node holds the same bytes for the same version, and a reader catching
+//! up on many small patches pays for one parse of the document, not one per patch.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use serde_json::{Map, Value};
+
+use crate::errors::Error;
+use crate::gil::maybe_detach;
+use crate::json::{parse, serialize};
+use crate::patch::apply;
+
+/// `key` as one RFC 6901 reference token.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// `patch` with its null members dropped, at every depth: what RFC 7386 makes of it when
+/// the target has nothing there.
+fn without_nulls(patch: &Value) -> Value {
+    match patch {
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(key, value)| (key.clone(), without_nulls(value)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn operation(op: &str, path: &str, value: Option<Value>) -> Value {
+    let mut members = Map::new();
+    members.insert("op".to_owned(), Value::String(op.to_owned()));
+    members.insert("path".to_owned(), Value::String(path.to_owned()));
+    if let Some(value) = value {
+        members.insert("value".to_owned(), value);
+    }
+    Value::Object(members)
+}
+
+/// The operations that make `target`, found at `path`, what the merge patch `patch` makes it.
+fn merge_operations(target: &Value, patch: &Value, path: &str, ops: &mut Vec<Value>) {
+    let (Value::Object(members), Value::Object(current)) = (patch, target) else {
+        // Not both objects: the patch (nulls dropped) replaces the target whole.
+        ops.push(operation("replace", path, Some(without_nulls(patch))));
+        return;
+    };
+    for (key, value) in members {
+        let child = format!("{path}/{}", escape(key));
+        match (current.get(key), value) {
+            (None, Value::Null) => {}
+            (Some(_), Value::Null) => ops.push(operation("remove", &child, None)),
+            (Some(inner @ Value::Object(_)), Value::Object(_)) => {
+                merge_operations(inner, value, &child, ops);
+            }
+            (Some(_), _) => ops.push(operation("replace", &child, Some(without_nulls(value)))),
+            (None, _) => ops.push(operation("add", &child, Some(without_nulls(value)))),
+        }
+    }
+}
+
+/// The RFC 6902 JSON Patch that makes the change the RFC 7386 merge patch makes to
+/// `document`, and the document it makes: (patch, result), both compact JSON.
+pub fn merge_as_json_patch_bytes(
+    document: &[u8],
+    merge_patch: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let mut doc = parse(document, "document")?;
+    let merge = parse(merge_patch, "patch")?;
+    let mut ops = Vec::new();
+    merge_operations(&doc, &merge, "", &mut ops);
+    let patch = serialize(&Value::Array(ops));
+    apply(&mut doc, document.len(), &patch)?;
+    Ok((patch, serialize(&doc)))
+}
+
+/// `document` with each JSON Patch of `patches` applied in order, as compact JSON; the
+/// document itself, as it is, when there are none.
+pub fn apply_patches_bytes(document: &[u8], patches: &[&[u8]]) -> Result<Vec<u8>, Error> {
+    if patches.is_empty() {
+        return Ok(document.to_vec());
+    }
+    let mut doc = parse(document, "document")?;
+    for (index, patch) in patches.iter().enumerate() {
+        // No bound on what copies add: each patch of a log passed it when it was written,
+        // against the document it was written to, and must now make exactly what it made.
+        apply(&mut doc, usize::MAX / 4, patch)
+            .map_err(|err| err.at(format_args!("patch {index}")))?;
+    }
+    Ok(serialize(&doc))
+}
+
+/// Restate an RFC 7386 merge patch as the RFC 6902 JSON Patch that makes the same change.
+#[pyfunction]
+fn merge_as_json_patch<'py>(
+    py: Python<'py>,
+    document: &[u8],
+    patch: &[u8],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let len = document.len() + patch.len();
+    let (json_patch, result) =
+        maybe_detach(py, len, || merge_as_json_patch_bytes(document, patch))?;
+    PyTuple::new(
+        py,
+        [PyBytes::new(py, &json_patch), PyBytes::new(py, &result)],
+    )
+}
+
+/// Apply JSON Patches in order, parsing and serializing the document once.
+#[pyfunction]
+fn apply_patches<'py>(
+    py: Python<'py>,
+    document: &[u8],
+    patches: Vec<Vec<u8>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let len = document.len() + patches.iter().map(Vec::len).sum::<usize>();
+    let out = maybe_detach(py, len, || {
+        let views: Vec<&[u8]> = patches.iter().map(Vec::as_slice).collect();
+        apply_patches_bytes(document, &views)
+    })?;
+    Ok(PyBytes::new(py, &out))
+}
+
+pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(merge_as_json_patch, m)?)?;
+    m.add_function(wrap_pyfunction!(apply_patches, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::merge_patch_bytes;
+
+    fn value(text: &[u8]) -> Value {
+        serde_json::from_slice(text).unwrap()
+    }
+
+    /// The restated patch makes what the merge patch makes, and says it in JSON Patch.
+    fn check(doc: &str, merge: &str, expected_patch: &str) {
+        let (patch, result) = merge_as_json_patch_bytes(doc.as_bytes(), merge.as_bytes()).unwrap();
+        assert_eq!(
+            value(&patch),
+            value(expected_patch.as_bytes()),
+            "{doc} + {merge}"
+        );
+        let merged = merge_patch_bytes(doc.as_bytes(), merge.as_bytes()).unwrap();
+        assert_eq!(value(&result), value(&merged), "{doc} + {merge}");
+        // and member order, as merging keeps it
+        assert_eq!(result, serialize(&value(&merged)), "{doc} + {merge}");
+    }
+
+    #[test]
+    fn restates_merge_patches() {
+        check(
+            r#"{"a":1}"#,
+            r#"{"b":2}"#,
+            r#"[{"op":"add","path":"/b","value":2}]"#,
+        );
+        check(
+            r#"{"a":1,"b":2}"#,
+            r#"{"a":null}"#,
+            r#"[{"op":"remove","path":"/a"}]"#,
+        );
+        check(r#"{"a":1}"#, r#"{"z":null}"#, "[]");
+        check(
+            r#"{"a":1}"#,
+            r#"{"a":[1]}"#,
+            r#"[{"op":"replace","path":"/a","value":[1]}]"#,
+        );
+        check(
+            r#"{"a":{"x":1,"y":2}}"#,
+            r#"{"a":{"y":null,"z":{"q":null,"r":1}}}"#,
+            r#"[{"op":"remove","path":"/a/y"},{"op":"add","path":"/a/z","value":{"r":1}}]"#,
+        );
+        check(
+            r#"{"a":5}"#,
+            r#"{"a":{"b":null,"c":1}}"#,
+            r#"[{"op":"replace","path":"/a","value":{"c":1}}]"#,
+        );
+        check(
+            r#"[1,2]"#,
+            r#"{"a":1}"#,
+            r#"[{"op":"replace","path":"","value":{"a":1}}]"#,
+        );
+        check(
+            r#"{"a":1}"#,
+            "7",
+            r#"[{"op":"replace","path":"","value":7}]"#,
+        );
+        check(
+            r#"{"a/b":1,"m~n":2}"#,
+            r#"{"a/b":null,"m~n":3}"#,
+            r#"[{"op":"remove","path":"/a~1b"},{"op":"replace","path":"/m~0n","value":3}]"#,
+        );
+    }
+
+    #[test]
+    fn keeps_numbers_as_written() {
+        let (_, result) =
+            merge_as_json_patch_bytes(br#"{"a":1.50}"#, br#"{"b":123456789012345678901234567890}"#)
+                .unwrap();
+        assert_eq!(result, br#"{"a":1.50,"b":123456789012345678901234567890}"#);
+    }
+
+    #[test]
+    fn applies_many_patches_in_one_pass() {
+        let doc = br#"{ "messages": [ ] }"#;
+        let first = br#"[{"op":"add","path":"/messages/-","value":{"n":1}}]"#;
+        let second = br#"[{"op":"add","path":"/messages/-","value":{"n":2}}]"#;
+        let both = apply_patches_bytes(doc, &[first, second]).unwrap();
+        assert_eq!(both, br#"{"messages":[{"n":1},{"n":2}]}"#);
+        let one_by_one =
+            apply_patches_bytes(&apply_patches_bytes(doc, &[first]).unwrap(), &[second]);
+        assert_eq!(one_by_one.unwrap(), both);
+        assert_eq!(apply_patches_bytes(doc, &[]).unwrap(), doc);
+        let bad = br#"[{"op":"remove","path":"/nothing"}]"#;
+        let err = apply_patches_bytes(doc, &[first, bad]).unwrap_err();
+        assert!(err.message().starts_with("patch 1: "), "{err}");
+    }
+}
