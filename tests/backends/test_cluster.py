@@ -297,13 +297,14 @@ def test_cache_misses_read_from_replicas_and_stay_coherent(
 
 
 def _gets(cluster: RedisCluster, role: str) -> int:
-    """GET calls served so far by the live nodes of `role` (master or slave)."""
+    """Reads (GET, MGET, and GETRANGE: a version check, or a log's tail) served so far by
+    the live nodes of `role` (master or slave)."""
     total = 0
     for node in cluster.nodes:
         if node.proc is None or f"role:{role}" not in node.cli("INFO", "replication"):
             continue
         for line in node.cli("INFO", "commandstats").splitlines():
-            if line.startswith("cmdstat_get:"):
+            if line.startswith(("cmdstat_get:", "cmdstat_mget:", "cmdstat_getrange:")):
                 total += int(line.split("calls=")[1].split(",")[0])
     return total
 

@@ -1,0 +1,268 @@
+"""Deltas: a context is a base document and a log of patches; writes send the patch, readers
+catch up from the version they hold, and the log keeps a history (`?version=N`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from fastctx import _core
+from fastctx.backends import Backend, context_id, context_stream, patchlog
+from fastctx.backends.keys import context_key, log_key
+from fastctx.backends.memory import MemoryBackend
+from fastctx.backends.pipeline import Address, Pipeline
+from fastctx.config import Settings
+from fastctx.errors import NotFound, VersionGone
+from fastctx.registry import Registry
+from fastctx.sessions import SessionManager
+from support.backends import backend_url, started_backend
+from support.redis import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+DELTAS_DB = 11  # a DB no other test uses
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
+    async with started_backend(backend_url(request, redis_server, DELTAS_DB)) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def two_nodes(
+    request: pytest.FixtureRequest, redis_server: Any
+) -> AsyncIterator[tuple[Registry, Registry]]:
+    """Two registries, each on a backend of its own over the same Redis: two nodes."""
+    url = backend_url(request, redis_server, DELTAS_DB)
+    async with started_backend(url) as one, started_backend(url) as other:
+        yield Registry(one, Settings()), Registry(other, Settings())
+
+
+def message(n: int) -> bytes:
+    return json.dumps({"role": "user", "n": n, "text": f"message {n} " + "x" * 40}).encode()
+
+
+def append_message(n: int) -> bytes:
+    return b'[{"op":"add","path":"/messages/-","value":' + message(n) + b"}]"
+
+
+async def test_a_patch_is_appended_to_the_log_not_written_whole(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    for n in range(3):
+        await registry.patch("t", created.token, append_message(n), "json")
+    await registry.patch("t", created.token, b'{"title": "t"}', "merge")
+    stored = await backend.contexts.load("t", created.token)
+    assert stored is not None
+    frame = _core.decode_frame(stored.frame)
+    assert frame.payload == b'{"messages": []}'  # the base, as created
+    assert frame.version == 5  # moved forward in place
+    assert patchlog.base_version(stored.log) == 1
+    entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
+    assert [e.version for e in entries] == [2, 3, 4, 5]
+    assert entries[0].patch == append_message(0)
+    # the merge patch is kept as the JSON Patch that makes the same change
+    assert json.loads(entries[3].patch) == [{"op": "add", "path": "/title", "value": "t"}]
+    read = await registry.read("t", created.token, fresh=True)
+    expected = {"messages": [json.loads(message(n)) for n in range(3)], "title": "t"}
+    assert (json.loads(read.payload), read.version) == (expected, 5)
+    # a node without the context reads base and log and makes the same bytes
+    cold = Registry(backend, Settings(cache_bytes=0))
+    assert (await cold.read("t", created.token)).payload == read.payload
+
+
+async def test_put_replaces_base_and_log(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    await registry.patch("t", created.token, append_message(0), "json")
+    assert await registry.replace("t", created.token, b'{ "fresh" : true }') == 3
+    stored = await backend.contexts.load("t", created.token)
+    assert stored is not None and stored.log == b""
+    assert _core.decode_frame(stored.frame).payload == b'{ "fresh" : true }'
+    meta = await registry.meta("t", created.token)
+    assert (meta.version, meta.oldest_version) == (3, 3)
+    with pytest.raises(VersionGone):
+        await registry.read_version("t", created.token, 2)
+    # and the log starts again from the new base
+    await registry.patch("t", created.token, b'{"n": 1}', "merge")
+    assert (await registry.read("t", created.token, fresh=True)).payload == b'{"fresh":true,"n":1}'
+
+
+async def test_every_kept_version_reads_as_it_was(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    seen = {1: (await registry.read("t", created.token)).payload}
+    for n in range(2, 12):
+        await registry.patch("t", created.token, append_message(n), "json")
+        seen[n] = (await registry.read("t", created.token)).payload
+    for version, payload in seen.items():
+        assert (await registry.read_version("t", created.token, version)).payload == payload
+    with pytest.raises(NotFound, match="at version 11"):
+        await registry.read_version("t", created.token, 12)
+    assert (await registry.meta("t", created.token)).oldest_version == 1
+
+
+async def test_a_fold_keeps_the_last_versions(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(patchlog, "FOLD_MIN_BYTES", 0)
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    seen = {}
+    for n in range(2, 60):
+        await registry.patch("t", created.token, append_message(n), "json")
+        seen[n] = (await registry.read("t", created.token)).payload
+    stored = await backend.contexts.load("t", created.token)
+    assert stored is not None
+    base = patchlog.base_version(stored.log)
+    assert base > 1  # folded at least once
+    entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
+    assert len(entries) >= patchlog.KEPT_VERSIONS
+    # the log stays within its bound: 2x the base
+    assert len(stored.log) <= 2 * _core.decode_frame(stored.frame).size + len(append_message(0))
+    meta = await registry.meta("t", created.token)
+    assert (meta.version, meta.oldest_version) == (59, base)
+    assert meta.oldest_version <= 59 - patchlog.KEPT_VERSIONS
+    for version in range(base, 60):
+        assert (await registry.read_version("t", created.token, version)).payload == seen[version]
+    with pytest.raises(VersionGone, match=f"the oldest is {base}"):
+        await registry.read_version("t", created.token, base - 1)
+    cold = Registry(backend, Settings(cache_bytes=0))
+    assert (await cold.read("t", created.token)).payload == seen[59]
+
+
+async def test_a_node_catches_up_from_the_version_it_holds(
+    two_nodes: tuple[Registry, Registry], redis_server: RedisServer
+) -> None:
+    writer, reader = two_nodes
+    document = json.dumps({"messages": [json.loads(message(n)) for n in range(2000)]}).encode()
+    created = await writer.create("t", document)
+    assert (await reader.read("t", created.token)).version == 1
+    for n in range(3):
+        await writer.patch("t", created.token, append_message(n), "json")
+    wanted = (await writer.read("t", created.token)).payload
+    key = context_id("t", created.token)
+    assert reader.cache is not None
+    reader.cache.outdate(key)  # as the invalidation does, whenever it arrives
+    read = await reader.read("t", created.token)
+    assert (read.payload, read.version, read.cache) == (wanted, 4, "miss")
+    # it asked for what was appended since version 1, not for the document
+    held = reader.cache.peek(key)
+    assert held is not None and held[1] == 4
+    stored = await writer.contexts.load("t", created.token)
+    assert stored is not None and held[4][3] == len(stored.log)  # type: ignore[index]
+    # and writes from the caught-up copy
+    await reader.patch("t", created.token, append_message(3), "json")
+    assert (await writer.read("t", created.token, fresh=True)).version == 5
+
+
+async def test_a_reader_behind_a_fold_reads_the_whole_context(
+    two_nodes: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(patchlog, "FOLD_MIN_BYTES", 0)
+    writer, reader = two_nodes
+    created = await writer.create("t", b'{"messages": []}')
+    await reader.read("t", created.token)
+    for n in range(40):
+        await writer.patch("t", created.token, append_message(n), "json")
+    assert reader.cache is not None
+    reader.cache.outdate(context_id("t", created.token))
+    read = await reader.read("t", created.token)
+    assert read.version == 41
+    assert read.payload == (await writer.read("t", created.token, fresh=True)).payload
+
+
+async def test_a_patch_sends_redis_the_patch_not_the_document(redis_server: RedisServer) -> None:
+    async with started_backend(redis_server.url(DELTAS_DB)) as backend:
+        registry = Registry(backend, Settings())
+        document = json.dumps({"messages": ["y" * 1000 for _ in range(1000)]}).encode()
+        created = await registry.create("t", document)
+        before = _net_input(redis_server)
+        for n in range(10):
+            await registry.patch("t", created.token, append_message(n), "json")
+        sent = (_net_input(redis_server) - before) / 10
+        assert sent < 2 * len(append_message(0)) + 600, sent  # the patch, keys and event
+        assert len(document) > 1_000_000
+
+
+def _net_input(redis: RedisServer) -> int:
+    for line in redis.cli("INFO", "stats").splitlines():
+        if line.startswith("total_net_input_bytes:"):
+            return int(line.split(":")[1])
+    raise AssertionError("no total_net_input_bytes")
+
+
+async def test_contexts_of_format_1_are_read_and_patched(redis_server: RedisServer) -> None:
+    """A frame written before format 2 (no log) reads, and is written whole on its first
+    patch, after which patches append."""
+    async with started_backend(redis_server.url(DELTAS_DB)) as backend:
+        registry = Registry(backend, Settings())
+        created = await registry.create("t", b'{"a": 1}')
+        frame = bytearray(await backend.contexts.get("t", created.token) or b"")
+        frame[2] = 1  # format 1: the checksum covers the whole header
+        crc_at = 45 + frame[44]
+        header = bytes(frame[:crc_at])
+        frame[crc_at : crc_at + 4] = _crc(header + bytes(frame[crc_at + 4 :]))
+        redis = Pipeline(Address.from_url(redis_server.url(DELTAS_DB)))
+        await redis.execute("SET", context_key("t", created.token), bytes(frame))
+        await redis.close()
+        fresh = Registry(backend, Settings(cache_bytes=0))
+        assert (await fresh.read("t", created.token)).payload == b'{"a": 1}'
+        assert await fresh.patch("t", created.token, b'{"b": 2}', "merge") == 2
+        assert await fresh.patch("t", created.token, b'{"c": 3}', "merge") == 3
+        stored = await backend.contexts.load("t", created.token)
+        assert stored is not None and stored.frame[2] == 2
+        assert patchlog.base_version(stored.log) == 2
+        assert (await fresh.read("t", created.token)).payload == b'{"a":1,"b":2,"c":3}'
+
+
+def _crc(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.crc32(data).to_bytes(4, "little")
+
+
+async def test_updated_events_carry_the_patch(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    await registry.patch("t", created.token, append_message(0), "json")
+    await registry.patch("t", created.token, b'{"title": null, "n": 1}', "merge")
+    await registry.replace("t", created.token, b'{"whole": 1}')
+    events = await backend.changes.since(context_stream("t", created.token), "0-0")
+    patches = [fields.get("patch") for _, fields in events]
+    assert patches[0] is None  # created
+    assert patches[1] == append_message(0).decode()
+    assert json.loads(patches[2] or "") == [{"op": "add", "path": "/n", "value": 1}]
+    assert patches[3] is None  # a PUT carries none: the document is the change
+
+
+async def test_deleting_a_context_or_its_session_deletes_its_log(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    sessions = SessionManager(backend, registry)
+    session, _ = await sessions.create("t")
+    alone = await registry.create("t", b'{"messages": []}')
+    member = await registry.create("t", b'{"messages": []}', session=session)
+    for created in (alone, member):
+        await registry.patch("t", created.token, append_message(0), "json")
+    assert await _log_exists(backend, alone.token)
+    await registry.delete("t", alone.token)
+    await sessions.delete("t", session)
+    for created in (alone, member):
+        assert await backend.contexts.load("t", created.token) is None
+        assert not await _log_exists(backend, created.token)
+
+
+async def _log_exists(backend: Backend, token: str) -> bool:
+    if isinstance(backend, MemoryBackend):
+        return ("t", token) in backend.store.logs
+    commands = backend.commands  # type: ignore[attr-defined]
+    return bool(await commands.run(b"EXISTS", log_key("t", token)))
