@@ -164,10 +164,15 @@ def py_encode_frame(
         if len(packed) < len(payload):
             codec, stored = PY_ZLIB, packed
     head = PY_HEADER.pack(
-        b"FX", 1, codec, version, created, updated, expires, len(payload), len(stored), len(sid)
+        b"FX", 2, codec, version, created, updated, expires, len(payload), len(stored), len(sid)
     )
     head += sid
-    return head + PY_CRC.pack(zlib.crc32(stored, zlib.crc32(head))) + stored
+    return head + PY_CRC.pack(zlib.crc32(stored, zlib.crc32(_checksummed(head)))) + stored
+
+
+def _checksummed(head: bytes | memoryview) -> bytes:
+    """Format 2 checksums the header but its version and updated_at (which move in place)."""
+    return bytes(head[:4]) + bytes(head[12:20]) + bytes(head[28:])
 
 
 def py_decode_frame(frame: bytes) -> tuple[int, int, int, int, str | None, bytes]:
@@ -177,10 +182,11 @@ def py_decode_frame(frame: bytes) -> tuple[int, int, int, int, str | None, bytes
     )
     crc_at = PY_HEADER.size + slen
     offset = crc_at + 4
-    if magic != b"FX" or fmt != 1 or codec > PY_ZLIB or len(frame) - offset != stored_len:
+    if magic != b"FX" or fmt != 2 or codec > PY_ZLIB or len(frame) - offset != stored_len:
         raise ValueError("bad frame")
     view = memoryview(frame)
-    if zlib.crc32(view[offset:], zlib.crc32(view[:crc_at])) != PY_CRC.unpack_from(frame, crc_at)[0]:
+    crc = zlib.crc32(view[offset:], zlib.crc32(_checksummed(view[:crc_at])))
+    if crc != PY_CRC.unpack_from(frame, crc_at)[0]:
         raise ValueError("bad checksum")
     payload = zlib.decompress(view[offset:], bufsize=raw_len) if codec else frame[offset:]
     if len(payload) != raw_len:
