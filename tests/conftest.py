@@ -84,7 +84,8 @@ def tenant_client(server_pool: ServerPool, target: tuple[str, str]) -> httpx.Cli
 
 @pytest.fixture
 def small_client(server_pool: ServerPool, target: tuple[str, str]) -> httpx.Client:
-    """A client of a server with FASTCTX_MAX_CONTEXT_BYTES = 4096."""
+    """A client of a server with FASTCTX_MAX_CONTEXT_BYTES = 4096 and
+    FASTCTX_MAX_DOCUMENT_BYTES = 16384."""
     return server_pool.client(*target, "small")
 
 

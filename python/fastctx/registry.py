@@ -117,6 +117,7 @@ class Registry:
         self.sessions = backend.sessions
         self.default_ttl = settings.default_ttl
         self.max_bytes = settings.max_context_bytes
+        self.max_document_bytes = settings.max_document_bytes
         self.max_age_ms = settings.cache_max_age_ms
         self.cache: _core.Cache | None = None
         if settings.cache_bytes > 0:
@@ -188,7 +189,7 @@ class Registry:
         self, tenant: str, document: bytes, ttl: int | None = None, session: str | None = None
     ) -> Created:
         """Store `document` (JSON bytes, kept byte for byte) under a new token."""
-        self._check_size(document)
+        self._check_size(document, self.max_bytes, "FASTCTX_MAX_CONTEXT_BYTES")
         _core.validate_json(document)
         ttl_ms = (ttl or self.default_ttl) * 1000
         now = now_ms()
@@ -274,6 +275,7 @@ class Registry:
         self, tenant: str, token: str, document: bytes, if_version: int | None = None
     ) -> int:
         """Store a new document; returns the new version."""
+        self._check_size(document, self.max_bytes, "FASTCTX_MAX_CONTEXT_BYTES")
         _core.validate_json(document)
         return await self._write(tenant, token, if_version, lambda _: document)
 
@@ -293,12 +295,13 @@ class Registry:
 
         await self._conditional(tenant, token, if_version, remove)
 
-    def _check_size(self, document: bytes) -> None:
-        # The HTTP layer refuses bodies over the limit before reading them; this holds for every
-        # way in (patches that grow a document, MCP tools) and keeps what is stored bounded.
-        if len(document) > self.max_bytes:
+    def _check_size(self, document: bytes, limit: int, setting: str) -> None:
+        # The HTTP layer refuses bodies over FASTCTX_MAX_CONTEXT_BYTES before reading them; this
+        # holds for every way in (MCP tools too). A document sent whole is bounded by what one
+        # request may send; one grown by patches, by FASTCTX_MAX_DOCUMENT_BYTES.
+        if len(document) > limit:
             raise PayloadTooLarge(
-                f"the document would be {len(document)} bytes; the limit is {self.max_bytes}"
+                f"the document would be {len(document)} bytes; {setting} is {limit}"
             )
 
     async def _load(self, tenant: str, token: str) -> bytes:
@@ -319,7 +322,8 @@ class Registry:
     ) -> int:
         async def swap(expected: bytes, old: _Stored) -> tuple[Outcome, int]:
             document = change(old.payload)
-            self._check_size(document)  # a patch can grow a document past the limit
+            # A patch can grow a document past what one request may send, up to this bound.
+            self._check_size(document, self.max_document_bytes, "FASTCTX_MAX_DOCUMENT_BYTES")
             version = old.version + 1
             new = _core.encode_frame(
                 document, version, old.created_at, now_ms(), old.expires_at, old.session

@@ -20,10 +20,11 @@ COMBO_IDS = [f"{b}-{t}" for b, t in COMBOS]
 # Settings per configuration profile; the same values go to Settings(...) and to FASTCTX_* env.
 API_KEYS = "acme:key-acme,globex:key-globex"
 SMALL_MAX_BYTES = 4096
+SMALL_MAX_DOCUMENT = 4 * SMALL_MAX_BYTES
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "tenants": {"api_keys": API_KEYS},
-    "small": {"max_context_bytes": SMALL_MAX_BYTES},
+    "small": {"max_context_bytes": SMALL_MAX_BYTES, "max_document_bytes": SMALL_MAX_DOCUMENT},
 }
 # Each profile gets its own Redis DB so that configurations never see each other's keys.
 REDIS_DB = {"default": 0, "tenants": 1, "small": 2}

@@ -53,7 +53,8 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     413: (
         "ContentTooLarge",
-        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over"
+        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, a patch would grow the document past"
+        f" `FASTCTX_MAX_DOCUMENT_BYTES` (nothing changed), or an mget asks for over"
         f" {shapes.MGET_LIMIT} tokens.",
         {},
     ),
