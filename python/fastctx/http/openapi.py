@@ -279,8 +279,12 @@ def _event_stream(operation_id: str, summary: str) -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "description": "`data` adds the document to `created` and `updated` events, as"
-                " read when the event is sent (so possibly a newer version than the event's).",
-                "schema": {"type": "string", "enum": ["data"]},
+                " read when the event is sent (so possibly a newer version than the event's)."
+                " `patch` adds to each `updated` event the JSON Patch that made its version"
+                " from the previous one, and to `created` the document; where it cannot (the"
+                ' context has moved on since), the event says `"resync": true` instead: read'
+                " the context again. Both: `data,patch`.",
+                "schema": {"type": "string", "pattern": "^(data|patch)(,(data|patch))*$"},
             },
         ],
         "responses": {
