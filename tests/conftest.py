@@ -128,3 +128,12 @@ def redis_nodes(
     """Two `fastctx serve` processes (granian) on the same Redis database."""
     with two_nodes(tmp_path_factory.mktemp("nodes"), redis_server.url(NODES_DB)) as nodes:
         yield nodes
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes(
+    server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GranianServer, GranianServer]]:
+    """Two `fastctx serve` processes (granian) on the session's Redis Cluster."""
+    with two_nodes(tmp_path_factory.mktemp("cluster-nodes"), server_pool.cluster.url) as nodes:
+        yield nodes

@@ -12,6 +12,7 @@ from fastctx.errors import (
     Unavailable,
     UnsupportedMediaType,
     VersionConflict,
+    VersionGone,
 )
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "Unavailable",
     "UnsupportedMediaType",
     "VersionConflict",
+    "VersionGone",
     "__version__",
 ]

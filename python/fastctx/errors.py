@@ -68,6 +68,14 @@ class NotAcceptable(FastctxError):
     title = "Not acceptable"
 
 
+class VersionGone(FastctxError):
+    """The version asked for (`?version=`) is no longer kept."""
+
+    status = 410
+    slug = "version-gone"
+    title = "Version no longer kept"
+
+
 class VersionConflict(FastctxError):
     status = 412
     slug = "version-conflict"

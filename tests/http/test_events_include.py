@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,9 +20,8 @@ from fastctx.config import DEFAULT_TENANT, Settings
 from fastctx.http.includes import Include, Includes, parse_include
 from fastctx.registry import Registry
 from support.asgi import app_client
-from support.pool import REDIS_DB, ServerPool
+from support.pool import REDIS_DB, ServerPool, node_urls
 from support.redis import RedisServer
-from support.servers import GranianServer, two_nodes
 
 pytestmark = pytest.mark.anyio
 
@@ -53,41 +52,19 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def cluster_nodes(
-    server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[GranianServer, GranianServer]]:
-    """Two `fastctx serve` processes (granian) on the session's Redis Cluster."""
-    with two_nodes(tmp_path_factory.mktemp("cluster-nodes"), server_pool.cluster.url) as nodes:
-        yield nodes
-
-
 @pytest.fixture(params=COMBOS, ids=[f"{b}-{t}" for b, t in COMBOS])
-def where(
-    request: pytest.FixtureRequest, server_pool: ServerPool, redis_server: RedisServer
-) -> tuple[str, str, list[str]]:
-    """(backend, transport, URLs): the nodes' base URLs for granian, the backend's for asgi.
-    Two nodes on Redis and the cluster (the writer's and the subscriber's); one on memory."""
+def where(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
+    """(transport, URLs) of the writer's and the subscriber's nodes (see node_urls)."""
     backend, transport = request.param
-    if transport == "granian":
-        if backend == "memory":
-            url = server_pool.granian("memory").base_url
-            return backend, transport, [url]
-        fixture = "redis_nodes" if backend == "redis" else "cluster_nodes"
-        nodes = request.getfixturevalue(fixture)
-        return backend, transport, [node.base_url for node in nodes]
-    if backend == "memory":
-        return backend, transport, ["memory://"]
-    url = redis_server.url(REDIS_DB["default"]) if backend == "redis" else server_pool.cluster.url
-    return backend, transport, [url, url]
+    return transport, node_urls(request, backend, transport)
 
 
 @pytest.fixture
 async def pair(
-    where: tuple[str, str, list[str]],
+    where: tuple[str, list[str]],
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """(writer, subscriber): clients of two nodes where the backend is shared."""
-    _, transport, urls = where
+    transport, urls = where
     async with contextlib.AsyncExitStack() as stack:
         clients = []
         for url in urls:
