@@ -134,10 +134,9 @@ class Includes:
         include: Include,
     ) -> bytes:
         patch = fields.get("patch") if kind == "updated" else None
-        if patch is not None and not include.data:
+        if patch is not None and include == Include(patch=True):
             return b',"patch":' + data_lines(patch.encode())  # no read needed
         payload, now_at = await self._document(tenant, token, version)
-        exact = payload is not None and now_at == version
         members = b""
         if include.data and payload is not None:
             members += b',"data":' + data_lines(payload)
@@ -145,9 +144,8 @@ class Includes:
             return members
         if patch is not None:
             return members + b',"patch":' + data_lines(patch.encode())
-        if not exact:
-            return members + RESYNC
-        assert payload is not None  # exact
+        if payload is None or now_at != version:
+            return members + RESYNC  # gone, or moved on: what made this version is not known
         if kind == "created":
             return members if include.data else b',"data":' + data_lines(payload)
         return members + b',"patch":[{"op":"replace","path":"","value":%s}]' % data_lines(payload)
