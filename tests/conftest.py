@@ -84,7 +84,8 @@ def tenant_client(server_pool: ServerPool, target: tuple[str, str]) -> httpx.Cli
 
 @pytest.fixture
 def small_client(server_pool: ServerPool, target: tuple[str, str]) -> httpx.Client:
-    """A client of a server with FASTCTX_MAX_CONTEXT_BYTES = 4096."""
+    """A client of a server with FASTCTX_MAX_CONTEXT_BYTES = 4096 and
+    FASTCTX_MAX_DOCUMENT_BYTES = 16384."""
     return server_pool.client(*target, "small")
 
 
@@ -126,4 +127,13 @@ def redis_nodes(
 ) -> Iterator[tuple[GranianServer, GranianServer]]:
     """Two `fastctx serve` processes (granian) on the same Redis database."""
     with two_nodes(tmp_path_factory.mktemp("nodes"), redis_server.url(NODES_DB)) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes(
+    server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GranianServer, GranianServer]]:
+    """Two `fastctx serve` processes (granian) on the session's Redis Cluster."""
+    with two_nodes(tmp_path_factory.mktemp("cluster-nodes"), server_pool.cluster.url) as nodes:
         yield nodes

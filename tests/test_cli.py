@@ -98,6 +98,17 @@ def test_http_versions_from_environment_are_checked() -> None:
         Settings.from_env({"FASTCTX_HTTP": "3"})
 
 
+def test_the_document_limit_is_read_and_checked() -> None:
+    assert Settings().max_document_bytes == 16 * 1024 * 1024
+    env = {"FASTCTX_MAX_CONTEXT_BYTES": "1000", "FASTCTX_MAX_DOCUMENT_BYTES": "5000"}
+    settings = Settings.from_env(env)
+    assert (settings.max_context_bytes, settings.max_document_bytes) == (1000, 5000)
+    assert Settings.from_env(settings.to_env()) == settings
+    for document in ("999", "0", str(64 * 1024 * 1024 + 1)):
+        with pytest.raises(ValueError, match="FASTCTX_MAX_DOCUMENT_BYTES"):
+            Settings.from_env({**env, "FASTCTX_MAX_DOCUMENT_BYTES": document})
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -309,6 +320,7 @@ def test_port_in_use_is_refused_before_granian_starts(tmp_path: Path) -> None:
         ((), {"workers": "many"}, ("FASTCTX_WORKERS", "many")),
         ((), {"host": " "}, ("FASTCTX_HOST", "empty")),
         ((), {"cache_bytes": 10**23}, ("FASTCTX_CACHE_BYTES", "too large")),
+        ((), {"max_document_bytes": 1000}, ("FASTCTX_MAX_DOCUMENT_BYTES", "1048576")),
         ((), {"backend": "redis://[::1"}, ("FASTCTX_BACKEND", "not a URL")),
     ],
 )

@@ -86,7 +86,8 @@ async def test_put_replaces_base_and_log(backend: Backend) -> None:
     await registry.patch("t", created.token, append_message(0), "json")
     assert await registry.replace("t", created.token, b'{ "fresh" : true }') == 3
     stored = await backend.contexts.load("t", created.token)
-    assert stored is not None and stored.log == b""
+    assert stored is not None
+    assert stored.log == b""
     assert _core.decode_frame(stored.frame).payload == b'{ "fresh" : true }'
     meta = await registry.meta("t", created.token)
     assert (meta.version, meta.oldest_version) == (3, 3)
@@ -157,9 +158,11 @@ async def test_a_node_catches_up_from_the_version_it_holds(
     assert (read.payload, read.version, read.cache) == (wanted, 4, "miss")
     # it asked for what was appended since version 1, not for the document
     held = reader.cache.peek(key)
-    assert held is not None and held[1] == 4
+    assert held is not None
+    assert held[1] == 4
     stored = await writer.contexts.load("t", created.token)
-    assert stored is not None and held[4][3] == len(stored.log)  # type: ignore[index]
+    assert stored is not None
+    assert held[4][3] == len(stored.log)
     # and writes from the caught-up copy
     await reader.patch("t", created.token, append_message(3), "json")
     assert (await writer.read("t", created.token, fresh=True)).version == 5
@@ -220,7 +223,8 @@ async def test_contexts_of_format_1_are_read_and_patched(redis_server: RedisServ
         assert await fresh.patch("t", created.token, b'{"b": 2}', "merge") == 2
         assert await fresh.patch("t", created.token, b'{"c": 3}', "merge") == 3
         stored = await backend.contexts.load("t", created.token)
-        assert stored is not None and stored.frame[2] == 2
+        assert stored is not None
+        assert stored.frame[2] == 2
         assert patchlog.base_version(stored.log) == 2
         assert (await fresh.read("t", created.token)).payload == b'{"a":1,"b":2,"c":3}'
 

@@ -16,7 +16,7 @@ from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError, NotFound, VersionConflict
+from fastctx.errors import BackendError, NotFound, PayloadTooLarge, VersionConflict
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
@@ -55,6 +55,27 @@ async def test_create_read_keeps_bytes_and_versions(backend: Backend) -> None:
     assert await registry.replace("t", created.token, b"[1]", if_version=2) == 3
     read = await registry.read("t", created.token, fresh=True)
     assert (read.payload, read.version) == (b"[1]", 3)
+
+
+async def test_patches_grow_a_document_to_the_document_limit(backend: Backend) -> None:
+    """What one call sends is bounded by max_context_bytes; what patches grow, by
+    max_document_bytes; a refused patch changes nothing."""
+    registry = make_registry(backend, max_context_bytes=100, max_document_bytes=300)
+    token = (await registry.create("t", b'{"a":"' + b"a" * 80 + b'"}')).token
+    for key in "bc":
+        patch = b'{"%s":"%s"}' % (key.encode(), key.encode() * 80)
+        await registry.patch("t", token, patch, "merge")
+    grown = await registry.read("t", token, fresh=True)
+    assert (len(grown.payload), grown.version) == (262, 3)
+    add = b'[{"op":"add","path":"/d","value":"%s"}]' % (b"d" * 40)
+    with pytest.raises(PayloadTooLarge, match="309 bytes; FASTCTX_MAX_DOCUMENT_BYTES is 300"):
+        await registry.patch("t", token, add, "json")
+    with pytest.raises(PayloadTooLarge, match="FASTCTX_MAX_CONTEXT_BYTES is 100"):
+        await registry.replace("t", token, b"[" + b"1," * 60 + b"1]")
+    with pytest.raises(PayloadTooLarge, match="FASTCTX_MAX_CONTEXT_BYTES is 100"):
+        await registry.create("t", b"[" + b"1," * 60 + b"1]")
+    read = await registry.read("t", token, fresh=True)
+    assert (read.payload, read.version) == (grown.payload, 3)
 
 
 async def test_stale_if_match_changes_nothing(backend: Backend) -> None:
@@ -226,7 +247,8 @@ async def test_redis_invalidations_outdate_entries_written_elsewhere(redis_serve
             assert time.monotonic() < deadline, "the invalidation never arrived"
             await asyncio.sleep(0.002)
         kept = registry.cache.peek(key)
-        assert kept is not None and kept[3] == 0  # outdated: cached_at 0
+        assert kept is not None
+        assert kept[3] == 0
     finally:
         await backend.close()
 

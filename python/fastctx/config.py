@@ -15,6 +15,9 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_MODES = ("1", "2", "auto")
 LOG_FORMATS = ("text", "json")
 REDIS_PORT = 6379
+# What a stored frame can hold (MAX_PAYLOAD_LEN in rust_core/src/frame.rs): no document may
+# be allowed to grow past it.
+MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
 MAX_INTEGER = 2**53  # exact as a float and as a JSON number, far below 64-bit limits
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
@@ -34,7 +37,10 @@ class Settings:
     http: str = "1"
     cache_bytes: int = 256 * 1024 * 1024
     default_ttl: int = 86400
+    # The largest request body: what a create, a replace or one patch may send.
     max_context_bytes: int = 1024 * 1024
+    # The largest a stored document may grow to by patches, each within max_context_bytes.
+    max_document_bytes: int = 16 * 1024 * 1024
     api_keys: str = dataclasses.field(default="", repr=False)  # secrets: never in a repr
     log_level: str = "info"
     # "text" for people, "json" (one object per line) for log collectors.
@@ -68,10 +74,24 @@ class Settings:
     mcp_session_idle: int = 3600
 
     def __post_init__(self) -> None:
-        positive = ("port", "workers", "default_ttl", "max_context_bytes", "mcp_session_idle")
+        positive = (
+            "port",
+            "workers",
+            "default_ttl",
+            "max_context_bytes",
+            "max_document_bytes",
+            "mcp_session_idle",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a positive integer")
+        if not self.max_context_bytes <= self.max_document_bytes <= MAX_FRAME_PAYLOAD:
+            # A document created whole must fit what a document may grow to.
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_DOCUMENT_BYTES must be at least {ENV_PREFIX}MAX_CONTEXT_BYTES "
+                f"({self.max_context_bytes}) and at most {MAX_FRAME_PAYLOAD}, got "
+                f"{self.max_document_bytes}"
+            )
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             # Sizes and times go on to Rust and Redis as 64-bit integers.

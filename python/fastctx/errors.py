@@ -68,18 +68,18 @@ class NotAcceptable(FastctxError):
     title = "Not acceptable"
 
 
-class VersionConflict(FastctxError):
-    status = 412
-    slug = "version-conflict"
-    title = "Version does not match"
-
-
 class VersionGone(FastctxError):
-    """The version asked for (`?version=N`) is older than the context's history keeps."""
+    """The version asked for (`?version=`) is no longer kept."""
 
     status = 410
     slug = "version-gone"
     title = "Version no longer kept"
+
+
+class VersionConflict(FastctxError):
+    status = 412
+    slug = "version-conflict"
+    title = "Version does not match"
 
 
 class PayloadTooLarge(FastctxError):

@@ -153,6 +153,7 @@ class Registry:
         self.sessions = backend.sessions
         self.default_ttl = settings.default_ttl
         self.max_bytes = settings.max_context_bytes
+        self.max_document_bytes = settings.max_document_bytes
         self.max_age_ms = settings.cache_max_age_ms
         self.cache: _core.Cache | None = None
         if settings.cache_bytes > 0:
@@ -221,7 +222,7 @@ class Registry:
         self, tenant: str, document: bytes, ttl: int | None = None, session: str | None = None
     ) -> Created:
         """Store `document` (JSON bytes, kept byte for byte) under a new token."""
-        self._check_size(document)
+        self._check_size(document, self.max_bytes, "FASTCTX_MAX_CONTEXT_BYTES")
         _core.validate_json(document)
         ttl_ms = (ttl or self.default_ttl) * 1000
         now = now_ms()
@@ -330,7 +331,7 @@ class Registry:
         self, tenant: str, token: str, document: bytes, if_version: int | None = None
     ) -> int:
         """Store a new document, in place of the base and the log; returns the new version."""
-        self._check_size(document)
+        self._check_size(document, self.max_bytes, "FASTCTX_MAX_CONTEXT_BYTES")
         _core.validate_json(document)
         return await self._write(tenant, token, if_version, lambda _: (document, None))
 
@@ -363,12 +364,13 @@ class Registry:
 
         await self._conditional(tenant, token, if_version, remove)
 
-    def _check_size(self, document: bytes) -> None:
-        # The HTTP layer refuses bodies over the limit before reading them; this holds for every
-        # way in (patches that grow a document, MCP tools) and keeps what is stored bounded.
-        if len(document) > self.max_bytes:
+    def _check_size(self, document: bytes, limit: int, setting: str) -> None:
+        # The HTTP layer refuses bodies over FASTCTX_MAX_CONTEXT_BYTES before reading them; this
+        # holds for every way in (MCP tools too). A document sent whole is bounded by what one
+        # request may send; one grown by patches, by FASTCTX_MAX_DOCUMENT_BYTES.
+        if len(document) > limit:
             raise PayloadTooLarge(
-                f"the document would be {len(document)} bytes; the limit is {self.max_bytes}"
+                f"the document would be {len(document)} bytes; {setting} is {limit}"
             )
 
     async def _load(self, tenant: str, token: str) -> Stored:
@@ -422,7 +424,8 @@ class Registry:
 
         async def attempt(expected: bytes, old: _Current) -> tuple[Outcome, int]:
             document, patch = change(old.payload)
-            self._check_size(document)  # a patch can grow a document past the limit
+            # A patch can grow a document past what one request may send, up to this bound.
+            self._check_size(document, self.max_document_bytes, "FASTCTX_MAX_DOCUMENT_BYTES")
             version, now = old.version + 1, now_ms()
             new: _Current | None
             if patch is None:

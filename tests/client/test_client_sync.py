@@ -197,6 +197,19 @@ def test_events_receive_a_change_with_data(fc: Client, base_url: str) -> None:
     assert event.id
 
 
+def test_events_include_the_patch_of_each_version(fc: Client) -> None:
+    token = fc.create({"step": 1})
+    with fc.events(token=token, include=["data", "patch"], last_event_id="0-0") as stream:
+        created = next(stream)
+        writer = later(lambda: fc.put(token, {"step": 2}))
+        updated = next(stream)
+        writer.join()
+    assert (created.type, created.data, created.patch) == ("created", {"step": 1}, None)
+    assert (updated.type, updated.data) == ("updated", {"step": 2})
+    assert updated.patch == [{"op": "replace", "path": "", "value": {"step": 2}}]
+    assert not updated.resync
+
+
 def test_events_resume_after_a_dropped_connection(fc: Client) -> None:
     token = fc.create({"n": 0})
     stream = fc.events(token=token)

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from contract import JSON, MERGE, UNKNOWN_TOKEN, assert_problem, create, get_state
+from contract import JSON, JSON_PATCH, MERGE, UNKNOWN_TOKEN, assert_problem, create, get_state
 
-SMALL_MAX_BYTES = 4096  # the `small` profile of tests/support/pool.py
+from support.pool import SMALL_MAX_BYTES, SMALL_MAX_DOCUMENT
 
 MALFORMED_TOKENS = [
     "short",
@@ -263,13 +263,55 @@ def test_numbers_int_would_refuse_are_client_errors(client: httpx.Client, number
     assert client.get(f"/v1/contexts/{token}").json() == {"v": 1}
 
 
-def test_a_patch_that_grows_the_document_past_the_limit_is_413(small_client: httpx.Client) -> None:
-    """The limit bounds what is stored, not only what is sent."""
-    document = {"a": "x" * 3000}
-    token = create(small_client, document)
-    grow = json.dumps({"b": "y" * 2000}).encode()  # small itself, but the result is not
-    r = small_client.patch(f"/v1/contexts/{token}", content=grow, headers=MERGE)
-    assert_problem(r, 413)
+def test_patches_grow_a_document_past_the_body_limit(small_client: httpx.Client) -> None:
+    """One request is bounded by FASTCTX_MAX_CONTEXT_BYTES; the stored document, grown by
+    patches each within it, by FASTCTX_MAX_DOCUMENT_BYTES."""
+    token = create(small_client, {"parts": []})
+    expected: dict[str, Any] = {"parts": []}
+    for n in range(4):  # each patch under the body limit, the result well past it
+        part = f"{n}" * 3500
+        add = json.dumps([{"op": "add", "path": "/parts/-", "value": part}]).encode()
+        r = small_client.patch(f"/v1/contexts/{token}", content=add, headers=JSON_PATCH)
+        assert r.status_code == 200, r.text
+        expected["parts"].append(part)
+    r = small_client.patch(f"/v1/contexts/{token}", content=b'{"merged": true}', headers=MERGE)
+    assert r.status_code == 200, r.text
+    expected["merged"] = True
     r = small_client.get(f"/v1/contexts/{token}")
-    assert r.json() == document
-    assert r.headers["etag"] == '"1"'
+    assert len(r.content) > 3 * SMALL_MAX_BYTES  # 14 KB
+    assert r.json() == expected
+    assert r.headers["etag"] == '"6"'
+
+
+def test_a_patch_that_grows_the_document_past_its_limit_is_413(small_client: httpx.Client) -> None:
+    """The document limit bounds what is stored; the refused patch changes nothing."""
+    document = dict.fromkeys("abcd", "x" * 3500)  # 14 KB: within the 16 KiB
+    token = create(small_client, {"a": document["a"]})
+    for key in "bcd":
+        grow = json.dumps({key: document[key]}).encode()
+        assert small_client.patch(f"/v1/contexts/{token}", content=grow, headers=MERGE).is_success
+    for content, headers in (
+        (json.dumps({"e": "y" * 3000}).encode(), MERGE),
+        (json.dumps([{"op": "copy", "from": "/a", "path": "/e"}]).encode(), JSON_PATCH),
+    ):
+        r = small_client.patch(f"/v1/contexts/{token}", content=content, headers=headers)
+        detail = assert_problem(r, 413)["detail"]
+        assert str(SMALL_MAX_DOCUMENT) in detail
+        assert "FASTCTX_MAX_DOCUMENT_BYTES" in detail
+        would_be = int(detail.split(" bytes")[0].rsplit(" ", 1)[1])
+        assert would_be > SMALL_MAX_DOCUMENT
+        r = small_client.get(f"/v1/contexts/{token}")
+        assert r.json() == document
+        assert r.headers["etag"] == '"4"'
+
+
+def test_a_document_grows_past_a_mebibyte_with_the_default_limits(client: httpx.Client) -> None:
+    token = create(client, {"n": 0})
+    expected: dict[str, Any] = {"n": 0}
+    for key in "abc":  # three patches of 600 KB: 1.8 MB stored, under the 16 MiB default
+        expected[key] = key * 600_000
+        grow = json.dumps({key: expected[key]}).encode()
+        assert client.patch(f"/v1/contexts/{token}", content=grow, headers=MERGE).is_success
+    r = client.get(f"/v1/contexts/{token}")
+    assert len(r.content) > 1024 * 1024
+    assert r.json() == expected

@@ -238,7 +238,9 @@ async def test_a_context_never_changed_after_its_create_still_expires(
     assert [(e["event"], e["data"]["version"]) for e in got] == [("expired", 1)]
 
 
-@pytest.mark.parametrize("query", ["include=bogus", "include=patch", "inclde=data", "x=1"])
+@pytest.mark.parametrize(
+    "query", ["include=bogus", "include=data,bogus", "include=", "inclde=data", "x=1"]
+)
 async def test_an_unknown_query_of_a_stream_is_400_naming_it(
     server: GranianServer, query: str
 ) -> None:

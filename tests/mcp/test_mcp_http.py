@@ -258,6 +258,28 @@ def test_bad_tool_arguments_are_results_the_model_can_read(mcp: httpx.Client) ->
         assert words in result["content"][0]["text"], (name, arguments, result)
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
+def test_context_update_grows_a_document_up_to_the_document_limit(
+    server_pool: ServerPool, backend: str
+) -> None:
+    """Each call within FASTCTX_MAX_CONTEXT_BYTES (4096 here), the document within
+    FASTCTX_MAX_DOCUMENT_BYTES (16384): past it, a tool error, and nothing changes."""
+    client = server_pool.client(backend, "granian", "small")
+    data = {"a": "a" * 3500}
+    token = call_tool(client, "context_create", {"data": data})["structuredContent"]["token"]
+    for key in "bcd":
+        data[key] = key * 3500
+        result = call_tool(client, "context_update", {"token": token, "patch": {key: data[key]}})
+        assert result["isError"] is False, result
+    result = call_tool(client, "context_update", {"token": token, "patch": {"e": "e" * 3000}})
+    assert result["isError"] is True
+    message = result["content"][0]["text"]
+    assert "too large" in message
+    assert "FASTCTX_MAX_DOCUMENT_BYTES is 16384" in message
+    got = call_tool(client, "context_get", {"token": token})["structuredContent"]
+    assert (got["data"], got["version"]) == (data, 4)
+
+
 def test_a_context_of_any_json_round_trips_through_the_tools(mcp: httpx.Client) -> None:
     for data in (None, 0, "text", [1, {"a": None}], {"nested": {"deep": [True, 1.5]}}):
         created = call_tool(mcp, "context_create", {"data": data, "ttl": 60})["structuredContent"]

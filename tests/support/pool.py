@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from support.ports import held_port
 from support.redis import RedisCluster, RedisServer
@@ -20,10 +21,11 @@ COMBO_IDS = [f"{b}-{t}" for b, t in COMBOS]
 # Settings per configuration profile; the same values go to Settings(...) and to FASTCTX_* env.
 API_KEYS = "acme:key-acme,globex:key-globex"
 SMALL_MAX_BYTES = 4096
+SMALL_MAX_DOCUMENT = 4 * SMALL_MAX_BYTES
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "tenants": {"api_keys": API_KEYS},
-    "small": {"max_context_bytes": SMALL_MAX_BYTES},
+    "small": {"max_context_bytes": SMALL_MAX_BYTES, "max_document_bytes": SMALL_MAX_DOCUMENT},
 }
 # Each profile gets its own Redis DB so that configurations never see each other's keys.
 REDIS_DB = {"default": 0, "tenants": 1, "small": 2}
@@ -88,3 +90,19 @@ class ServerPool:
 
     def close(self) -> None:
         self._stack.close()
+
+
+def node_urls(request: pytest.FixtureRequest, backend: str, transport: str) -> list[str]:
+    """Where a test's writer and subscriber are: for granian the nodes' base URLs, for asgi
+    the backend URL of each in-process app. Two nodes on Redis and the cluster (a write through
+    one, its event on the other); one on memory, whose store no other node can share."""
+    pool: ServerPool = request.getfixturevalue("server_pool")
+    if transport == "granian":
+        if backend == "memory":
+            return [pool.granian("memory").base_url]
+        nodes = request.getfixturevalue("redis_nodes" if backend == "redis" else "cluster_nodes")
+        return [node.base_url for node in nodes]
+    if backend == "memory":
+        return ["memory://"]
+    url = pool.backend_url(backend, "default")
+    return [url, url]

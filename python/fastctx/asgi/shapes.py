@@ -195,23 +195,6 @@ def session_view(view: SessionView) -> Session:
     )
 
 
-class ChangeEvent(msgspec.Struct, omit_defaults=True):
-    """The `data` of one event of a change stream."""
-
-    token: Annotated[
-        Token | None, msgspec.Meta(description="None on a session's own `expired` event.")
-    ]
-    version: Annotated[int, msgspec.Meta(ge=0)]
-    session: Token | None
-    data: Annotated[
-        Any,
-        msgspec.Meta(
-            description="With `?include=data`, on `created` and `updated`: the document as read"
-            " when the event is sent (so possibly a newer version than the event's)."
-        ),
-    ] = msgspec.UNSET
-
-
 # RFC 6902, one Struct per operation, told apart by `op`.
 class AddOperation(msgspec.Struct, tag_field="op", tag="add"):
     path: JsonPointer
@@ -253,6 +236,43 @@ JsonPatch = Annotated[
     ],
     msgspec.Meta(description="RFC 6902 JSON Patch."),
 ]
+
+
+class ChangeEvent(msgspec.Struct, omit_defaults=True):
+    """The `data` of one event of a change stream."""
+
+    token: Annotated[
+        Token | None, msgspec.Meta(description="None on a session's own `expired` event.")
+    ]
+    version: Annotated[int, msgspec.Meta(ge=0)]
+    session: Token | None
+    data: Annotated[
+        Any,
+        msgspec.Meta(
+            description="With `?include=data`, on `created` and `updated`: the document as read"
+            " when the event is sent (so possibly a newer version than the event's). With"
+            " `?include=patch`, on `created`: the document at version 1."
+        ),
+    ] = msgspec.UNSET
+    patch: (
+        Annotated[
+            JsonPatch,
+            msgspec.Meta(
+                description="With `?include=patch`, on `updated`: the JSON Patch (RFC 6902) that"
+                " made this version from the previous one; applied in order, the events keep a"
+                " copy current."
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    resync: Annotated[
+        bool | msgspec.UnsetType,
+        msgspec.Meta(
+            description="With `?include=patch`, on `created` or `updated`, true when the event"
+            " cannot carry what makes its version (the context has moved on since): a"
+            " subscriber that keeps a copy must read the context again."
+        ),
+    ] = msgspec.UNSET
 
 
 def invalid(what: str, exc: msgspec.ValidationError) -> BadRequest:

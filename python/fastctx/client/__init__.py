@@ -1,7 +1,15 @@
 """The Python client of fastctx: Client (blocking) and AsyncClient, over httpx."""
 
 from fastctx.client._common import Event
-from fastctx.client.aio import AsyncClient, AsyncEventStream
-from fastctx.client.sync import Client, EventStream
+from fastctx.client.aio import AsyncClient, AsyncEventStream, AsyncWatch
+from fastctx.client.sync import Client, EventStream, Watch
 
-__all__ = ["AsyncClient", "AsyncEventStream", "Client", "Event", "EventStream"]
+__all__ = [
+    "AsyncClient",
+    "AsyncEventStream",
+    "AsyncWatch",
+    "Client",
+    "Event",
+    "EventStream",
+    "Watch",
+]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
 import msgspec
 
-from fastctx import errors
+from fastctx import _core, errors
 from fastctx.client.cache import ClientCache, version_of
-from fastctx.errors import FastctxError, Unavailable
+from fastctx.errors import FastctxError, Unavailable, VersionGone
 
 T = TypeVar("T")
 
@@ -35,6 +37,9 @@ def _all_errors(cls: type[FastctxError]) -> list[type[FastctxError]]:
 # The problem `type` names the precise class (e.g. BackendError), finer than the status alone.
 BY_SLUG: dict[str, type[FastctxError]] = {cls.slug: cls for cls in _all_errors(FastctxError)}
 SLUG_PREFIX = "urn:fastctx:problem:"
+# By status, for an answer whose problem type is not fastctx's: the server's statuses, and 410,
+# which a read of a version no longer kept answers.
+BY_STATUS: dict[int, type[FastctxError]] = {**errors.BY_STATUS, VersionGone.status: VersionGone}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,13 @@ class Event:
     token: str | None
     version: int
     session: str | None = None
+    #: The document, with `include="data"` (and on `created`, with `include="patch"`).
     data: Any = None
+    #: With `include="patch"`, on `updated`: the JSON Patch (RFC 6902) that made this version.
+    patch: Any = None
+    #: With `include="patch"`: the event cannot say what made its version (the context has
+    #: moved on since); read the context again.
+    resync: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +242,7 @@ def error_for(response: httpx.Response) -> FastctxError:
         detail = response.text[:200]
     cls = BY_SLUG.get(slug)
     if cls is None or cls.status != status:
-        cls = errors.BY_STATUS.get(status, FastctxError)
+        cls = BY_STATUS.get(status, FastctxError)
     detail = detail or f"HTTP {status}"
     if issubclass(cls, Unavailable):
         return cls(detail, retry_after=_retry_after(response))
@@ -283,6 +294,45 @@ def events_path(token: str | None, session: str | None) -> str:
     if (token is None) == (session is None):
         raise ValueError("events() needs exactly one of token= or session=")
     return f"/v1/contexts/{token}/events" if token else f"/v1/sessions/{session}/events"
+
+
+def events_params(include: str | Sequence[str] | None, include_data: bool) -> dict[str, str]:
+    """The query of an events() call: `include` ("data", "patch" or both), as one parameter."""
+    names = [include] if isinstance(include, str) else list(include or ())
+    if include_data:
+        names.append("data")
+    return {"include": ",".join(dict.fromkeys(names))} if names else {}
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What an event stream yields, among its events, each time it (re)connects: from here on
+    the server follows the stream. `resumed`: it went on from the last event received."""
+
+    resumed: bool
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass
+class SseLines:
+    """Splits an event stream's text into lines where SSE ends them: CRLF, LF or CR only.
+
+    Not httpx's iter_lines, which is str.splitlines and also splits at characters that a JSON
+    string may hold (U+2028, U+0085, ...), cutting an event in two.
+    """
+
+    _rest: str = ""
+    _after_cr: bool = False
+
+    def feed(self, text: str) -> list[str]:
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split between two chunks
+        self._after_cr = text.endswith("\r")
+        lines = _LINE_END.split(self._rest + text)
+        self._rest = lines.pop()
+        return lines
 
 
 @dataclass
@@ -341,6 +391,8 @@ class SseParser:
             int(fields["version"]),
             fields.get("session"),
             fields.get("data"),
+            fields.get("patch"),
+            fields.get("resync") is True,
         )
 
 
@@ -350,3 +402,66 @@ def stream_timeout(timeout: float) -> httpx.Timeout:
 
 # What a dropped stream looks like: the network failed, or the response was closed under us.
 STREAM_DROPS = (httpx.TransportError, httpx.StreamError)
+
+
+# --- watch(): a copy of one context kept current from its change stream ----------------------
+
+
+def read_call(token: str) -> Call[tuple[bytes, int]]:
+    """The document as stored and its version, past the node's cache (what watch() reads)."""
+
+    def read(response: httpx.Response) -> tuple[bytes, int]:
+        version = version_of(response)
+        if version is None:
+            raise ValueError("no version in the ETag")
+        return response.content, version
+
+    path = f"/v1/contexts/{token}"
+    return Call("GET", path, read, True, headers={"Cache-Control": "no-cache"})
+
+
+class Step(enum.Enum):
+    """What the client does after the Follower took a read or an event."""
+
+    SKIP = "skip"  # nothing new in the copy
+    NEW = "new"  # the copy moved on: hand it out
+    READ = "read"  # read the whole context again
+    GONE = "gone"  # the context was deleted or expired: stop
+
+
+class Follower:
+    """The copy that watch() keeps: the document as bytes, and its version.
+
+    An event applies when it is the next version and carries its patch; one that is behind the
+    copy was in the last read already; anything else (a gap, as after a resume the server could
+    not serve in full, or `resync`) calls for a read of the whole context.
+    """
+
+    def __init__(self) -> None:
+        self.payload = b"null"
+        self.version = 0  # none read yet
+
+    def document(self) -> Any:
+        """A fresh decoding of the copy: the caller may change what it gets."""
+        return msgspec.json.decode(self.payload)
+
+    def read(self, found: tuple[bytes, int]) -> Step:
+        payload, version = found
+        if version <= self.version:
+            return Step.SKIP
+        self.payload, self.version = payload, version
+        return Step.NEW
+
+    def take(self, event: Event) -> Step:
+        if event.type in ("deleted", "expired"):
+            return Step.GONE
+        if event.version <= self.version:
+            return Step.SKIP
+        if event.version != self.version + 1 or event.resync or event.patch is None:
+            return Step.READ
+        try:
+            self.payload = _core.json_patch(self.payload, msgspec.json.encode(event.patch))
+        except ValueError:  # a patch that does not fit the copy: the copy is not what it was
+            return Step.READ
+        self.version = event.version
+        return Step.NEW

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from fastctx.client import _common as c
-from fastctx.client._common import Event, SseParser
+from fastctx.client._common import Connected, Event, SseParser, Step
 from fastctx.client.cache import ClientCache
-from fastctx.errors import Unavailable
+from fastctx.errors import NotFound, Unavailable, VersionGone
 
 T = TypeVar("T")
 
@@ -36,7 +36,14 @@ class AsyncEventStream:
         return self
 
     async def __anext__(self) -> Event:
-        return await anext(self._events)
+        while True:
+            event = await anext(self._events)
+            if not isinstance(event, Connected):
+                return event
+
+    def marked(self) -> AsyncGenerator[Event | Connected, None]:
+        """The same events, with a `Connected` each time the stream (re)connects."""
+        return self._events
 
     async def __aenter__(self) -> AsyncEventStream:
         return self
@@ -50,7 +57,7 @@ class AsyncEventStream:
         if self.response is not None:
             await self.response.aclose()
 
-    async def _follow(self) -> AsyncGenerator[Event, None]:
+    async def _follow(self) -> AsyncGenerator[Event | Connected, None]:
         attempt = 0
         http = self._client.http
         timeout = c.stream_timeout(self._client.timeout)
@@ -66,12 +73,15 @@ class AsyncEventStream:
                         await self.response.aread()
                         c.check(self.response)
                     attempt = 0
-                    async for line in self.response.aiter_lines():
-                        event = self.parser.feed(line)
-                        if event is not None:
-                            yield event
-                        if self.parser.finished:
-                            return
+                    yield Connected("Last-Event-ID" in request.headers)
+                    lines = c.SseLines()
+                    async for text in self.response.aiter_text():
+                        for line in lines.feed(text):
+                            event = self.parser.feed(line)
+                            if event is not None:
+                                yield event
+                            if self.parser.finished:
+                                return
                 finally:
                     await self.response.aclose()
             except c.STREAM_DROPS as exc:
@@ -87,6 +97,72 @@ class AsyncEventStream:
                 raise error
             await asyncio.sleep(c.backoff(attempt, error, honour_retry_after=from_server))
             attempt += 1
+
+
+class AsyncWatch:
+    """An async iterator of one context's document as it changes; see AsyncClient.watch."""
+
+    def __init__(self, client: AsyncClient, token: str) -> None:
+        self._client = client
+        self._token = token
+        self._follower = c.Follower()
+        #: The event stream followed now; closing its response drops the connection.
+        self.stream: AsyncEventStream | None = None
+        self._documents = self._follow()
+
+    @property
+    def version(self) -> int:
+        """The version of the document handed out last (0 before the first)."""
+        return self._follower.version
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await anext(self._documents)
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._documents.aclose()
+        if self.stream is not None:
+            await self.stream.aclose()
+
+    async def _read(self) -> Step:
+        return self._follower.read(await self._client._run(c.read_call(self._token)))
+
+    async def _follow(self) -> AsyncGenerator[Any, None]:
+        follower, last_id = self._follower, None
+        while True:
+            self.stream = stream = self._client.events(
+                token=self._token, include="patch", last_event_id=last_id
+            )
+            try:
+                async for item in stream.marked():
+                    if isinstance(item, Connected):
+                        # Read once the server follows the stream: no change falls in between.
+                        step = Step.SKIP if item.resumed else await self._read()
+                    else:
+                        step = follower.take(item)
+                        if step is Step.READ:
+                            step = await self._read()
+                    if step is Step.GONE:
+                        return
+                    if step is Step.NEW:
+                        yield follower.document()
+                return  # the stream ended: the context is gone
+            except VersionGone:
+                last_id = None  # the server cannot go on from there: from now on, read again
+            except NotFound:
+                if not follower.version:
+                    raise  # there never was such a context
+                return
+            finally:
+                await stream.aclose()
 
 
 class AsyncClient:
@@ -175,10 +251,17 @@ class AsyncClient:
         session: str | None = None,
         include_data: bool = False,
         last_event_id: str | None = None,
+        include: str | Sequence[str] | None = None,
     ) -> AsyncEventStream:
         """Changes to one context or one session as they happen: from now on, or from just
-        after `last_event_id` (an Event.id kept from before; "0-0" for every retained one)."""
+        after `last_event_id` (an Event.id kept from before; "0-0" for every retained one).
+        `include`: "data" (the document), "patch" (what made each version), or both."""
         path = c.events_path(token, session)
-        params = {"include": "data"} if include_data else {}
+        params = c.events_params(include, include_data)
         parser = SseParser(ends_on_delete=token is not None, last_id=last_event_id)
         return AsyncEventStream(self, path, params, parser)
+
+    def watch(self, token: str) -> AsyncWatch:
+        """As Client.watch: the document now, then each time it changes, until the context is
+        deleted or expires; NotFound if there is no such context."""
+        return AsyncWatch(self, token)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from fastctx.client import _common as c
-from fastctx.client._common import Event, SseParser
+from fastctx.client._common import Connected, Event, SseParser, Step
 from fastctx.client.cache import ClientCache
-from fastctx.errors import Unavailable
+from fastctx.errors import NotFound, Unavailable, VersionGone
 
 T = TypeVar("T")
 
@@ -36,7 +36,14 @@ class EventStream:
         return self
 
     def __next__(self) -> Event:
-        return next(self._events)
+        while True:
+            event = next(self._events)
+            if not isinstance(event, Connected):
+                return event
+
+    def marked(self) -> Generator[Event | Connected, None, None]:
+        """The same events, with a `Connected` each time the stream (re)connects."""
+        return self._events
 
     def __enter__(self) -> EventStream:
         return self
@@ -50,7 +57,7 @@ class EventStream:
         if self.response is not None:
             self.response.close()
 
-    def _follow(self) -> Generator[Event, None, None]:
+    def _follow(self) -> Generator[Event | Connected, None, None]:
         attempt = 0
         http = self._client.http
         timeout = c.stream_timeout(self._client.timeout)
@@ -66,12 +73,15 @@ class EventStream:
                         self.response.read()
                         c.check(self.response)
                     attempt = 0
-                    for line in self.response.iter_lines():
-                        event = self.parser.feed(line)
-                        if event is not None:
-                            yield event
-                        if self.parser.finished:
-                            return
+                    yield Connected("Last-Event-ID" in request.headers)
+                    lines = c.SseLines()
+                    for text in self.response.iter_text():
+                        for line in lines.feed(text):
+                            event = self.parser.feed(line)
+                            if event is not None:
+                                yield event
+                            if self.parser.finished:
+                                return
                 finally:
                     self.response.close()
             except c.STREAM_DROPS as exc:
@@ -87,6 +97,72 @@ class EventStream:
                 raise error
             time.sleep(c.backoff(attempt, error, honour_retry_after=from_server))
             attempt += 1
+
+
+class Watch:
+    """An iterator of one context's document as it changes; see Client.watch."""
+
+    def __init__(self, client: Client, token: str) -> None:
+        self._client = client
+        self._token = token
+        self._follower = c.Follower()
+        #: The event stream followed now; closing its response drops the connection.
+        self.stream: EventStream | None = None
+        self._documents = self._follow()
+
+    @property
+    def version(self) -> int:
+        """The version of the document handed out last (0 before the first)."""
+        return self._follower.version
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._documents)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._documents.close()
+        if self.stream is not None:
+            self.stream.close()
+
+    def _read(self) -> Step:
+        return self._follower.read(self._client._run(c.read_call(self._token)))
+
+    def _follow(self) -> Generator[Any, None, None]:
+        follower, last_id = self._follower, None
+        while True:
+            self.stream = stream = self._client.events(
+                token=self._token, include="patch", last_event_id=last_id
+            )
+            try:
+                for item in stream.marked():
+                    if isinstance(item, Connected):
+                        # Read once the server follows the stream: no change falls in between.
+                        step = Step.SKIP if item.resumed else self._read()
+                    else:
+                        step = follower.take(item)
+                        if step is Step.READ:
+                            step = self._read()
+                    if step is Step.GONE:
+                        return
+                    if step is Step.NEW:
+                        yield follower.document()
+                return  # the stream ended: the context is gone
+            except VersionGone:
+                last_id = None  # the server cannot go on from there: from now on, read again
+            except NotFound:
+                if not follower.version:
+                    raise  # there never was such a context
+                return
+            finally:
+                stream.close()
 
 
 class Client:
@@ -173,10 +249,22 @@ class Client:
         session: str | None = None,
         include_data: bool = False,
         last_event_id: str | None = None,
+        include: str | Sequence[str] | None = None,
     ) -> EventStream:
         """Changes to one context or one session as they happen: from now on, or from just
-        after `last_event_id` (an Event.id kept from before; "0-0" for every retained one)."""
+        after `last_event_id` (an Event.id kept from before; "0-0" for every retained one).
+        `include`: "data" (the document), "patch" (what made each version), or both."""
         path = c.events_path(token, session)
-        params = {"include": "data"} if include_data else {}
+        params = c.events_params(include, include_data)
         parser = SseParser(ends_on_delete=token is not None, last_id=last_event_id)
         return EventStream(self, path, params, parser)
+
+    def watch(self, token: str) -> Watch:
+        """The context's document now, then again each time it changes, until it is deleted
+        or expires (then the iterator ends); NotFound if there is no such context.
+
+        Follows `events(token, include="patch")` and applies each patch to its copy; reads the
+        whole context again when an event cannot be applied (a gap in the versions, `resync`,
+        or a resume the server cannot serve). Reconnects by itself as `events()` does.
+        """
+        return Watch(self, token)

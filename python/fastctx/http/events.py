@@ -18,6 +18,7 @@ from fastctx.asgi.guard import StreamLimit
 from fastctx.backends import Backend, Event, context_stream, event_order, session_stream
 from fastctx.clock import now_ms
 from fastctx.errors import BadRequest, NotFound
+from fastctx.http.includes import NOTHING, Include, Includes, parse_include
 from fastctx.http.routes import Found, Handler
 from fastctx.registry import Registry
 from fastctx.streams import ChangeStream, Subscription
@@ -33,7 +34,7 @@ SESSIONS = "/v1/sessions/"
 SUFFIX = "/events"
 
 _PARAMETERS = frozenset({"include"})
-_WITH_DATA = ("created", "updated")  # the events `?include=data` adds the document to
+_WITH_DATA = ("created", "updated")  # the events `?include=` adds members to
 
 
 def last_event_id(ex: Exchange) -> str | None:
@@ -49,22 +50,6 @@ def last_event_id(ex: Exchange) -> str | None:
     return text
 
 
-def _include(ex: Exchange) -> bool:
-    """Whether `?include=data` asks for the documents; 400 for any other value."""
-    include = ex.query("include")
-    if include is None:
-        return False
-    if include != "data":
-        raise BadRequest(f"include={include[:40]!r} is not known; include=data is")
-    return True
-
-
-def _data_lines(document: bytes) -> bytes:
-    # A stored document may span lines; SSE joins `data:` lines with "\n", which JSON reads as
-    # the whitespace it was (CR only ever occurs as whitespace in JSON, so it becomes LF).
-    return document.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\ndata: ")
-
-
 class EventRoutes:
     def __init__(
         self, registry: Registry, changes: ChangeStream, streams: StreamLimit | None = None
@@ -75,6 +60,7 @@ class EventRoutes:
         self.changes = changes
         self.pinger = Pinger()
         self.looks = ExpiryLooks(registry.backend)
+        self.includes = Includes(registry)
         self._context: dict[str, Handler] = {"GET": self.context_events}
         self._session: dict[str, Handler] = {"GET": self.session_events}
 
@@ -98,28 +84,28 @@ class EventRoutes:
     async def context_events(self, ex: Exchange, tenant: str, token: str) -> int:
         with self.streams:
             after = last_event_id(ex)
-            include_data = _include(ex)
+            include = parse_include(ex.query("include"))
             if not _core.is_token(token):
                 raise NotFound("no such context")
             frame = await self.backend.contexts.get(tenant, token)
             stream = context_stream(tenant, token)
             if frame is None:
-                return await self._serve(ex, tenant, stream, after, False, "context", include_data)
+                return await self._serve(ex, tenant, stream, after, False, "context", include)
             self.looks.follow(tenant, token, _core.decode_frame(frame).expires_at)
             try:
-                return await self._serve(ex, tenant, stream, after, True, "context", include_data)
+                return await self._serve(ex, tenant, stream, after, True, "context", include)
             finally:
                 self.looks.leave(tenant, token)
 
     async def session_events(self, ex: Exchange, tenant: str, session: str) -> int:
         with self.streams:
             after = last_event_id(ex)
-            include_data = _include(ex)
+            include = parse_include(ex.query("include"))
             if not _core.is_token(session):
                 raise NotFound("no such session")
             live = await self.backend.sessions.touch(tenant, session, now_ms()) is not None
             stream = session_stream(tenant, session)
-            return await self._serve(ex, tenant, stream, after, live, "session", include_data)
+            return await self._serve(ex, tenant, stream, after, live, "session", include)
 
     async def _serve(
         self,
@@ -129,7 +115,7 @@ class EventRoutes:
         after: str | None,
         live: bool,
         of: Literal["context", "session"],
-        include_data: bool,
+        include: Include,
     ) -> int:
         """Replay what the client missed, then follow the stream until either side ends it.
 
@@ -145,7 +131,7 @@ class EventRoutes:
                 events = events[-1:]
             await self._start(ex)
             for event in events:
-                await self._send(ex, tenant, event, include_data)
+                await self._send(ex, tenant, event, include)
             await ex.send({"type": "http.response.body", "body": b""})
             return 200
         start = after if after is not None else await self.backend.changes.last_id(stream)
@@ -159,13 +145,13 @@ class EventRoutes:
             sent = event_order(start)
             ended = False
             for event in replay:
-                ended = await self._send(ex, tenant, event, include_data) and _ends(event, of)
+                ended = await self._send(ex, tenant, event, include) and _ends(event, of)
                 sent = event_order(event[0])
             while not ended and await _wait(subscription, ex, self.pinger):
                 while subscription.events and not ended:
                     event = subscription.events.popleft()
                     if event_order(event[0]) > sent:
-                        ended = await self._send(ex, tenant, event, include_data)
+                        ended = await self._send(ex, tenant, event, include)
                         ended = ended and _ends(event, of)
                         sent = event_order(event[0])
             if not watcher.done():  # the client is still there to be told the stream ended
@@ -187,7 +173,7 @@ class EventRoutes:
             {"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS, "more_body": True}
         )
 
-    async def _send(self, ex: Exchange, tenant: str, event: Event, include_data: bool) -> bool:
+    async def _send(self, ex: Exchange, tenant: str, event: Event, include: Include) -> bool:
         """Send one event; True when it says a context or session is gone."""
         event_id, fields = event
         kind = fields.get("type", "updated")
@@ -199,15 +185,8 @@ class EventRoutes:
             version,
             b'"%s"' % session.encode() if session else b"null",
         )
-        if include_data and kind in _WITH_DATA:
-            # Read at send time: when the context has moved on, this is its newer document
-            # (the event for that version follows).
-            with contextlib.suppress(NotFound):
-                found = await self.registry.read(tenant, token)
-                if found.version < version:
-                    # This node's cache has not yet heard of the write the event reports.
-                    found = await self.registry.read(tenant, token, fresh=True)
-                data += b',"data":' + _data_lines(found.payload)
+        if include != NOTHING and kind in _WITH_DATA:
+            data += await self.includes.members(tenant, event, include)
         body = b"id: %s\nevent: %s\ndata: %s}\n\n" % (event_id.encode(), kind.encode(), data)
         await ex.send({"type": "http.response.body", "body": body, "more_body": True})
         return kind in ("deleted", "expired")

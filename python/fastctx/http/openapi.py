@@ -53,7 +53,8 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     413: (
         "ContentTooLarge",
-        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, or an mget asks for over"
+        "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, a patch would grow the document past"
+        f" `FASTCTX_MAX_DOCUMENT_BYTES` (nothing changed), or an mget asks for over"
         f" {shapes.MGET_LIMIT} tokens.",
         {},
     ),
@@ -278,8 +279,12 @@ def _event_stream(operation_id: str, summary: str) -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "description": "`data` adds the document to `created` and `updated` events, as"
-                " read when the event is sent (so possibly a newer version than the event's).",
-                "schema": {"type": "string", "enum": ["data"]},
+                " read when the event is sent (so possibly a newer version than the event's)."
+                " `patch` adds to each `updated` event the JSON Patch that made its version"
+                " from the previous one, and to `created` the document; where it cannot (the"
+                ' context has moved on since), the event says `"resync": true` instead: read'
+                " the context again. Both: `data,patch`.",
+                "schema": {"type": "string", "pattern": "^(data|patch)(,(data|patch))*$"},
             },
         ],
         "responses": {
