@@ -13,8 +13,11 @@ through B, done two ways:
           through A, append here, PUT it whole with If-Match (again from the GET on 412),
           then GET the whole document through B and take the last 20 messages here
 
-Several conversations run at once (each with its own keep-alive connection to A and to B),
-for a number of turns each or a time, whichever ends first, after a few unmeasured turns.
+Several conversations go on at once, each with a client of its own (keep-alive connections
+to A and to B), for a number of turns per client or a time, whichever ends first, after a few
+unmeasured turns. A client takes a fresh conversation once its turns would grow the one it is
+on by more than a share of its size (`--growth`), so that a small conversation stays about its
+size; each conversation has at least one turn.
 Measured over the turns only (the counters are read with no request in flight, before and
 after): turns per second, the bytes Redis received and sent per turn (INFO
 total_net_input_bytes / total_net_output_bytes, less what reading them costs), the CPU of
