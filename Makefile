@@ -27,7 +27,7 @@ help:
 	@echo "make test    build, then cargo test and the pytest suite against a real redis-server"
 	@echo "make lint    ruff, mypy --strict, cargo fmt --check, cargo clippy -D warnings"
 	@echo "make format  apply ruff format and cargo fmt"
-	@echo "make bench   wrk against the floors, fastctx and its peers; micro benchmarks"
+	@echo "make bench   wrk against the floors, fastctx and its peers; conversations; micro benchmarks"
 	@echo "make bench-scaling  cost per request of 1..4 nodes on one Redis and on a cluster"
 	@echo "make loadtest  locust scenarios, headless, with CSV and HTML reports"
 	@echo "make example  fastctx, gateway -> pricing -> billing and an SSE listener: one order"
@@ -108,6 +108,7 @@ bench: build redis-server wrk $(VENV)/.extra-bench
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
 	$(BIN)/python benches/coherence.py
 	$(BIN)/python benches/fanout.py
+	$(BIN)/python benches/conversation.py $(CONVERSATION_ARGS)
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=name \
 		--benchmark-json=benches/results/micro.json

@@ -36,7 +36,10 @@ METHOD = """\
    until another node on the same Redis serves it (`benches/results/coherence.json`).
 3. `benches/fanout.py`: 10,000 idle event-stream subscribers on one worker, and one write
    reaching 1,000 subscribers on another node (`benches/results/fanout.json`).
-4. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
+4. `benches/conversation.py`: what one chat turn costs as a conversation grows, appended by
+   JSON Patch against the whole-document round trip (`benches/results/conversation.json`;
+   below).
+5. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
    core against the Python it replaces, after checking both give the same result.
 
 `benches/inprocess.py` measures what fastctx's own code spends on one request, in process
@@ -51,13 +54,53 @@ share (`benches/results/scaling-single.json`, `scaling-cluster.json`).
 
 These are figures of one machine on one day: the scripts record which, and so does every
 table below. Compare runs of the same machine only, back to back.
+
+### Conversations
+
+Two `fastctx serve` nodes, A and B (one granian worker each), on one `redis-server`. A
+conversation is a context `{"messages": [...]}` of chat-like messages of 300 bytes each
+(varied words, so that they compress as text does), filled to 1 KiB, 64 KiB, 1 MiB and 8 MiB.
+One **turn** appends one 300-byte message through A and reads the last 20 messages through B,
+in one of two ways:
+
+- **delta**: `PATCH /v1/contexts/{token}` with `Content-Type: application/json-patch+json` and
+  `[{"op": "add", "path": "/messages/-", "value": {...}}]` through A, then
+  `GET /v1/contexts/{token}?path=/messages&slice=-20:` through B;
+- **whole**: as the clients of a store without partial writes work: `GET` the whole document
+  through A, append the message in the client, `PUT` it whole with `If-Match` (again from the
+  `GET` on a 412), then `GET` the whole document through B and take its last 20 messages in
+  the client.
+
+Eight conversations go on at once, each with a client of its own (keep-alive connections to A
+and to B, a small HTTP/1.1 client on raw asyncio sockets, the same for both ways), for 400
+turns per client or 10 s per size and way, whichever ends first, after 3 unmeasured turns. A
+client turns to a fresh conversation once its turns would have grown the one it is on by more
+than a quarter of its size, so that a 1 KiB conversation stays about 1 KiB (each conversation
+has at least one turn). Over the measured turns only, with no request in flight when the
+counters are read before and after:
+
+- **turns/s**: the turns completed over the seconds they took;
+- **Redis bytes/turn**: what Redis received and sent (`INFO` `total_net_input_bytes` and
+  `total_net_output_bytes`), less what reading those counters costs, per turn;
+- **node CPU ms/turn**: user + system CPU of both nodes' process trees (from
+  `/proc/<pid>/stat`) per turn; the client's own CPU is reported apart and is not in it;
+- **p50, p99**: the latency of a whole turn, write and read.
+
+A read through B may still show the conversation without the message just appended while A's
+invalidation is on its way (the invalidation window above): such reads are counted as stale.
+The targets: at 8 MiB the delta way keeps at least 0.8 of its turns/s at 1 KiB; the delta way
+moves at most 4 x 300 bytes through Redis per turn, at every size; at 8 MiB the whole way
+moves at least 100 times the bytes the delta way does. `--read whole` makes the delta way read
+the whole document through B (and slice it in the client), for a server without the partial
+read; the results say which read was used.
 """
 
 HOW_TO = """\
 To record results, run the benchmarks and build the site again:
 
 ```sh
-make bench            # benches/results/latest.json, coherence.json, fanout.json, micro.json
+make bench            # benches/results/latest.json, coherence.json, fanout.json,
+                      # conversation.json, micro.json
 make bench-scaling    # benches/results/scaling-single.json, scaling-cluster.json
 make docs
 ```
@@ -92,9 +135,14 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: int = 1) -> str:
-    """A Markdown table; the columns from `right` on are numbers, aligned right."""
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: int = 1, note: bool = False
+) -> str:
+    """A Markdown table; the columns from `right` on are numbers, aligned right, but for the
+    last one if it is a `note`."""
     align = ["---" if i < right else "---:" for i in range(len(headers))]
+    if note:
+        align[-1] = "---"
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -148,29 +196,69 @@ def http_section(run: Mapping[str, Any]) -> list[str]:
     lines.append(
         table(["row", "req/s", "p50 ms", "p99 ms", "/ bare floor", "errors", "note"], rows)
     )
-    targets = run.get("targets", [])
-    if targets:
-        verdict = {True: "met", False: "not met", None: "not measured"}
-        lines += ["", "Targets:", ""]
-        lines.append(
-            table(
-                ["target", "goal", "measured", ""],
-                [
-                    [
-                        t["target"],
-                        t["goal"],
-                        "-" if t["measured"] is None else f"{t['measured']:g}{t['unit']}",
-                        verdict[t["met"]],
-                    ]
-                    for t in targets
-                ],
-                right=4,
-            )
-        )
+    lines += targets_lines(run.get("targets", []))
     noisy = run.get("noisy_rows")
     if noisy:
         lines += ["", f"Other processes were busy during: {', '.join(noisy)}."]
     return [*lines, ""]
+
+
+VERDICTS = {True: "met", False: "not met", None: "not measured"}
+
+
+def targets_lines(
+    targets: Sequence[Mapping[str, Any]], verdicts: Mapping[bool | None, str] = VERDICTS
+) -> list[str]:
+    if not targets:
+        return []
+    rows = [
+        [
+            t["target"],
+            t["goal"],
+            "-" if t["measured"] is None else f"{t['measured']:g}{t['unit']}",
+            verdicts[t["met"]],
+        ]
+        for t in targets
+    ]
+    return ["", "Targets:", "", table(["target", "goal", "measured", ""], rows, right=4)]
+
+
+def conversation_section(data: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for r in data.get("rows", []):
+        notes = []
+        if r["conflicts"]:
+            notes.append(f"{r['conflicts']} conflicts (412)")
+        if r["stale_reads"]:
+            notes.append(f"{r['stale_reads']} stale reads")
+        if r["noisy"]:
+            notes.append(f"other processes used {r['other_cpu_cores']:.2f} cores")
+        rows.append(
+            [
+                r["size"],
+                r["way"],
+                r["read"],
+                _number(r["turns_per_s"], ",.1f"),
+                _number(r["redis_received_bytes_per_turn"], ",.0f"),
+                _number(r["redis_sent_bytes_per_turn"], ",.0f"),
+                _number(r["node_cpu_ms_per_turn"], ".2f"),
+                _number(r["client_cpu_ms_per_turn"], ".2f"),
+                _number(r["p50_ms"], ".2f"),
+                _number(r["p99_ms"], ".2f"),
+                f"{r['turns']:,} turns; " + "; ".join(notes) if notes else f"{r['turns']:,} turns",
+            ]
+        )
+    headers = ["size", "way", "read", "turns/s", "Redis in B/turn", "Redis out B/turn"]
+    headers += ["node CPU ms/turn", "client CPU ms/turn", "p50 ms", "p99 ms", "note"]
+    return [
+        "## Conversations (`benches/conversation.py`)",
+        "",
+        *machine_lines(data),
+        "",
+        table(headers, rows, right=3, note=True),
+        *targets_lines(data.get("targets", []), {True: "PASS", False: "FAIL", None: "-"}),
+        "",
+    ]
 
 
 def coherence_section(data: Mapping[str, Any]) -> list[str]:
@@ -303,6 +391,8 @@ def render(results: Path = RESULTS, history: Path = HISTORY) -> str:
             lines += coherence_section(found["coherence"])
         if "fanout" in found:
             lines += fanout_section(found["fanout"])
+        if "conversation" in found:
+            lines += conversation_section(found["conversation"])
         if "micro" in found:
             lines += micro_section(found["micro"])
         for name in sorted(found):

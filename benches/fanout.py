@@ -39,7 +39,7 @@ import psutil  # type: ignore[import-untyped]
 
 from load import OtherLoad, Quiet, Request, Result, write_requests, wrk
 from run import create_contexts
-from servers import BENCHES, SERVERS, Process, Stack, free_port, granian
+from servers import BENCHES, Process, Stack, free_port, granian
 
 RESULTS = BENCHES / "results" / "fanout.json"
 RSS_TARGET_MIB = 100.0
@@ -211,16 +211,6 @@ class SubscriberProcess:
 # The measuring process.
 
 
-def start_node(stack: Stack, name: str) -> tuple[int, Process]:
-    port = free_port()
-    template, health = SERVERS["fastctx-redis"]
-    command = [part.format(port=port, redis=stack.redis_port) for part in template]
-    env = {**os.environ, "FASTCTX_LOG_LEVEL": "warning"}
-    process = Process(name, command, env, stack.workdir)
-    process.wait_ready(port, health)
-    return port, process
-
-
 def rss_mib(process: Process) -> float:
     """Resident memory of the server's whole process tree (granian's and its worker's)."""
     total = 0
@@ -271,7 +261,7 @@ def percentile(values: list[float], share: float) -> float:
 def idle_subscribers(
     stack: Stack, subscribers: SubscriberProcess, args: argparse.Namespace
 ) -> dict[str, Any]:
-    port, node = start_node(stack, "fanout-idle")
+    port, node = stack.node("fanout-idle")
     try:
         hot = create_contexts(port, 500)
         followed = create_contexts(port, args.idle)
@@ -347,9 +337,9 @@ def floor(stack: Stack, subscribers: SubscriberProcess, args: argparse.Namespace
 def one_event_to_many(
     stack: Stack, subscribers: SubscriberProcess, args: argparse.Namespace
 ) -> dict[str, Any]:
-    port_a, node_a = start_node(stack, "fanout-a")
+    port_a, node_a = stack.node("fanout-a")
     try:
-        port_b, node_b = start_node(stack, "fanout-b")
+        port_b, node_b = stack.node("fanout-b")
         try:
             (token,) = create_contexts(port_b, 1)
             paths = [f"/v1/contexts/{token}/events"] * args.fanout

@@ -15,7 +15,8 @@ from typing import Any
 
 from load import Result
 
-Measure = Callable[[Mapping[str, Result]], float | None]
+# From the rows of one script, by name: run.py's Results, or another script's own records.
+Measure = Callable[[Mapping[str, Any]], float | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ def errors(r: Mapping[str, Result]) -> float:
     return float(sum(x.error_count + bool(x.failed) for x in r.values()))
 
 
-def evaluate(targets: Sequence[Target], results: Mapping[str, Result]) -> list[dict[str, Any]]:
+def evaluate(targets: Sequence[Target], results: Mapping[str, Any]) -> list[dict[str, Any]]:
     evaluated = []
     for target in targets:
         value = target.measure(results)
@@ -106,13 +107,18 @@ def results_table(results: Sequence[Result]) -> str:
     return table(["row", "req/s", "p50 ms", "p99 ms", "/ bare", "errors", "note"], lines)
 
 
-def targets_table(evaluated: Sequence[Mapping[str, Any]]) -> str:
+VERDICTS: Mapping[bool | None, str] = {True: "met", False: "NOT MET", None: "not measured"}
+
+
+def targets_table(
+    evaluated: Sequence[Mapping[str, Any]], verdicts: Mapping[bool | None, str] = VERDICTS
+) -> str:
     lines = [
         [
             t["target"],
             t["goal"],
             "-" if t["measured"] is None else f"{t['measured']:g}{t['unit']}",
-            {True: "met", False: "NOT MET", None: "not measured"}[t["met"]],
+            verdicts[t["met"]],
         ]
         for t in evaluated
     ]

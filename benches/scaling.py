@@ -124,6 +124,16 @@ class Cluster:
             process.stop()
 
 
+# Redis's INFO fields that Redis.counters reads (besides the cmdstat_ calls).
+COUNTERS = (
+    "total_commands_processed",
+    "used_cpu_user",
+    "used_cpu_sys",
+    "total_net_input_bytes",
+    "total_net_output_bytes",
+)
+
+
 class Redis:
     """Redis's own counters, read through redis-cli; summed over a cluster's masters."""
 
@@ -135,7 +145,7 @@ class Redis:
         for port in self.ports:
             for line in Cluster.cli(port, "INFO", "all").splitlines():
                 key, _, text = line.strip().partition(":")
-                if key in ("total_commands_processed", "used_cpu_user", "used_cpu_sys"):
+                if key in COUNTERS:
                     value = float(text)
                 elif key.startswith("cmdstat_"):  # cmdstat_get:calls=12,usec=...
                     value = float(text.split(",")[0].removeprefix("calls="))

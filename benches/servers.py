@@ -182,6 +182,22 @@ class Stack:
         finally:
             process.stop()
 
+    def node(self, name: str, **settings: str) -> tuple[int, Process]:
+        """One more `fastctx serve` on this Redis, beside any others already running, with the
+        FASTCTX_* `settings` given (`max_context_bytes="..."`); the caller stops it."""
+        port = free_port()
+        template, health = SERVERS["fastctx-redis"]
+        command = [part.format(port=port, redis=self.redis_port) for part in template]
+        env = {**os.environ, "FASTCTX_LOG_LEVEL": "warning"}
+        env |= {f"FASTCTX_{key.upper()}": value for key, value in settings.items()}
+        process = Process(name, command, env, self.workdir)
+        try:
+            process.wait_ready(port, health)
+        except RuntimeError:
+            process.stop()
+            raise
+        return port, process
+
     def close(self) -> None:
         self.redis.stop()
 
