@@ -11,6 +11,7 @@ pub mod merge;
 pub mod patch;
 pub mod pointer;
 pub mod scan;
+pub mod select;
 pub mod token;
 
 #[pymodule]
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     frame::init(m)?;
     merge::init(m)?;
     patch::init(m)?;
+    select::init(m)?;
     cache::init(m)?;
     Ok(())
 }
