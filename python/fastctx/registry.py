@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Literal, NamedTuple, Protocol, TypeVar, cast
 
@@ -14,7 +15,14 @@ from fastctx import _core
 from fastctx.backends import Backend, Outcome, context_id
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError, NotFound, PayloadTooLarge, Unavailable, VersionConflict
+from fastctx.errors import (
+    BackendError,
+    InvalidPatch,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    VersionConflict,
+)
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -28,6 +36,8 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
 _VERSION = slice(_core.VERSION_OFFSET, _core.VERSION_OFFSET + 8)
+_KINDS = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
+_OPERATION = re.compile(r"^operation \d+: ")
 
 
 class _Stored(Protocol):
@@ -285,6 +295,30 @@ class Registry:
         apply = _core.merge_patch if kind == "merge" else _core.json_patch
         return await self._write(tenant, token, if_version, lambda doc: apply(doc, patch))
 
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        path: str,
+        items: Sequence[bytes],
+        if_version: int | None = None,
+    ) -> int:
+        """Append `items` (each the JSON of one value) to the array at `path`, a JSON Pointer;
+        with nothing there, the array of them is created (its parent must exist). Applied as
+        the JSON Patch `append_patch` makes of the current document; returns the new version.
+        """
+        for item in items:
+            _core.validate_json(item)  # spliced into a patch: one value each, nothing more
+
+        def change(document: bytes) -> bytes:
+            try:
+                return _core.json_patch(document, append_patch(document, path, items))
+            except _core.PatchError as exc:
+                reason = _OPERATION.sub("", str(exc))
+                raise InvalidPatch(f"cannot append to {path or 'the document'}: {reason}") from None
+
+        return await self._write(tenant, token, if_version, change)
+
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
         async def remove(expected: bytes, current: _Stored) -> tuple[Outcome, None]:
             outcome = await self.contexts.remove(tenant, token, expected, current.session)
@@ -382,6 +416,32 @@ class Registry:
                     raise VersionConflict("context changed by another writer")
                 await _backoff()
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+
+def append_patch(document: bytes, path: str, items: Sequence[bytes]) -> bytes:
+    """The RFC 6902 JSON Patch that appends `items` (each the JSON of one value) to the array at
+    `path` (a JSON Pointer) in `document`.
+
+    An array there gets one `add` of `<path>/-` per item; nothing there, one `add` of `<path>`
+    with the array of them all (which JSON Patch applies only where the parent exists).
+    InvalidPatch when something other than an array is there; `_core.SelectError` for a
+    malformed pointer; `_core.JsonError` if the document is not JSON.
+    """
+    try:
+        there = _core.select(document, path)
+    except _core.PathNotFound:
+        return b'[{"op":"add","path":%s,"value":[%s]}]' % (
+            msgspec.json.encode(path),
+            b",".join(items),
+        )
+    if there[:1] != b"[":
+        kind = _KINDS.get(there[:1], "a number")
+        raise InvalidPatch(
+            f"{path or 'the document'} is {kind}, not an array: only an array is appended to"
+        )
+    end = msgspec.json.encode(path + "/-")
+    operations = [b'{"op":"add","path":%s,"value":%s}' % (end, item) for item in items]
+    return b"[" + b",".join(operations) + b"]"
 
 
 async def _backoff() -> None:
