@@ -5,8 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fastctx.client._common import SseParser, backoff, error_for
-from fastctx.errors import BackendError, FastctxError, MalformedJson, NotFound, Unavailable
+from fastctx.client._common import SseParser, backoff, error_for, slice_text
+from fastctx.errors import (
+    BackendError,
+    FastctxError,
+    MalformedJson,
+    NotFound,
+    PathNotFound,
+    Unavailable,
+)
 
 
 def feed(parser: SseParser, text: str) -> list[tuple[str, int, object]]:
@@ -43,6 +50,7 @@ def problem(status: int, slug: str = "", **headers: str) -> httpx.Response:
 
 def test_error_for_picks_the_most_precise_class() -> None:
     assert type(error_for(problem(404, "not-found"))) is NotFound
+    assert type(error_for(problem(404, "path-not-found"))) is PathNotFound
     assert type(error_for(problem(400, "malformed-json"))) is MalformedJson
     down = error_for(problem(503, "backend-unavailable", **{"Retry-After": "7"}))
     assert isinstance(down, BackendError)
@@ -65,3 +73,15 @@ def test_session_stream_finishes_with_the_sessions_own_event() -> None:
     events = [e for e in map(parser.feed, text.split("\n")) if e is not None]
     assert [(e.type, e.token, e.session) for e in events] == [("expired", None, "s")]
     assert parser.finished
+
+
+def test_slices_are_sent_as_start_end() -> None:
+    assert slice_text(slice(-20, None)) == "-20:"
+    assert slice_text(slice(None, 5)) == ":5"
+    assert slice_text(slice(None, None)) == ":"
+    assert slice_text(slice(2, -1, 1)) == "2:-1"
+    assert slice_text("1:2") == "1:2"  # a string goes as it is: the server judges it
+    with pytest.raises(ValueError, match="no step"):
+        slice_text(slice(None, None, -1))
+    with pytest.raises(TypeError):
+        slice_text(slice(1.5, None))
