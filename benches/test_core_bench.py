@@ -347,6 +347,33 @@ def test_merge_patch(benchmark: BenchmarkFixture, context: str, impl: str) -> No
     assert benchmark(PATCHERS[impl], doc, patch)
 
 
+# --- partial reads: the last items of an array -----------------------------------------------
+
+# What `GET ?path=/items&slice=-5:` does: the Rust scanner cuts the elements out of the stored
+# bytes; Python parses the whole document, slices, and encodes the part again.
+TRANSACTIONS = [name for name in CONTEXT_IDS if name.startswith("transaction")]
+SELECTORS: dict[str, Callable[[bytes], bytes]] = {
+    "rust": lambda doc: _core.select(doc, "/items", (-5, None)),
+    "python-json": lambda doc: compact(json.loads(doc)["items"][-5:]),
+    "python-orjson": lambda doc: orjson.dumps(orjson.loads(doc)["items"][-5:]),
+    "python-msgspec": lambda doc: msgspec.json.encode(msgspec.json.decode(doc)["items"][-5:]),
+}
+
+
+def test_selectors_are_equivalent() -> None:
+    for name in TRANSACTIONS:
+        doc = CONTEXTS[name][0]
+        parts = {impl: json.loads(select(doc)) for impl, select in SELECTORS.items()}
+        assert all(part == json.loads(doc)["items"][-5:] for part in parts.values())
+
+
+@pytest.mark.parametrize("impl", list(SELECTORS))
+@pytest.mark.parametrize("context", TRANSACTIONS)
+def test_select(benchmark: BenchmarkFixture, context: str, impl: str) -> None:
+    benchmark.group = f"select-{context}"
+    assert benchmark(SELECTORS[impl], CONTEXTS[context][0])
+
+
 # --- codecs: why a frame stores lz4 ---------------------------------------------------------
 
 # A frame's payload is lz4-compressed (lz4_flex, in the Rust writer); codec id 2 is kept for

@@ -78,6 +78,37 @@ def test_concurrent_json_patch_appends_lose_nothing(server_pool: ServerPool, bac
     assert sorted(r.json()["items"]) == list(range(N))
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
+def test_concurrent_appends_lose_nothing(server_pool: ServerPool, backend: str) -> None:
+    """The first to arrive creates the array, every other one appends to it."""
+    base_url = server_pool.granian(backend).base_url
+    token = _create(base_url, {})
+
+    async def run() -> list[httpx.Response]:
+        async with _client(base_url) as c:
+            return await asyncio.gather(
+                *(
+                    c.post(
+                        f"/v1/contexts/{token}/append",
+                        params={"path": "/items"},
+                        content=json.dumps([i, -i]),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    for i in range(1, N + 1)
+                )
+            )
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses]
+    assert sorted(r.json()["version"] for r in responses) == list(range(2, N + 2))
+    r = httpx.get(f"{base_url}/v1/contexts/{token}", headers={"Cache-Control": "no-cache"})
+    assert r.headers["etag"] == f'"{N + 1}"'
+    items = r.json()["items"]
+    assert sorted(items) == sorted([*range(1, N + 1), *range(-N, 0)])
+    for i in range(1, N + 1):  # each request's items stay together, in order
+        assert items[items.index(i) + 1] == -i
+
+
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_concurrent_puts_with_the_same_if_match(server_pool: ServerPool, backend: str) -> None:
     base_url = server_pool.granian(backend).base_url

@@ -16,8 +16,14 @@ from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.clock import now_ms
 from fastctx.config import Settings
-from fastctx.errors import BackendError, NotFound, PayloadTooLarge, VersionConflict
-from fastctx.registry import Registry
+from fastctx.errors import (
+    BackendError,
+    InvalidPatch,
+    NotFound,
+    PayloadTooLarge,
+    VersionConflict,
+)
+from fastctx.registry import Registry, append_patch
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer
@@ -130,6 +136,91 @@ async def test_writers_on_two_nodes_never_lose_an_update(redis_server: Any) -> N
     finally:
         for node in nodes:
             await node.close()
+
+
+def test_append_patch_adds_each_item_to_an_array_there() -> None:
+    patch = append_patch(b'{"a/b": {"log": [ 1 ]}}', "/a~1b/log", [b"2", b'{"x": [3]}'])
+    assert json.loads(patch) == [
+        {"op": "add", "path": "/a~1b/log/-", "value": 2},
+        {"op": "add", "path": "/a~1b/log/-", "value": {"x": [3]}},
+    ]
+    assert patch == (
+        b'[{"op":"add","path":"/a~1b/log/-","value":2},'
+        b'{"op":"add","path":"/a~1b/log/-","value":{"x": [3]}}]'
+    )
+    assert append_patch(b"[]", "", [b"1"]) == b'[{"op":"add","path":"/-","value":1}]'
+    assert append_patch(b"[]", "", []) == b"[]"
+
+
+def test_append_patch_adds_the_array_where_nothing_is() -> None:
+    patch = append_patch(b'{"a": {}}', "/a/log", [b"1", b'"two"'])
+    assert patch == b'[{"op":"add","path":"/a/log","value":[1,"two"]}]'
+    assert append_patch(b"{}", "/log", []) == b'[{"op":"add","path":"/log","value":[]}]'
+    # the patch is made whatever the parent: applying it is what requires one
+    patch = append_patch(b"{}", "/a/b", [b"1"])
+    assert json.loads(patch) == [{"op": "add", "path": "/a/b", "value": [1]}]
+    with pytest.raises(_core.PatchError):
+        _core.json_patch(b"{}", patch)
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "kind"),
+    [
+        (b'{"a": {}}', "/a", "an object"),
+        (b'{"a": "[]"}', "/a", "a string"),
+        (b'{"a": 1.5}', "/a", "a number"),
+        (b'{"a": false}', "/a", "a boolean"),
+        (b'{"a": null}', "/a", "null"),
+        (b"{}", "", "an object"),
+    ],
+)
+def test_append_patch_refuses_anything_but_an_array(document: bytes, path: str, kind: str) -> None:
+    with pytest.raises(InvalidPatch, match=f"is {kind}, not an array"):
+        append_patch(document, path, [b"1"])
+
+
+def test_append_patch_refuses_a_malformed_pointer() -> None:
+    with pytest.raises(_core.SelectError):
+        append_patch(b"{}", "log", [b"1"])
+
+
+async def test_append(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b'{"log": [0]}')
+    assert await registry.append("t", created.token, "/log", [b"1", b"[2]"]) == 2
+    assert await registry.append("t", created.token, "/new", [b'"x"'], if_version=2) == 3
+    read = await registry.read("t", created.token, fresh=True)
+    assert (json.loads(read.payload), read.version) == ({"log": [0, 1, [2]], "new": ["x"]}, 3)
+    with pytest.raises(VersionConflict):
+        await registry.append("t", created.token, "/log", [b"3"], if_version=2)
+    with pytest.raises(InvalidPatch, match="is a string, not an array"):
+        await registry.append("t", created.token, "/new/0", [b"3"])
+    with pytest.raises(InvalidPatch, match='cannot append to /a/b: add /a/b: no member "a"'):
+        await registry.append("t", created.token, "/a/b", [b"3"])
+    with pytest.raises(NotFound):
+        await registry.append("globex", created.token, "/log", [b"3"])
+    assert (await registry.read("t", created.token, fresh=True)).version == 3
+
+
+@pytest.mark.parametrize("item", [b"", b"1, 2", b'1},{"op":"remove","path":"/log"', b"[1"])
+async def test_append_takes_one_json_value_per_item(backend: Backend, item: bytes) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b'{"log": []}')
+    with pytest.raises(_core.JsonError):
+        await registry.append("t", created.token, "/log", [item])
+    read = await registry.read("t", created.token, fresh=True)
+    assert (read.payload, read.version) == (b'{"log": []}', 1)
+
+
+async def test_concurrent_appends_on_one_node_all_land(backend: Backend) -> None:
+    registry = make_registry(backend)
+    created = await registry.create("t", b"{}")
+    await asyncio.gather(
+        *(registry.append("t", created.token, "/log", [b"%d" % i]) for i in range(50))
+    )
+    read = await registry.read("t", created.token, fresh=True)
+    assert read.version == 51
+    assert sorted(json.loads(read.payload)["log"]) == list(range(50))
 
 
 async def test_session_caps_context_expiry_and_lists_members(backend: Backend) -> None:

@@ -16,6 +16,8 @@ __all__ = [
     "JsonError",
     "PatchError",
     "PatchTestFailed",
+    "PathNotFound",
+    "SelectError",
     "apply_patches",
     "decode_frame",
     "encode_frame",
@@ -25,6 +27,7 @@ __all__ = [
     "merge_as_json_patch",
     "merge_patch",
     "new_token",
+    "select",
     "validate_json",
 ]
 
@@ -42,6 +45,12 @@ class PatchError(ValueError):
 
 class PatchTestFailed(PatchError):
     """A JSON Patch `test` operation found a different value, or no value, at its path."""
+
+class PathNotFound(LookupError):
+    """A JSON Pointer names no value in the document."""
+
+class SelectError(ValueError):
+    """A JSON Pointer is malformed, or a slice is asked of a value that is not an array."""
 
 # tokens
 
@@ -61,6 +70,25 @@ def validate_json(data: bytes) -> None:
 
     Strings are fully decoded (invalid escapes and lone surrogates are errors); nesting deeper
     than 127 arrays/objects is an error. Large inputs are checked with the GIL released.
+    """
+
+def select(
+    document: bytes, pointer: str, slice: tuple[int | None, int | None] | None = None
+) -> bytes:
+    """Return the value the RFC 6901 JSON Pointer `pointer` names in `document`, as written there.
+
+    The document is walked as raw bytes (no value is built) and checked whole. The result is
+    the value's own bytes, byte for byte (the whole document's without the whitespace around
+    it for ""). A key the document repeats names its last value, as json.loads has it. Array
+    tokens are digits without a leading zero; "-" names nothing.
+
+    With `slice` (start, end), the value there must be an array; the result is `[`, the bytes
+    of the elements `array[start:end]` chooses (Python's rules: negative counts from the end,
+    None is the open side, bounds out of range are clamped) joined by `,`, then `]`.
+
+    Raises SelectError for a malformed pointer or a slice of anything but an array;
+    PathNotFound when the pointer names nothing (the message says where the way ends);
+    JsonError if the document is not JSON. Large documents are walked with the GIL released.
     """
 
 # frames

@@ -54,6 +54,13 @@ class NotFound(FastctxError):
     title = "Not found"
 
 
+class PathNotFound(NotFound):
+    """The context exists, but the JSON Pointer a read names (`path`) leads to nothing in it."""
+
+    slug = "path-not-found"
+    title = "Nothing at this path"
+
+
 class MethodNotAllowed(FastctxError):
     status = 405
     slug = "method-not-allowed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Literal, NamedTuple, TypeVar, cast
 
@@ -16,6 +17,7 @@ from fastctx.clock import now_ms
 from fastctx.config import Settings
 from fastctx.errors import (
     BackendError,
+    InvalidPatch,
     NotFound,
     PayloadTooLarge,
     Unavailable,
@@ -34,6 +36,8 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # How long a cached entry may be served when the backend does not report changes made by other
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
+_KINDS = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
+_OPERATION = re.compile(r"^operation \d+: ")
 
 
 class _Current(NamedTuple):
@@ -356,6 +360,31 @@ class Registry:
 
         return await self._write(tenant, token, if_version, change)
 
+    async def append(
+        self,
+        tenant: str,
+        token: str,
+        path: str,
+        items: Sequence[bytes],
+        if_version: int | None = None,
+    ) -> int:
+        """Append `items` (each the JSON of one value) to the array at `path`, a JSON Pointer;
+        with nothing there, the array of them is created (its parent must exist). Applied as
+        the JSON Patch `append_patch` makes of the current document; returns the new version.
+        """
+        for item in items:
+            _core.validate_json(item)  # spliced into a patch: one value each, nothing more
+
+        def change(document: bytes) -> tuple[bytes, bytes]:
+            try:
+                patch = append_patch(document, path, items)
+                return _core.json_patch(document, patch), patch
+            except _core.PatchError as exc:
+                reason = _OPERATION.sub("", str(exc))
+                raise InvalidPatch(f"cannot append to {path or 'the document'}: {reason}") from None
+
+        return await self._write(tenant, token, if_version, change)
+
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
         async def remove(expected: bytes, current: _Current) -> tuple[Outcome, None]:
             outcome = await self.contexts.remove(tenant, token, expected, current.session)
@@ -611,6 +640,32 @@ def _caught_up(held: _Current, version: int, tail: bytes) -> _Current | None:
     payload = _core.apply_patches(held.payload, [entry.patch for entry in entries])
     log_size = max(held.log_size, patchlog.HEADER_SIZE) + len(tail)
     return held._replace(payload=payload, version=version, log_size=log_size)
+
+
+def append_patch(document: bytes, path: str, items: Sequence[bytes]) -> bytes:
+    """The RFC 6902 JSON Patch that appends `items` (each the JSON of one value) to the array at
+    `path` (a JSON Pointer) in `document`.
+
+    An array there gets one `add` of `<path>/-` per item; nothing there, one `add` of `<path>`
+    with the array of them all (which JSON Patch applies only where the parent exists).
+    InvalidPatch when something other than an array is there; `_core.SelectError` for a
+    malformed pointer; `_core.JsonError` if the document is not JSON.
+    """
+    try:
+        there = _core.select(document, path)
+    except _core.PathNotFound:
+        return b'[{"op":"add","path":%s,"value":[%s]}]' % (
+            msgspec.json.encode(path),
+            b",".join(items),
+        )
+    if there[:1] != b"[":
+        kind = _KINDS.get(there[:1], "a number")
+        raise InvalidPatch(
+            f"{path or 'the document'} is {kind}, not an array: only an array is appended to"
+        )
+    end = msgspec.json.encode(path + "/-")
+    operations = [b'{"op":"add","path":%s,"value":%s}' % (end, item) for item in items]
+    return b"[" + b",".join(operations) + b"]"
 
 
 async def _backoff() -> None:

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyLookupError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
@@ -30,6 +30,19 @@ pyo3::create_exception!(
     "A JSON Patch `test` operation found a different value, or no value, at its path."
 );
 
+pyo3::create_exception!(
+    fastctx._core,
+    PathNotFound,
+    PyLookupError,
+    "A JSON Pointer names no value in the document."
+);
+pyo3::create_exception!(
+    fastctx._core,
+    SelectError,
+    PyValueError,
+    "A JSON Pointer is malformed, or a slice is asked of a value that is not an array."
+);
+
 /// Why a call failed. Each kind becomes one Python exception, with the message as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -44,6 +57,10 @@ pub enum Error {
     Patch(String),
     /// A JSON Patch `test` operation failed: `PatchTestFailed`.
     TestFailed(String),
+    /// A JSON Pointer names nothing in the document: `PathNotFound`.
+    Missing(String),
+    /// A JSON Pointer is malformed, or a slice's target is not an array: `SelectError`.
+    Select(String),
     /// The OS random source failed: `OSError`.
     Os(String),
 }
@@ -56,6 +73,8 @@ impl Error {
             | Self::Json(msg)
             | Self::Patch(msg)
             | Self::TestFailed(msg)
+            | Self::Missing(msg)
+            | Self::Select(msg)
             | Self::Os(msg) => msg,
         }
     }
@@ -69,6 +88,8 @@ impl Error {
             Self::Json(msg) => Self::Json(within(msg)),
             Self::Patch(msg) => Self::Patch(within(msg)),
             Self::TestFailed(msg) => Self::TestFailed(within(msg)),
+            Self::Missing(msg) => Self::Missing(within(msg)),
+            Self::Select(msg) => Self::Select(within(msg)),
             Self::Os(msg) => Self::Os(within(msg)),
         }
     }
@@ -91,6 +112,8 @@ impl From<Error> for PyErr {
             Error::Json(msg) => JsonError::new_err(msg),
             Error::Patch(msg) => PatchError::new_err(msg),
             Error::TestFailed(msg) => PatchTestFailed::new_err(msg),
+            Error::Missing(msg) => PathNotFound::new_err(msg),
+            Error::Select(msg) => SelectError::new_err(msg),
             Error::Os(msg) => PyOSError::new_err(msg),
         }
     }
@@ -102,6 +125,8 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("JsonError", py.get_type::<JsonError>())?;
     m.add("PatchError", py.get_type::<PatchError>())?;
     m.add("PatchTestFailed", py.get_type::<PatchTestFailed>())?;
+    m.add("PathNotFound", py.get_type::<PathNotFound>())?;
+    m.add("SelectError", py.get_type::<SelectError>())?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod merge;
 pub mod patch;
 pub mod pointer;
 pub mod scan;
+pub mod select;
 pub mod token;
 
 #[pymodule]
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     merge::init(m)?;
     patch::init(m)?;
     delta::init(m)?;
+    select::init(m)?;
     cache::init(m)?;
     Ok(())
 }

@@ -39,6 +39,11 @@ impl Pointer {
         self.0.is_empty()
     }
 
+    /// The pointer to the place its first `len` tokens lead to.
+    pub fn prefix(&self, len: usize) -> Self {
+        Self(self.0[..len.min(self.0.len())].to_vec())
+    }
+
     pub fn is_proper_prefix_of(&self, other: &Self) -> bool {
         self.0.len() < other.0.len() && other.0.starts_with(&self.0)
     }

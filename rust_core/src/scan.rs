@@ -265,6 +265,39 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Enters the array that starts here, inside `depth` enclosing containers; tells whether
+    /// it has an element (an empty array is consumed whole).
+    pub fn enter_array(&mut self, depth: usize) -> Result<bool, ScanError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error("nesting deeper than 127 levels"));
+        }
+        self.expect(b'[', "expected an array")?;
+        self.skip_space();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an element: tells whether another follows (and moves to it), or moves past the
+    /// closing bracket.
+    pub fn next_element(&mut self) -> Result<bool, ScanError> {
+        self.skip_space();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_space();
+                Ok(true)
+            }
+            Some(b']') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.error("expected ',' or ']'")),
+        }
+    }
+
     /// Skips the value that starts here, inside `depth` enclosing containers; tells whether it
     /// contains insignificant whitespace. Iterative: a bit per open container says if it is
     /// an object.
@@ -591,6 +624,32 @@ mod tests {
         assert_eq!(scanner.next_member(), Ok(false));
         assert_eq!(scanner.finish(), Ok(()));
         assert!(Scanner::new(b"{}").enter_object(MAX_DEPTH).is_err());
+    }
+
+    #[test]
+    fn walks_arrays() {
+        let mut scanner = Scanner::new(b"[ 1 ,[ ] ,\n{}]");
+        assert_eq!(scanner.enter_array(0), Ok(true));
+        assert_eq!(scanner.skip_value(1), Ok(false));
+        assert_eq!(scanner.next_element(), Ok(true));
+        assert_eq!(scanner.enter_array(1), Ok(false));
+        assert_eq!(scanner.next_element(), Ok(true));
+        assert_eq!(scanner.skip_value(1), Ok(false));
+        assert_eq!(scanner.next_element(), Ok(false));
+        assert_eq!(scanner.finish(), Ok(()));
+        assert!(Scanner::new(b"[]").enter_array(MAX_DEPTH).is_err());
+        assert!(Scanner::new(b"{}").enter_array(0).is_err());
+        for bad in [&b"[1 2]"[..], b"[1,]", b"[1"] {
+            let mut scanner = Scanner::new(bad);
+            assert_eq!(scanner.enter_array(0), Ok(true));
+            let walked = scanner.skip_value(1).and_then(|_| {
+                while scanner.next_element()? {
+                    scanner.skip_value(1)?;
+                }
+                Ok(())
+            });
+            assert!(walked.is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -10,7 +10,17 @@ import httpx
 import pytest
 from test_client_sync import requests_seen
 
-from fastctx import AsyncClient, Event, NotFound, Unauthorized, Unavailable, VersionConflict
+from fastctx import (
+    AsyncClient,
+    BadRequest,
+    Event,
+    InvalidPatch,
+    NotFound,
+    PathNotFound,
+    Unauthorized,
+    Unavailable,
+    VersionConflict,
+)
 from fastctx.errors import BackendError
 from support.pool import ServerPool
 from support.ports import free_port
@@ -68,6 +78,28 @@ async def test_mget_and_sessions(fc: AsyncClient, base_url: str) -> None:
     assert body["contexts"] == [first]
 
 
+async def test_partial_reads_and_appends(fc: AsyncClient) -> None:
+    token = await fc.create({"chat": {"messages": []}})
+    assert await fc.append(token, "/chat/messages", "a", {"b": 2}) == 2
+    assert await fc.append(token, "/chat/tags", "new", if_version=2) == 3
+    assert await fc.get(token, "/chat/messages/1") == {"b": 2}
+    assert await fc.get(token, "/chat/messages", "-1:") == [{"b": 2}]
+    assert await fc.get(token, "/chat/messages", slice(0, 1)) == ["a"]
+    with pytest.raises(PathNotFound):
+        await fc.get(token, "/chat/nothing")
+    with pytest.raises(VersionConflict):
+        await fc.append(token, "/chat/tags", "late", if_version=2)
+    with pytest.raises(InvalidPatch):
+        await fc.append(token, "/chat", 1)
+    other = await fc.create({"chat": None})
+    items = await fc.mget([token, other, "0" * 22], "/chat/tags", slice(-1, None))
+    assert items[0] == ["new"]
+    assert isinstance(items[1], PathNotFound)
+    assert items[2] is None
+    with pytest.raises(BadRequest):
+        await fc.mget([token], "chat")
+
+
 async def test_typed_errors(fc: AsyncClient, server_pool: ServerPool) -> None:
     token = await fc.create({"a": 1})
     with pytest.raises(VersionConflict):
@@ -107,6 +139,10 @@ async def test_only_idempotent_calls_are_retried(server_pool: ServerPool) -> Non
         with pytest.raises(Unavailable):
             await client.patch(token, {})
         assert requests_seen(url, "/v1/contexts/{token}", "PATCH") - before == 1
+        before = requests_seen(url, "/v1/contexts/{token}/append", "POST")
+        with pytest.raises(Unavailable):
+            await client.append(token, "/log", 1)
+        assert requests_seen(url, "/v1/contexts/{token}/append", "POST") - before == 1
 
 
 async def test_events_receive_a_change(fc: AsyncClient) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from fastctx import AsyncClient, Client, NotFound, VersionConflict
+from fastctx import AsyncClient, Client, NotFound, PathNotFound, VersionConflict
 from fastctx.client.cache import ClientCache, version_of
 from support.pool import ServerPool
 
@@ -211,3 +211,37 @@ def test_cache_size_must_be_positive() -> None:
 )
 def test_version_of_reads_only_strong_numeric_etags(etag: str, version: int | None) -> None:
     assert version_of(httpx.Response(200, headers={"ETag": etag})) == version
+
+
+def test_a_partial_read_is_revalidated_against_the_held_document(
+    base_url: str, cached: Client, other: Client
+) -> None:
+    token = other.create({"log": [1, 2, 3], "user": "ada"})
+    reads = Reads(base_url)
+    assert cached.get(token) == {"log": [1, 2, 3], "user": "ada"}
+    assert reads.delta() == {"200": 1, "304": 0}
+    # The held version is current: the server says so, and the part is cut from it here.
+    assert cached.get(token, "/log", "-2:") == [2, 3]
+    assert cached.get(token, "/user") == "ada"
+    assert reads.delta() == {"200": 0, "304": 2}
+    with pytest.raises(PathNotFound):
+        cached.get(token, "/nothing")  # a 304 too: the held version has nothing there
+    assert token in cached.cache  # type: ignore[operator]
+    other.append(token, "/log", 4)
+    # Behind now: the server sends the part; only whole documents are held.
+    assert cached.get(token, "/log", slice(-2, None)) == [3, 4]
+    assert reads.delta() == {"200": 1, "304": 1}
+    assert cached.get(token) == {"log": [1, 2, 3, 4], "user": "ada"}
+    assert reads.delta() == {"200": 1, "304": 0}
+    other.append(token, "/log", 5)
+    with pytest.raises(PathNotFound):
+        cached.get(token, "/nothing")  # a 404 for the path leaves the context held
+    assert token in cached.cache  # type: ignore[operator]
+
+
+def test_an_append_drops_the_held_document(base_url: str, cached: Client) -> None:
+    token = cached.create({"log": []})
+    assert token in cached.cache  # type: ignore[operator]
+    assert cached.append(token, "/log", 1) == 2
+    assert token not in cached.cache  # type: ignore[operator]
+    assert cached.get(token) == {"log": [1]}

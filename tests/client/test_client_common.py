@@ -15,12 +15,14 @@ from fastctx.client._common import (
     backoff,
     error_for,
     events_params,
+    slice_text,
 )
 from fastctx.errors import (
     BackendError,
     FastctxError,
     MalformedJson,
     NotFound,
+    PathNotFound,
     Unavailable,
     VersionGone,
 )
@@ -60,6 +62,7 @@ def problem(status: int, slug: str = "", **headers: str) -> httpx.Response:
 
 def test_error_for_picks_the_most_precise_class() -> None:
     assert type(error_for(problem(404, "not-found"))) is NotFound
+    assert type(error_for(problem(404, "path-not-found"))) is PathNotFound
     assert type(error_for(problem(400, "malformed-json"))) is MalformedJson
     down = error_for(problem(503, "backend-unavailable", **{"Retry-After": "7"}))
     assert isinstance(down, BackendError)
@@ -145,3 +148,15 @@ def test_a_follower_applies_the_next_version_and_reads_again_after_a_gap() -> No
     assert follower.document() == {"c": 3}
     assert follower.take(event("deleted", 5)) is Step.GONE
     assert follower.take(event("expired", 5)) is Step.GONE
+
+
+def test_slices_are_sent_as_start_end() -> None:
+    assert slice_text(slice(-20, None)) == "-20:"
+    assert slice_text(slice(None, 5)) == ":5"
+    assert slice_text(slice(None, None)) == ":"
+    assert slice_text(slice(2, -1, 1)) == "2:-1"
+    assert slice_text("1:2") == "1:2"  # a string goes as it is: the server judges it
+    with pytest.raises(ValueError, match="no step"):
+        slice_text(slice(None, None, -1))
+    with pytest.raises(TypeError):
+        slice_text(slice(1.5, None))

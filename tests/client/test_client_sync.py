@@ -11,9 +11,12 @@ import httpx
 import pytest
 
 from fastctx import (
+    BadRequest,
     Client,
     FastctxError,
+    InvalidPatch,
     NotFound,
+    PathNotFound,
     Unauthorized,
     Unavailable,
     VersionConflict,
@@ -176,6 +179,7 @@ def test_only_idempotent_calls_are_retried(server_pool: ServerPool) -> None:
             ("PATCH", ITEM, lambda: client.patch(token, {})),
             ("POST", "/v1/contexts", lambda: client.create({})),
             ("POST", "/v1/sessions", lambda: client.create_session()),
+            ("POST", f"{ITEM}/append", lambda: client.append(token, "/log", 1)),
         ]
         for expected, calls in ((2, retried), (1, sent_once)):
             for method, route, call in calls:
@@ -253,3 +257,53 @@ def test_events_from_a_kept_id_replay_what_came_before(fc: Client) -> None:
     assert replayed[1].data == {"n": 2}
     with fc.events(session=session, last_event_id=replayed[0].id) as stream:
         assert next(stream).version == 2  # resumes just after the id it was given
+
+
+def test_get_part_of_a_context(fc: Client) -> None:
+    token = fc.create({"messages": [{"n": i} for i in range(5)], "user": {"a/b": "é"}})
+    assert fc.get(token, "/messages/0") == {"n": 0}
+    assert fc.get(token, "/user/a~1b") == "é"
+    assert fc.get(token, "/messages", "-2:") == [{"n": 3}, {"n": 4}]
+    assert fc.get(token, "/messages", slice(-2, None)) == [{"n": 3}, {"n": 4}]
+    assert fc.get(token, path="/messages", slice=slice(1, 3)) == [{"n": 1}, {"n": 2}]
+    assert fc.get(token, "/messages", slice(None, None)) == [{"n": i} for i in range(5)]
+    assert fc.get(fc.create([1, 2, 3]), slice=":-1") == [1, 2]
+    with pytest.raises(PathNotFound, match="nothing at /nothing"):
+        fc.get(token, "/nothing")
+    with pytest.raises(NotFound) as gone:
+        fc.get("0" * 22, "/messages")
+    assert type(gone.value) is NotFound
+    with pytest.raises(BadRequest, match="JSON Pointer"):
+        fc.get(token, "messages")
+    with pytest.raises(BadRequest, match="needs an array"):
+        fc.get(token, "/user", ":")
+    with pytest.raises(ValueError, match="no step"):
+        fc.get(token, "/messages", slice(None, None, 2))
+
+
+def test_mget_parts(fc: Client) -> None:
+    first, second = fc.create({"log": [1, 2, 3]}), fc.create({"other": True})
+    items = fc.mget([first, "0" * 22, second], "/log", "-1:")
+    assert items[:2] == [[3], None]
+    assert isinstance(items[2], PathNotFound)
+    assert "nothing at /log" in items[2].detail
+    (not_array,) = fc.mget([first], slice=":")
+    assert type(not_array) is BadRequest
+    assert "needs an array" in not_array.detail
+
+
+def test_append(fc: Client) -> None:
+    token = fc.create({"chat": {}})
+    assert fc.append(token, "/chat/messages", {"role": "user", "text": "hi"}) == 2
+    assert fc.append(token, "/chat/messages", "two", ["three"], if_version=2) == 3
+    assert fc.get(token, "/chat/messages") == [{"role": "user", "text": "hi"}, "two", ["three"]]
+    with pytest.raises(VersionConflict):
+        fc.append(token, "/chat/messages", 4, if_version=2)
+    with pytest.raises(InvalidPatch, match="not an array"):
+        fc.append(token, "/chat", 4)
+    with pytest.raises(NotFound):
+        fc.append("0" * 22, "/chat", 4)
+    root = fc.create([])
+    assert fc.append(root, "", 1, 2) == 2
+    assert fc.append(root, "") == 3  # nothing to add is still a write
+    assert fc.get(root) == [1, 2]

@@ -68,10 +68,12 @@ bodies = st.one_of(
         json_values
         | st.fixed_dictionaries(
             {"name": st.sampled_from(["context_get", "context_create", "context_update",
-                                      "context_delete", "session_get", "session_create"]),
+                                      "context_append", "context_delete", "session_get",
+                                      "session_create"]),
              "arguments": st.dictionaries(
                  st.sampled_from(["token", "data", "patch", "session", "ttl", "meta",
-                                  "if_version"]), json_values, max_size=4)},
+                                  "if_version", "path", "slice", "items"]),
+                 json_values, max_size=4)},
         ),
     ),
 )  # fmt: skip
@@ -95,6 +97,7 @@ BODY_ROUTES = [
     ("PUT", "/v1/contexts/{scratch}"),
     ("PATCH", "/v1/contexts/{scratch}"),
     ("POST", "/v1/contexts/mget"),
+    ("POST", "/v1/contexts/{scratch}/append"),
     ("POST", "/v1/sessions"),
     ("POST", "/mcp"),
 ]
@@ -136,7 +139,9 @@ def test_generated_bodies_never_5xx(live: Live, protected: str) -> None:
         route=st.sampled_from(BODY_ROUTES),
         body=bodies,
         content_type=content_types,
-        query=st.dictionaries(st.sampled_from(["ttl", "session", "include"]), st.text(max_size=12)),
+        query=st.dictionaries(
+            st.sampled_from(["ttl", "session", "include", "path", "slice"]), st.text(max_size=12)
+        ),
     )
     def send(route: tuple[str, str], body: bytes, content_type: str, query: dict[str, str]) -> None:
         method, path = route

@@ -74,6 +74,11 @@ def test_injection_in_ids_is_4xx_and_changes_nothing(own_live: Live, bad: str) -
         ("GET", f"/v1/sessions/{quoted}/events"),
     ]:
         assert_client_error(c.request(method, path), 404, 405)
+    r = c.get(f"/v1/contexts/{quoted}", params={"path": "/victim"})
+    assert_client_error(r, 404, 405)
+    r = c.post(f"/v1/contexts/{quoted}/append", params={"path": "/list"}, content=b"[1]",
+               headers=JSON)  # fmt: skip
+    assert_client_error(r, 404, 405)
     for method, headers, body in [
         ("PUT", JSON, b'{"hijacked": true}'),
         ("PATCH", MERGE, b'{"victim": null}'),
@@ -92,6 +97,8 @@ def test_injection_in_ids_is_4xx_and_changes_nothing(own_live: Live, bad: str) -
     # The same over MCP: tool errors, and an unknown MCP session.
     for tool, args in [
         ("context_get", {"token": bad}),
+        ("context_get", {"token": bad, "path": "/victim"}),
+        ("context_append", {"token": bad, "path": "/list", "items": [1]}),
         ("context_update", {"token": bad, "patch": {"victim": None}}),
         ("context_delete", {"token": bad}),
         ("session_get", {"session": bad}),
@@ -166,10 +173,19 @@ def test_another_tenants_token_is_404(tenant_live: Live) -> None:
     ]:
         r = c.request(method, f"/v1/contexts/{token}", content=body, headers={**headers, **GLOBEX})
         assert_client_error(r, 404)
+    r = c.get(f"/v1/contexts/{token}", params={"path": "/victim"}, headers=GLOBEX)
+    assert_client_error(r, 404)
+    r = c.post(f"/v1/contexts/{token}/append", params={"path": "/list"}, content=b"[1]",
+               headers={**JSON, **GLOBEX})  # fmt: skip
+    assert_client_error(r, 404)
     r = c.post("/v1/contexts/mget", json={"tokens": [token]}, headers=GLOBEX)
+    assert r.json() == {"items": [None]}
+    r = c.post("/v1/contexts/mget", params={"path": "/x"}, json={"tokens": [token]}, headers=GLOBEX)
     assert r.json() == {"items": [None]}
     mcp = mcp_session(c, GLOBEX)
     assert call_tool(c, mcp, "context_get", {"token": token})["result"]["isError"] is True
+    arguments = {"token": token, "path": "/list", "items": [1]}
+    assert call_tool(c, mcp, "context_append", arguments)["result"]["isError"] is True
     # acme's MCP session is not globex's either.
     acme_mcp = mcp_session(c, ACME)
     r = c.post(

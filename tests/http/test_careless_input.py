@@ -195,4 +195,4 @@ def test_the_error_statuses_are_one_list() -> None:
         if int(status) >= 400
     }
     assert documented == set(BY_STATUS)
-    assert {400, 401, 403, 404, 405, 406, 412, 413, 415, 422, 503} == set(BY_STATUS)
+    assert {400, 401, 403, 404, 405, 406, 410, 412, 413, 415, 422, 503} == set(BY_STATUS)

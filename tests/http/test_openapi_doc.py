@@ -23,6 +23,7 @@ EXPECTED_OPERATIONS = {
     ("/v1/contexts/{token}", "patch"),
     ("/v1/contexts/{token}", "delete"),
     ("/v1/contexts/{token}/meta", "get"),
+    ("/v1/contexts/{token}/append", "post"),
     ("/v1/contexts/{token}/events", "get"),
     ("/v1/sessions", "post"),
     ("/v1/sessions/{id}", "get"),
@@ -47,6 +48,7 @@ EXPECTED_STATUSES = {
     ("/v1/contexts/{token}", "patch"): {"200", "404", "412", "415", "422"},
     ("/v1/contexts/{token}", "delete"): {"204", "404", "412"},
     ("/v1/contexts/{token}/meta", "get"): {"200", "404"},
+    ("/v1/contexts/{token}/append", "post"): {"200", "400", "404", "412", "413", "415", "422"},
     ("/v1/contexts/{token}/events", "get"): {"200", "400", "404"},
     ("/v1/sessions/{id}/events", "get"): {"200", "400", "404"},
     ("/v1/sessions", "post"): {"201", "400"},
@@ -215,6 +217,7 @@ def test_request_bodies() -> None:
         ("/v1/contexts", "post"),
         ("/v1/contexts/mget", "post"),
         ("/v1/contexts/{token}", "put"),
+        ("/v1/contexts/{token}/append", "post"),
         ("/v1/sessions", "post"),
     ]:
         assert set(paths[path][method]["requestBody"]["content"]) == {"application/json"}
@@ -232,3 +235,35 @@ def test_conditional_headers() -> None:
     assert {"ETag", "X-Cache"} <= set(get_ok["headers"])
     created = deref(OPENAPI["paths"]["/v1/contexts"]["post"]["responses"]["201"])
     assert {"Location", "ETag"} <= set(created["headers"])
+
+
+def test_partial_reads_and_appends() -> None:
+    """path and slice on the reads, from the patterns the server checks them with; the append
+    takes a required path and a JSON array."""
+
+    def query(path: str, method: str) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in parameters(path, method) if p["in"] == "query"}
+
+    for path, method in [
+        ("/v1/contexts/{token}", "get"),
+        ("/v1/contexts/{token}", "head"),
+        ("/v1/contexts/mget", "post"),
+    ]:
+        taken = query(path, method)
+        assert set(taken) == {"path", "slice"}
+        assert not any(p["required"] for p in taken.values())
+        assert re.fullmatch(taken["path"]["schema"]["pattern"], "/a~1b/0")
+        assert not re.fullmatch(taken["path"]["schema"]["pattern"], "a")
+        for ok in ("-20:", ":", "1:3", ":-1"):
+            assert re.fullmatch(taken["slice"]["schema"]["pattern"], ok)
+        for bad in ("1", "a:", "1:2:3", ""):
+            assert not re.fullmatch(taken["slice"]["schema"]["pattern"], bad)
+    appended = query("/v1/contexts/{token}/append", "post")
+    assert set(appended) == {"path"}
+    assert appended["path"]["required"] is True
+    body = OPENAPI["paths"]["/v1/contexts/{token}/append"]["post"]["requestBody"]
+    assert deref(body["content"]["application/json"]["schema"])["type"] == "array"
+    item = OPENAPI["components"]["schemas"]["MgetItem"]
+    assert set(item["required"]) == {"token", "version"}
+    assert {"data", "error"} <= set(item["properties"])
+    assert item["oneOf"] == [{"required": ["data"]}, {"required": ["error"]}]

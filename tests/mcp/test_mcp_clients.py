@@ -17,6 +17,7 @@ from support.pool import ServerPool
 TOOLS = {
     "context_create",
     "context_get",
+    "context_append",
     "context_update",
     "context_delete",
     "session_create",
@@ -95,6 +96,15 @@ async def scenario(session: Session) -> None:
         session, "context_update", {"token": token, "patch": {"user": "ada"}, "if_version": 1}
     )
     assert updated == {"token": token, "version": 2}
+    appended = await _ok(
+        session, "context_append", {"token": token, "path": "/log", "items": ["a", "b", "c"]}
+    )
+    assert appended == {"token": token, "version": 3}
+    got = await _ok(session, "context_get", {"token": token, "path": "/log", "slice": "-2:"})
+    assert got == {"token": token, "version": 3, "data": ["b", "c"]}
+    is_error, _, text = await session.call("context_get", {"token": token, "path": "/none"})
+    assert is_error
+    assert "nothing at /none" in text
     view = await _ok(session, "session_get", {"session": group["session"]})
     assert view["meta"] == {"user": "ada"}
     assert view["contexts"] == [token]
@@ -104,7 +114,7 @@ async def scenario(session: Session) -> None:
     )
     assert is_error
     assert "version conflict" in text
-    assert "version 2" in text
+    assert "version 3" in text
 
     assert await _ok(session, "context_delete", {"token": token}) == {"deleted": True}
     for name in ("context_get", "context_delete"):

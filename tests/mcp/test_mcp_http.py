@@ -139,7 +139,7 @@ def test_missing_or_unsupported_protocol_version_is_400(mcp: httpx.Client) -> No
     # A session without the header keeps the version it negotiated, as the spec says.
     r = mcp.post("/mcp", content=rpc("tools/list"), headers={**BASE, "Mcp-Session-Id": session})
     assert r.status_code == 200
-    assert len(r.json()["result"]["tools"]) == 6
+    assert len(r.json()["result"]["tools"]) == 7
 
 
 def test_initialize_offers_its_newest_revision_for_one_it_does_not_speak(mcp: httpx.Client) -> None:
@@ -249,6 +249,8 @@ def test_bad_tool_arguments_are_results_the_model_can_read(mcp: httpx.Client) ->
         ("context_create", {"data": 1, "colour": "red"}, "colour"),
         ("context_create", {"data": 1, "session": UNKNOWN}, "no such session"),
         ("context_update", {"token": UNKNOWN, "patch": {}}, "no such context"),
+        ("context_append", {"token": UNKNOWN, "path": "/a", "items": []}, "no such context"),
+        ("context_get", {"token": UNKNOWN, "slice": "x"}, "slice"),
         ("session_get", {"session": UNKNOWN}, "no such session"),
         ("session_create", {"meta": [1]}, "meta"),
     ]:
@@ -278,6 +280,102 @@ def test_context_update_grows_a_document_up_to_the_document_limit(
     assert "FASTCTX_MAX_DOCUMENT_BYTES is 16384" in message
     got = call_tool(client, "context_get", {"token": token})["structuredContent"]
     assert (got["data"], got["version"]) == (data, 4)
+
+
+def test_context_get_reads_part_of_a_context(mcp: httpx.Client) -> None:
+    data = {"messages": [{"n": i} for i in range(5)], "user": {"a/b": "x", "é": [1.50]}}
+    token = call_tool(mcp, "context_create", {"data": data})["structuredContent"]["token"]
+    for arguments, expected in [
+        ({"path": "/messages/1"}, {"n": 1}),
+        ({"path": "/messages", "slice": "-2:"}, [{"n": 3}, {"n": 4}]),
+        ({"path": "/messages", "slice": "-20:"}, data["messages"]),
+        ({"path": "/messages", "slice": "1:2"}, [{"n": 1}]),
+        ({"path": "/user/a~1b"}, "x"),
+        ({"path": "/user/é/0"}, 1.5),
+        ({"path": ""}, data),
+        ({"path": None, "slice": None}, data),
+    ]:
+        result = call_tool(mcp, "context_get", {"token": token, **arguments})
+        assert result["isError"] is False, result
+        assert result["structuredContent"] == {"token": token, "version": 1, "data": expected}
+        assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+    # The value as stored goes in as it is: 1.50 keeps its spelling in the text.
+    raw = b'{"user": {"scores": [ 1.50 ]}}'
+    r = mcp.post("/v1/contexts", content=raw, headers={"Content-Type": "application/json"})
+    arguments = {"token": r.json()["token"], "path": "/user/scores"}
+    result = call_tool(mcp, "context_get", arguments)
+    assert '"data":[ 1.50 ]' in result["content"][0]["text"]
+    created = call_tool(mcp, "context_create", {"data": [1, 2, 3]})["structuredContent"]
+    result = call_tool(mcp, "context_get", {"token": created["token"], "slice": "-1:"})
+    assert result["structuredContent"]["data"] == [3]
+
+
+def test_context_get_says_what_is_wrong_with_a_path_or_slice(mcp: httpx.Client) -> None:
+    data = {"messages": [1], "text": "s"}
+    token = call_tool(mcp, "context_create", {"data": data})["structuredContent"]["token"]
+    for arguments, words in [
+        ({"path": "/nothing"}, "not found: nothing at /nothing: the document has no member"),
+        ({"path": "/messages/1"}, "not found: nothing at /messages/1"),
+        ({"path": "messages"}, "path"),
+        ({"slice": "1"}, "slice"),
+        ({"slice": 5}, "slice"),
+        ({"path": "/text", "slice": ":"}, "a slice needs an array, and /text is a string"),
+        ({"slice": ":"}, "a slice needs an array, and the document is an object"),
+    ]:
+        result = call_tool(mcp, "context_get", {"token": token, **arguments})
+        assert result["isError"] is True, (arguments, result)
+        assert words in result["content"][0]["text"], (arguments, result)
+    result = call_tool(mcp, "context_get", {"token": UNKNOWN, "path": "/messages"})
+    assert "no such context" in result["content"][0]["text"]
+
+
+def test_context_append(mcp: httpx.Client) -> None:
+    created = call_tool(mcp, "context_create", {"data": {"chat": {"messages": []}}})
+    token = created["structuredContent"]["token"]
+    result = call_tool(
+        mcp,
+        "context_append",
+        {"token": token, "path": "/chat/messages", "items": [{"role": "user"}, "hi"]},
+    )
+    assert result["isError"] is False, result
+    assert result["structuredContent"] == {"token": token, "version": 2}
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+    arguments = {"token": token, "path": "/chat/tags", "items": ["new"], "if_version": 2}
+    assert call_tool(mcp, "context_append", arguments)["structuredContent"]["version"] == 3
+    got = call_tool(mcp, "context_get", {"token": token})["structuredContent"]
+    assert got["data"] == {"chat": {"messages": [{"role": "user"}, "hi"], "tags": ["new"]}}
+    for arguments, words in [
+        ({"path": "/chat/tags", "items": [1], "if_version": 2}, "version conflict"),
+        ({"path": "/chat", "items": [1]}, "/chat is an object, not an array"),
+        ({"path": "/a/b", "items": [1]}, 'cannot append to /a/b: add /a/b: no member "a"'),
+        ({"path": "chat", "items": [1]}, "path"),
+        ({"path": "/chat/tags", "items": 1}, "items"),
+        ({"path": "/chat/tags"}, "items"),
+        ({"items": [1]}, "path"),
+        ({"path": "/chat/tags", "items": [1], "slice": ":"}, "slice"),
+    ]:
+        result = call_tool(mcp, "context_append", {"token": token, **arguments})
+        assert result["isError"] is True, (arguments, result)
+        assert "structuredContent" not in result
+        assert words in result["content"][0]["text"], (arguments, result)
+    result = call_tool(mcp, "context_append", {"token": UNKNOWN, "path": "/x", "items": [1]})
+    assert "no such context" in result["content"][0]["text"]
+    got = call_tool(mcp, "context_get", {"token": token})["structuredContent"]
+    assert got["version"] == 3
+
+
+def test_the_tools_take_path_and_slice_from_the_shapes(mcp: httpx.Client) -> None:
+    r = mcp.post(
+        "/mcp", content=rpc("tools/list", {"_meta": ENVELOPE}), headers=modern("tools/list")
+    )
+    tools = {tool["name"]: tool for tool in r.json()["result"]["tools"]}
+    get = tools["context_get"]["inputSchema"]
+    assert get["required"] == ["token"]
+    assert {"path", "slice"} <= set(get["properties"])
+    append = tools["context_append"]["inputSchema"]
+    assert append["required"] == ["token", "path", "items"]
+    assert append["properties"]["items"]["type"] == "array"
+    assert set(tools["context_append"]["outputSchema"]["required"]) == {"token", "version"}
 
 
 def test_a_context_of_any_json_round_trips_through_the_tools(mcp: httpx.Client) -> None:

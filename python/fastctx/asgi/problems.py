@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from fastctx import _core
-from fastctx.errors import FastctxError, InvalidPatch, MalformedJson
+from fastctx.errors import BadRequest, FastctxError, InvalidPatch, MalformedJson, PathNotFound
 
 PROBLEM_JSON = b"application/problem+json"
 
@@ -30,4 +30,8 @@ def as_problem(exc: Exception) -> FastctxError | None:
         return MalformedJson(str(exc))
     if isinstance(exc, _core.PatchError):
         return InvalidPatch(str(exc))
+    if isinstance(exc, _core.PathNotFound):
+        return PathNotFound(str(exc))
+    if isinstance(exc, _core.SelectError):
+        return BadRequest(str(exc))
     return None

@@ -16,6 +16,8 @@ from fastctx.sessions import SessionView
 TOKEN_PATTERN = "^[0-9A-Za-z]{22}$"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 JSON_POINTER_PATTERN = "^(/([^~/]|~[01])*)*$"
+# A slice of an array, Python's way: either side may be empty, negative counts from the end.
+SLICE_PATTERN = "^(-?[0-9]{1,20})?:(-?[0-9]{1,20})?$"
 PROBLEM_TYPE_PATTERN = "^urn:fastctx:problem:[a-z0-9][a-z0-9-]*$"
 MGET_LIMIT = 1000
 TTL_RULE = f"ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
@@ -42,6 +44,15 @@ Version = Annotated[
     int, msgspec.Meta(ge=1, description="Grows by one on every write; 1 after create.")
 ]
 JsonPointer = Annotated[str, msgspec.Meta(pattern=JSON_POINTER_PATTERN)]
+Slice = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SLICE_PATTERN,
+        description="`start:end` of the array at `path`, by Python's rules: either side may be"
+        " empty, negative counts from the end (`-20:` is the last 20 elements).",
+        examples=["-20:", "0:10"],
+    ),
+]
 Seconds = Annotated[
     Any,  # read by ttl_seconds: JSON Schema's integers include 60.0, msgspec's int does not
     msgspec.Meta(
@@ -146,10 +157,25 @@ class MgetRequest(msgspec.Struct):
     ]
 
 
-class MgetItem(msgspec.Struct):
+class MgetItem(msgspec.Struct, omit_defaults=True):
+    """One context of an mget: its `data`, or, when `path` or `slice` name nothing in it, the
+    `error` that says why instead."""
+
     token: Token
     version: Version
-    data: Annotated[Any, msgspec.Meta(description="The stored document.")]
+    data: Annotated[
+        Any,
+        msgspec.Meta(
+            description="The stored document; with `path` and `slice`, the part they name."
+        ),
+    ] = msgspec.UNSET
+    error: Annotated[
+        Problem | msgspec.UnsetType,
+        msgspec.Meta(
+            description="Instead of `data`: `path-not-found` when `path` names nothing in this"
+            " context, `bad-request` when `slice` is asked of a value that is not an array."
+        ),
+    ] = msgspec.UNSET
 
 
 class MgetResponse(msgspec.Struct):
@@ -157,6 +183,14 @@ class MgetResponse(msgspec.Struct):
         list[MgetItem | None],
         msgspec.Meta(description="One entry per requested token, in request order."),
     ]
+
+
+AppendItems = Annotated[
+    list[Any],
+    msgspec.Meta(
+        description="The items to append, in order: each one becomes an element of the array."
+    ),
+]
 
 
 class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):

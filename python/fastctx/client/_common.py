@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -14,9 +15,12 @@ import msgspec
 
 from fastctx import _core, errors
 from fastctx.client.cache import ClientCache, version_of
-from fastctx.errors import FastctxError, Unavailable, VersionGone
+from fastctx.errors import BadRequest, FastctxError, PathNotFound, Unavailable, VersionGone
 
 T = TypeVar("T")
+Slice = str | slice
+"""A slice of the array a read's path names: "start:end" as the server takes it ("-20:"), or
+a Python slice (slice(-20, None)) without a step."""
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -100,9 +104,55 @@ def _document(response: httpx.Response) -> Any:
     return msgspec.json.decode(response.content)
 
 
+def _item(item: Any) -> Any:
+    """One mget item: its data; the error a path or a slice met there, as an exception object
+    (returned, not raised); None for an unknown context."""
+    if item is None:
+        return None
+    if "error" in item:
+        problem = item["error"]
+        slug = str(problem.get("type", "")).removeprefix(SLUG_PREFIX)
+        cls = BY_SLUG.get(slug, FastctxError)
+        return cls(str(problem.get("detail", "")))
+    return item["data"]
+
+
 def _items(response: httpx.Response) -> list[Any]:
-    items = msgspec.json.decode(response.content)["items"]
-    return [None if item is None else item["data"] for item in items]
+    return [_item(item) for item in msgspec.json.decode(response.content)["items"]]
+
+
+def slice_text(value: Slice) -> str:
+    """A slice as the query parameter says it: "start:end", either side possibly empty."""
+    if isinstance(value, str):
+        return value
+    if value.step not in (None, 1):
+        raise ValueError("a slice of a context's array takes no step")
+    start, stop = (None if b is None else operator.index(b) for b in (value.start, value.stop))
+    return f"{'' if start is None else start}:{'' if stop is None else stop}"
+
+
+def _read_params(path: str | None, slice_: Slice | None) -> dict[str, str]:
+    params = {} if path is None else {"path": path}
+    if slice_ is not None:
+        params["slice"] = slice_text(slice_)
+    return params
+
+
+def _bounds(text: str) -> tuple[int | None, int | None]:
+    start, _, end = text.partition(":")
+    return (int(start) if start else None, int(end) if end else None)
+
+
+def _part(payload: bytes, params: dict[str, str]) -> Any:
+    """The part of a held document a read names, as the server would cut it from the same
+    version: what a 304 to a partial read means."""
+    bounds = _bounds(params["slice"]) if "slice" in params else None
+    try:
+        return msgspec.json.decode(_core.select(payload, params.get("path", ""), bounds))
+    except _core.PathNotFound as exc:
+        raise PathNotFound(str(exc)) from None
+    except _core.SelectError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _params(**values: object) -> dict[str, str]:
@@ -140,27 +190,44 @@ def create_call(
     return Call("POST", "/v1/contexts", created, False, params, headers, content)
 
 
-def get_call(token: str, cache: ClientCache | None = None) -> Call[Any]:
-    path = f"/v1/contexts/{token}"
+def get_call(
+    token: str,
+    cache: ClientCache | None = None,
+    path: str | None = None,
+    slice_: Slice | None = None,
+) -> Call[Any]:
+    path_ = f"/v1/contexts/{token}"
+    params = _read_params(path, slice_)
     if cache is None:
-        return Call("GET", path, _document, True)
+        return Call("GET", path_, _document, True, params)
     held = cache.lookup(token)
     headers = {} if held is None else {"If-None-Match": f'"{held.version}"'}
 
     def observe(response: httpx.Response) -> None:
-        if response.status_code in GONE:
+        if response.status_code in GONE and not _path_not_found(response):
             cache.drop(token)
-        elif response.status_code == 200:
+        elif response.status_code == 200 and not params:  # only whole documents are held
             version = version_of(response)
             if version is not None:
                 cache.store(token, version, response.content)
 
     def document(response: httpx.Response) -> Any:
         if response.status_code == 304 and held is not None:
-            return held.document()
+            return _part(held.payload, params) if params else held.document()
         return _document(response)
 
-    return Call("GET", path, document, True, {}, headers, observe=observe)
+    return Call("GET", path_, document, True, params, headers, observe=observe)
+
+
+def _path_not_found(response: httpx.Response) -> bool:
+    """A 404 that says the context is there, but not the value a read's path names."""
+    if response.status_code != 404:
+        return False
+    try:
+        problem = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(problem, dict) and problem.get("type") == SLUG_PREFIX + PathNotFound.slug
 
 
 def put_call(
@@ -206,10 +273,35 @@ def delete_call(token: str, cache: ClientCache | None = None) -> Call[None]:
     return Call("DELETE", f"/v1/contexts/{token}", deleted, True, observe=observe)
 
 
-def mget_call(tokens: list[str]) -> Call[list[Any]]:
+def mget_call(
+    tokens: list[str], path: str | None = None, slice_: Slice | None = None
+) -> Call[list[Any]]:
     content, headers = _body({"tokens": tokens})
+    params = _read_params(path, slice_)
     # A POST, but a pure read: repeating it is harmless.
-    return Call("POST", "/v1/contexts/mget", _items, True, {}, headers, content)
+    return Call("POST", "/v1/contexts/mget", _items, True, params, headers, content)
+
+
+def append_call(
+    token: str,
+    path: str,
+    items: tuple[Any, ...],
+    if_version: int | None,
+    cache: ClientCache | None = None,
+) -> Call[int]:
+    content, headers = _body(list(items))
+
+    def appended(response: httpx.Response) -> int:
+        if cache is not None:
+            cache.drop(token)  # the held copy is a version behind now
+        version: int = msgspec.json.decode(response.content)["version"]
+        return version
+
+    headers = _if_match(headers, if_version)
+    observe = _forgets(token, cache)
+    # Not idempotent: an append sent twice appends twice.
+    path_ = f"/v1/contexts/{token}/append"
+    return Call("POST", path_, appended, False, {"path": path}, headers, content, observe)
 
 
 def session_call(ttl: int | None, meta: dict[str, Any] | None) -> Call[str]:

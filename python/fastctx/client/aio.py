@@ -220,9 +220,14 @@ class AsyncClient:
         """Store `data`; returns its token."""
         return await self._run(c.create_call(data, ttl, session, self.cache))
 
-    async def get(self, token: str) -> Any:
-        """The document; with a cache, a held one is revalidated with If-None-Match."""
-        return await self._run(c.get_call(token, self.cache))
+    async def get(self, token: str, path: str | None = None, slice: c.Slice | None = None) -> Any:
+        """The document; with a cache, a held one is revalidated with If-None-Match.
+
+        With `path` (a JSON Pointer, "/messages"), only the value there; with `slice`
+        ("-20:" or slice(-20, None)), only those elements of the array there (of the
+        document, without a path). PathNotFound when the path names nothing.
+        """
+        return await self._run(c.get_call(token, self.cache, path, slice))
 
     async def put(self, token: str, data: Any, if_version: int | None = None) -> int:
         """Replace the document; returns the new version."""
@@ -235,9 +240,24 @@ class AsyncClient:
     async def delete(self, token: str) -> None:
         await self._run(c.delete_call(token, self.cache))
 
-    async def mget(self, tokens: list[str]) -> list[Any]:
-        """The documents in the order asked; None for each token that does not exist."""
-        return await self._run(c.mget_call(tokens))
+    async def mget(
+        self, tokens: list[str], path: str | None = None, slice: c.Slice | None = None
+    ) -> list[Any]:
+        """The documents in the order asked; None for each token that does not exist.
+
+        With `path` and `slice`, the part of each they name, as get() reads it; where they
+        name nothing, the error (PathNotFound, or BadRequest for a slice of anything but an
+        array) stands in the list in place of the data: returned, not raised.
+        """
+        return await self._run(c.mget_call(tokens, path, slice))
+
+    async def append(
+        self, token: str, path: str, *items: Any, if_version: int | None = None
+    ) -> int:
+        """Append `items` to the array at `path` (a JSON Pointer; "" for the document), in
+        one write; with nothing there, the array is created (its parent must exist). Returns
+        the new version. InvalidPatch when something other than an array is there."""
+        return await self._run(c.append_call(token, path, items, if_version, self.cache))
 
     async def create_session(
         self, ttl: int | None = None, meta: dict[str, Any] | None = None

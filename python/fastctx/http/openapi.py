@@ -31,9 +31,10 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     400: (
         "BadRequest",
-        "Malformed JSON, an empty body, a body or a query parameter of the wrong shape, a"
-        " query parameter the operation does not take, or a malformed header (`If-Match`,"
-        " `Last-Event-ID`).",
+        "Malformed JSON, an empty body, a body or a query parameter of the wrong shape (a"
+        " `path` that is no JSON Pointer, a `slice` that is not `start:end`), a query"
+        " parameter the operation does not take, a `slice` of a value that is not an array,"
+        " or a malformed header (`If-Match`, `Last-Event-ID`).",
         {},
     ),
     401: (
@@ -43,7 +44,14 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     404: (
         "NotFound",
-        "No such context or session for this tenant (malformed ids included).",
+        "No such context or session for this tenant (malformed ids included); or, with type"
+        " `path-not-found`, the context exists but `path` names nothing in it.",
+        {},
+    ),
+    410: (
+        "Gone",
+        "The `version` asked for is older than the context's log still keeps (type"
+        " `version-gone`); `/meta` gives `oldest_version`.",
         {},
     ),
     412: (
@@ -65,7 +73,8 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     ),
     422: (
         "UnprocessableContent",
-        "The patch is invalid, cannot be applied, or a JSON Patch `test` operation failed.",
+        "The patch is invalid, cannot be applied, or a JSON Patch `test` operation failed; an"
+        " append finds a value that is not an array at `path`, or cannot create one there.",
         {},
     ),
     503: (
@@ -116,6 +125,7 @@ def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
         "Meta": shapes.Meta,
         "MgetRequest": shapes.MgetRequest,
         "MgetResponse": shapes.MgetResponse,
+        "AppendItems": shapes.AppendItems,
         "SessionCreate": shapes.SessionCreate,
         "SessionCreated": shapes.SessionCreated,
         "Session": shapes.Session,
@@ -127,6 +137,8 @@ def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     for name, schema in zip(named, top, strict=True):
         if "$ref" not in schema:  # an Annotated type, not a Struct: named here
             components[name] = schema
+    # What a Struct cannot say of its optional members: an item has exactly one of the two.
+    components["MgetItem"]["oneOf"] = [{"required": ["data"]}, {"required": ["error"]}]
     return components, components["Token"]
 
 
@@ -221,6 +233,46 @@ _PARAMETERS: dict[str, Any] = {
         "description": "Seconds to live; defaults to `FASTCTX_DEFAULT_TTL`. Capped by the session.",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_SECONDS},
     },
+    "Path": {
+        "name": "path",
+        "in": "query",
+        "required": False,
+        "description": "Read only the value this JSON Pointer (RFC 6901) names, as stored; empty"
+        " for the whole document. One that names nothing is 404 `path-not-found`.",
+        "schema": {"type": "string", "pattern": shapes.JSON_POINTER_PATTERN},
+        "example": "/messages",
+    },
+    "Slice": {
+        "name": "slice",
+        "in": "query",
+        "required": False,
+        "description": "`start:end` of the array at `path` (or of the document), by Python's"
+        " rules: either side may be empty, negative counts from the end, bounds past either"
+        " end are clamped. The answer is an array of those elements, each as stored. A value"
+        " there that is not an array is 400.",
+        "schema": {"type": "string", "pattern": shapes.SLICE_PATTERN},
+        "example": "-20:",
+    },
+    "Version": {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "description": "Read the document as it was at this earlier version, while the"
+        " context's log keeps it: every version since its last fold, and at least the last 16"
+        " made by patches (a PUT starts the history again). An older one is 410"
+        " `version-gone`; one newer than the context's, 404.",
+        "schema": {"type": "integer", "minimum": 1},
+        "example": 3,
+    },
+    "AppendPath": {
+        "name": "path",
+        "in": "query",
+        "required": True,
+        "description": "JSON Pointer (RFC 6901) to the array to append to; empty for the"
+        " document itself. With nothing there, the array is created, if its parent exists.",
+        "schema": {"type": "string", "pattern": shapes.JSON_POINTER_PATTERN},
+        "example": "/messages",
+    },
     "SessionQuery": {
         "name": "session",
         "in": "query",
@@ -232,7 +284,13 @@ _PARAMETERS: dict[str, Any] = {
 
 _ANY_JSON = _json({"description": "Any JSON value."})
 
-_READ_PARAMS = [_ref("parameters", "IfNoneMatch"), _ref("parameters", "CacheControl")]
+_SELECT_PARAMS = [_ref("parameters", "Path"), _ref("parameters", "Slice")]
+_READ_PARAMS = [
+    _ref("parameters", "IfNoneMatch"),
+    _ref("parameters", "CacheControl"),
+    *_SELECT_PARAMS,
+    _ref("parameters", "Version"),
+]
 _READ_HEADERS = {"ETag": _ref("headers", "ETag"), "X-Cache": _ref("headers", "X-Cache")}
 _WRITTEN = {
     "description": "Written; the body holds the new version.",
@@ -326,10 +384,13 @@ _CONTEXT_PATHS: dict[str, Any] = {
             "tags": ["contexts"],
             "operationId": "mgetContexts",
             "summary": "Read many contexts at once",
+            "parameters": _SELECT_PARAMS,
             "requestBody": {"required": True, "content": _json(_ref("schemas", "MgetRequest"))},
             "responses": {
                 "200": {
-                    "description": "One item or `null` per token, in request order.",
+                    "description": "One item or `null` per token, in request order. With"
+                    " `path` or `slice`, an item has the part of its document they name, or,"
+                    " where they name nothing, an `error` (a problem) instead of `data`.",
                     "content": _json(_ref("schemas", "MgetResponse")),
                 },
                 **_errors(400, 413, 415, *_V1_ERRORS),
@@ -345,12 +406,14 @@ _CONTEXT_PATHS: dict[str, Any] = {
             "parameters": _READ_PARAMS,
             "responses": {
                 "200": {
-                    "description": "The stored JSON, byte for byte.",
+                    "description": "The stored JSON, byte for byte; with `path`, the value it"
+                    " names, as stored; with `slice`, the array of the elements it names. The"
+                    " ETag is the context's version either way (with `version`, that one).",
                     "headers": _READ_HEADERS,
                     "content": _ANY_JSON,
                 },
                 "304": _ref("responses", "NotModified"),
-                **_errors(404, *_V1_ERRORS),
+                **_errors(404, 410, *_V1_ERRORS),
             },
         },
         "head": {
@@ -361,7 +424,7 @@ _CONTEXT_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "The context exists.", "headers": _READ_HEADERS},
                 "304": _ref("responses", "NotModified"),
-                **_bodyless_errors(404, *_V1_ERRORS),
+                **_bodyless_errors(404, 410, *_V1_ERRORS),
             },
         },
         "put": {
@@ -399,6 +462,23 @@ _CONTEXT_PATHS: dict[str, Any] = {
             "responses": {
                 "204": {"description": "Deleted."},
                 **_errors(404, 412, *_V1_ERRORS),
+            },
+        },
+    },
+    "/v1/contexts/{token}/append": {
+        "parameters": [_ref("parameters", "Token")],
+        "post": {
+            "tags": ["contexts"],
+            "operationId": "appendToContext",
+            "summary": "Append items to an array in a context",
+            "description": "Appends the body's items, in order, to the array at `path`, as one"
+            " write: the JSON Patch `add` of `<path>/-` for each item, or, when nothing is at"
+            " `path`, `add` of `<path>` with the array of them all (its parent must exist).",
+            "parameters": [_ref("parameters", "AppendPath"), _ref("parameters", "IfMatch")],
+            "requestBody": {"required": True, "content": _json(_ref("schemas", "AppendItems"))},
+            "responses": {
+                "200": _WRITTEN,
+                **_errors(400, 404, 412, 413, 415, 422, *_V1_ERRORS),
             },
         },
     },

@@ -9,8 +9,9 @@ import msgspec
 
 from fastctx import _core
 from fastctx.asgi import shapes
+from fastctx.asgi.selection import selection
 from fastctx.clock import rfc3339
-from fastctx.errors import NotFound, PayloadTooLarge, VersionConflict
+from fastctx.errors import BadRequest, InvalidPatch, NotFound, PayloadTooLarge, VersionConflict
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
@@ -37,8 +38,39 @@ class ContextCreate(msgspec.Struct, forbid_unknown_fields=True):
         self.ttl = shapes.json_ttl(self.ttl)  # read as a session's ttl is
 
 
+PathArgument = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=shapes.JSON_POINTER_PATTERN,
+        description="a JSON Pointer (RFC 6901) into the document, as in /messages or"
+        " /user/name: read only the value there",
+    ),
+]
+
+
 class ContextGet(msgspec.Struct, forbid_unknown_fields=True):
     token: TokenArgument
+    path: PathArgument | None = None
+    slice: shapes.Slice | None = None
+
+
+class ContextToken(msgspec.Struct, forbid_unknown_fields=True):
+    token: TokenArgument
+
+
+class ContextAppend(msgspec.Struct, forbid_unknown_fields=True):
+    token: TokenArgument
+    path: Annotated[
+        PathArgument,
+        msgspec.Meta(
+            description="a JSON Pointer to the array to append to, as in /messages; created"
+            " when nothing is there (its parent must exist)"
+        ),
+    ]
+    items: Annotated[
+        list[Any], msgspec.Meta(description="the values to append, in order: any JSON each")
+    ]
+    if_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class ContextUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,7 +120,20 @@ _TOOLS: list[tuple[str, str, type[Any], type[Any]]] = [
         ContextCreate,
         shapes.Created,
     ),
-    ("context_get", "Read a context by its token.", ContextGet, ContextRead),
+    (
+        "context_get",
+        "Read a context by its token: the whole document, or with path the value at that JSON"
+        " Pointer, and with slice only part of the array there (-20: for the last 20).",
+        ContextGet,
+        ContextRead,
+    ),
+    (
+        "context_append",
+        "Append items to the array at a JSON Pointer in a context (creating the array when"
+        " nothing is there); with if_version, only if the context is still at that version.",
+        ContextAppend,
+        shapes.Written,
+    ),
     (
         "context_update",
         "Change a context with a JSON merge patch (RFC 7386); with if_version, "
@@ -96,7 +141,7 @@ _TOOLS: list[tuple[str, str, type[Any], type[Any]]] = [
         ContextUpdate,
         shapes.Written,
     ),
-    ("context_delete", "Delete a context.", ContextGet, Deleted),
+    ("context_delete", "Delete a context.", ContextToken, Deleted),
     (
         "session_create",
         "Start a session that groups contexts; deleting it deletes them.",
@@ -176,8 +221,9 @@ class Tools:
         self._tools: dict[str, tuple[type[Any], Callable[[str, Any], Awaitable[bytes]]]] = {
             "context_create": (ContextCreate, self._context_create),
             "context_get": (ContextGet, self._context_get),
+            "context_append": (ContextAppend, self._context_append),
             "context_update": (ContextUpdate, self._context_update),
-            "context_delete": (ContextGet, self._context_delete),
+            "context_delete": (ContextToken, self._context_delete),
             "session_create": (shapes.SessionCreate, self._session_create),
             "session_get": (SessionGet, self._session_get),
         }
@@ -197,10 +243,14 @@ class Tools:
             return tool_result(await run(tenant, args), era)
         except NotFound as exc:
             return tool_error(f"not found: {exc.detail}", era)
+        except _core.PathNotFound as exc:
+            return tool_error(f"not found: {exc}", era)
         except VersionConflict as exc:
             return tool_error(f"version conflict: {exc.detail}", era)
         except PayloadTooLarge as exc:
             return tool_error(f"too large: {exc.detail}", era)
+        except (BadRequest, InvalidPatch) as exc:
+            return tool_error(f"{name} failed: {exc.detail}", era)
         except (_core.JsonError, _core.PatchError, ValueError) as exc:
             return tool_error(f"{name} failed: {exc}", era)
 
@@ -217,16 +267,23 @@ class Tools:
         return encode(shapes.Created(created.token, created.version, rfc3339(created.expires_at)))
 
     async def _context_get(self, tenant: str, args: ContextGet) -> bytes:
+        wanted = selection(args.path, args.slice)
         found = await self.registry.read(tenant, args.token)
+        payload = found.payload if wanted is None else wanted.apply(found.payload)
         # The stored bytes are spliced in as they are, as the REST mget does.
-        return encode(ContextRead(args.token, found.version, msgspec.Raw(found.payload)))
+        return encode(ContextRead(args.token, found.version, msgspec.Raw(payload)))
+
+    async def _context_append(self, tenant: str, args: ContextAppend) -> bytes:
+        items = [msgspec.json.encode(item) for item in args.items]
+        version = await self.registry.append(tenant, args.token, args.path, items, args.if_version)
+        return encode(shapes.Written(args.token, version))
 
     async def _context_update(self, tenant: str, args: ContextUpdate) -> bytes:
         patch = msgspec.json.encode(args.patch)
         version = await self.registry.patch(tenant, args.token, patch, "merge", args.if_version)
         return encode(shapes.Written(args.token, version))
 
-    async def _context_delete(self, tenant: str, args: ContextGet) -> bytes:
+    async def _context_delete(self, tenant: str, args: ContextToken) -> bytes:
         await self.registry.delete(tenant, args.token)
         return encode(Deleted(True))
 
