@@ -8,9 +8,11 @@ from typing import Self, final
 __all__ = [
     "COMPRESS_THRESHOLD",
     "FRAME_HEADER_SIZE",
+    "ROPE_MIN_BYTES",
     "UPDATED_AT_OFFSET",
     "VERSION_OFFSET",
     "Cache",
+    "Document",
     "Frame",
     "FrameError",
     "JsonError",
@@ -27,6 +29,7 @@ __all__ = [
     "merge_as_json_patch",
     "merge_patch",
     "new_token",
+    "patched",
     "select",
     "validate_json",
 ]
@@ -73,7 +76,9 @@ def validate_json(data: bytes) -> None:
     """
 
 def select(
-    document: bytes, pointer: str, slice: tuple[int | None, int | None] | None = None
+    document: bytes | Document,
+    pointer: str,
+    slice: tuple[int | None, int | None] | None = None,
 ) -> bytes:
     """Return the value the RFC 6901 JSON Pointer `pointer` names in `document`, as written there.
 
@@ -89,6 +94,9 @@ def select(
     Raises SelectError for a malformed pointer or a slice of anything but an array;
     PathNotFound when the pointer names nothing (the message says where the way ends);
     JsonError if the document is not JSON. Large documents are walked with the GIL released.
+
+    A Document is read without making its bytes where the pointer names its array (a slice
+    costs what it returns), a place inside it, or a place beside it.
     """
 
 # frames
@@ -211,12 +219,44 @@ def merge_as_json_patch(document: bytes, patch: bytes) -> tuple[bytes, bytes]:
     than 127 levels.
     """
 
-def apply_patches(document: bytes, patches: list[bytes]) -> bytes:
-    """Apply RFC 6902 JSON Patches in order, parsing and serializing the document once.
+# documents that grow at the end of an array
 
-    Returns compact JSON, or `document` itself unchanged when `patches` is empty. The result
-    equals applying them one by one with json_patch. Raises as json_patch does, the message
-    naming the patch ("patch 2: ...").
+ROPE_MIN_BYTES: int
+"""Documents of at least this many bytes keep the items appended to them apart (a Document)."""
+
+@final
+class Document:
+    """A document as base JSON bytes and the items appended to one of its arrays since.
+
+    Made by `patched` and `apply_patches` for documents of ROPE_MIN_BYTES or more, so that an
+    append, and a read of that array's elements (`select`), cost what they append and read.
+    Its bytes are made once, when asked for. Immutable.
+    """
+
+    def __len__(self) -> int:
+        """The length of its JSON bytes."""
+
+    def bytes(self) -> bytes:
+        """Its JSON bytes: the base, with the items spliced in before the array's bracket."""
+
+def patched(document: bytes | Document, patch: bytes) -> bytes | Document:
+    """Apply an RFC 6902 JSON Patch, as a write does.
+
+    A patch that only appends to one array (`add` at `<array>/-`, every operation), where an
+    array is, is spliced into the document's bytes without parsing them: each item written
+    compactly, the rest of the document as it was. From ROPE_MIN_BYTES on, the result is a
+    Document that keeps the items apart. Any other patch is applied to the parsed document,
+    written compactly as json_patch writes it. Raises as json_patch does.
+    """
+
+def apply_patches(document: bytes | Document, patches: list[bytes]) -> bytes | Document:
+    """Apply the JSON Patches of a context's log in order, each as `patched` would.
+
+    The result is the one applying them one by one with `patched` gives, byte for byte, so
+    every node makes the same bytes of a version; the document is parsed (and written) once
+    for a run of patches that are not appends. `copy` operations are not bounded (each patch
+    was checked as it was written). Raises as json_patch does, the message naming the patch
+    ("patch 2: ..."); `document` itself when `patches` is empty.
     """
 
 # cache
@@ -255,21 +295,26 @@ class Cache:
     def __len__(self) -> int:
         """The number of entries (expired ones included until looked up)."""
 
-    def get(self, key: str) -> tuple[bytes, int, int, int] | None:
+    def get(self, key: str) -> tuple[bytes | Document, int, int, int] | None:
         """Return (payload, version, expires_at, cached_at) for a live entry, else None.
 
         An entry whose expires_at has passed is removed. Counts a hit or a miss; a hit
         makes the entry the most recently used.
         """
 
-    def peek(self, key: str) -> tuple[bytes, int, int, int, object | None] | None:
+    def peek(self, key: str) -> tuple[bytes | Document, int, int, int, object | None] | None:
         """Return (payload, version, expires_at, cached_at, extra) for a live entry, else None.
 
         Not counted as a hit or a miss, and the entry keeps its place in the LRU order.
         """
 
     def put(
-        self, key: str, payload: bytes, version: int, expires_at: int, extra: object = None
+        self,
+        key: str,
+        payload: bytes | Document,
+        version: int,
+        expires_at: int,
+        extra: object = None,
     ) -> None:
         """Cache `payload` for `key` at `version`, with cached_at = now.
 

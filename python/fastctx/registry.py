@@ -40,12 +40,22 @@ _KINDS = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boole
 _OPERATION = re.compile(r"^operation \d+: ")
 
 
+Document = bytes | _core.Document
+"""A document as the registry holds it: its JSON bytes, or (a large one that patches append
+to) a `_core.Document`, which makes them when asked (`document_bytes`)."""
+
+
+def document_bytes(document: Document) -> bytes:
+    """The JSON bytes of a document."""
+    return document if type(document) is bytes else cast(_core.Document, document).bytes()
+
+
 class _Current(NamedTuple):
     """A context as this node knows it: its document at `version`, and where that version
     stands in the stored log (see fastctx.backends.patchlog), so that a write can append to
     it and a reader can catch up from it without reading the document again."""
 
-    payload: bytes
+    payload: Document
     version: int
     created_at: int
     expires_at: int
@@ -103,7 +113,7 @@ class Created(msgspec.Struct, frozen=True):
 
 
 class Read(msgspec.Struct, frozen=True):
-    payload: bytes
+    payload: Document  # see document_bytes
     version: int
     cache: CacheState
 
@@ -178,8 +188,9 @@ class Registry:
             # serves it, marked stale, while the backend cannot be reached).
             self.cache.outdate(changed)
 
-    def fresh(self, key: str) -> tuple[bytes, int, int, int] | None:
-        """The cached (payload, version, expires_at, cached_at) of `key`, if it may be served."""
+    def fresh(self, key: str) -> tuple[Document, int, int, int] | None:
+        """The cached (document, version, expires_at, cached_at) of `key`, if it may be served;
+        the document as `Read.payload` has it."""
         if self.cache is None:
             return None
         entry = self.cache.get(key)
@@ -288,7 +299,7 @@ class Registry:
         if version < oldest:
             raise VersionGone(f"version {version} is no longer kept; the oldest is {oldest}")
         patches = [entry.patch for entry in entries[: version - oldest]]
-        return Read(_core.apply_patches(frame.payload, patches), version, "miss")
+        return Read(document_bytes(_core.apply_patches(frame.payload, patches)), version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
         """Documents and versions in request order; None for unknown or malformed tokens."""
@@ -300,7 +311,7 @@ class Registry:
                 continue
             cached = self.fresh(context_id(tenant, token))
             if cached is not None:
-                found[token] = (cached[0], cached[1])
+                found[token] = (document_bytes(cached[0]), cached[1])
             else:
                 wanted.append(token)
         for token, stored in zip(
@@ -311,7 +322,7 @@ class Registry:
                 continue
             current = _materialize(stored)
             self._remember(context_id(tenant, token), current)
-            found[token] = (current.payload, current.version)
+            found[token] = (document_bytes(current.payload), current.version)
         return [found[token] for token in tokens]
 
     async def meta(self, tenant: str, token: str) -> Meta:
@@ -349,14 +360,14 @@ class Registry:
         _core.validate_json(patch)
         if kind == "merge":
 
-            def change(document: bytes) -> tuple[bytes, bytes]:
-                json_patch, result = _core.merge_as_json_patch(document, patch)
+            def change(document: Document) -> tuple[Document, bytes]:
+                json_patch, result = _core.merge_as_json_patch(document_bytes(document), patch)
                 return result, json_patch
 
         else:
 
-            def change(document: bytes) -> tuple[bytes, bytes]:
-                return _core.json_patch(document, patch), patch
+            def change(document: Document) -> tuple[Document, bytes]:
+                return _core.patched(document, patch), patch
 
         return await self._write(tenant, token, if_version, change)
 
@@ -375,10 +386,10 @@ class Registry:
         for item in items:
             _core.validate_json(item)  # spliced into a patch: one value each, nothing more
 
-        def change(document: bytes) -> tuple[bytes, bytes]:
+        def change(document: Document) -> tuple[Document, bytes]:
             try:
                 patch = append_patch(document, path, items)
-                return _core.json_patch(document, patch), patch
+                return _core.patched(document, patch), patch
             except _core.PatchError as exc:
                 reason = _OPERATION.sub("", str(exc))
                 raise InvalidPatch(f"cannot append to {path or 'the document'}: {reason}") from None
@@ -393,7 +404,7 @@ class Registry:
 
         await self._conditional(tenant, token, if_version, remove)
 
-    def _check_size(self, document: bytes, limit: int, setting: str) -> None:
+    def _check_size(self, document: Document, limit: int, setting: str) -> None:
         # The HTTP layer refuses bodies over FASTCTX_MAX_CONTEXT_BYTES before reading them; this
         # holds for every way in (MCP tools too). A document sent whole is bounded by what one
         # request may send; one grown by patches, by FASTCTX_MAX_DOCUMENT_BYTES.
@@ -445,7 +456,7 @@ class Registry:
         tenant: str,
         token: str,
         if_version: int | None,
-        change: Callable[[bytes], tuple[bytes, bytes | None]],
+        change: Callable[[Document], tuple[Document, bytes | None]],
     ) -> int:
         """Write what `change` makes of the document: (the new document, the JSON Patch that
         made it), appended to the log; or (the new document, None), stored whole."""
@@ -459,7 +470,12 @@ class Registry:
             new: _Current | None
             if patch is None:
                 frame = _core.encode_frame(
-                    document, version, old.created_at, now, old.expires_at, old.session
+                    document_bytes(document),
+                    version,
+                    old.created_at,
+                    now,
+                    old.expires_at,
+                    old.session,
                 )
                 outcome = await self.contexts.swap(
                     tenant, token, expected, frame, old.expires_at, old.session
@@ -490,7 +506,7 @@ class Registry:
         token: str,
         expected: bytes,
         old: _Current,
-        document: bytes,
+        document: Document,
         patch: bytes,
         now: int,
     ) -> tuple[Outcome, _Current | None]:
@@ -508,7 +524,7 @@ class Registry:
         )
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             frame = _core.encode_frame(
-                document, version, old.created_at, now, old.expires_at, old.session
+                document_bytes(document), version, old.created_at, now, old.expires_at, old.session
             )
             outcome = await self.contexts.swap(
                 tenant, token, expected, frame, old.expires_at, old.session, b"", shown
@@ -541,7 +557,7 @@ class Registry:
         token: str,
         expected: bytes,
         old: _Current,
-        document: bytes,
+        document: Document,
         record: bytes,
         shown: bytes,
     ) -> tuple[Outcome, _Current | None]:
@@ -559,7 +575,7 @@ class Registry:
         kept = entries[-patchlog.KEPT_VERSIONS :]
         folded = [entry.patch for entry in entries[: len(entries) - len(kept)]]
         new_base = kept[0].version - 1
-        base_document = _core.apply_patches(frame.payload, folded)
+        base_document = document_bytes(_core.apply_patches(frame.payload, folded))
         version, now = kept[-1].version, kept[-1].updated_at
         new_frame = _core.encode_frame(
             base_document, version, old.created_at, now, old.expires_at, old.session
@@ -642,7 +658,7 @@ def _caught_up(held: _Current, version: int, tail: bytes) -> _Current | None:
     return held._replace(payload=payload, version=version, log_size=log_size)
 
 
-def append_patch(document: bytes, path: str, items: Sequence[bytes]) -> bytes:
+def append_patch(document: Document, path: str, items: Sequence[bytes]) -> bytes:
     """The RFC 6902 JSON Patch that appends `items` (each the JSON of one value) to the array at
     `path` (a JSON Pointer) in `document`.
 
@@ -652,6 +668,10 @@ def append_patch(document: bytes, path: str, items: Sequence[bytes]) -> bytes:
     malformed pointer; `_core.JsonError` if the document is not JSON.
     """
     try:
+        # An empty slice: "[]" for an array, without copying it; SelectError for others.
+        _core.select(document, path, (0, 0))
+        there = b"["
+    except _core.SelectError:
         there = _core.select(document, path)
     except _core.PathNotFound:
         return b'[{"op":"add","path":%s,"value":[%s]}]' % (

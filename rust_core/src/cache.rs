@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+
+use crate::document::Document;
 use pyo3::types::PyBytes;
 
 /// Bytes charged per entry beside its payload and key: slot, map entry and `bytes` header.
@@ -267,7 +269,8 @@ impl<V> Lru<V> {
 
 /// What the Python cache keeps per key: the payload, and a small object of the caller's.
 struct Cached {
-    payload: Py<PyBytes>,
+    /// The document: its bytes, or a `Document` that makes them when asked.
+    payload: Py<PyAny>,
     extra: Option<Py<PyAny>>,
 }
 
@@ -321,7 +324,7 @@ impl Cache {
     }
 
     /// (payload, version, expires_at, cached_at) for a live entry, else None.
-    fn get(&self, py: Python<'_>, key: &str) -> Option<(Py<PyBytes>, u64, u64, u64)> {
+    fn get(&self, py: Python<'_>, key: &str) -> Option<(Py<PyAny>, u64, u64, u64)> {
         let now = now_ms();
         let mut lru = self.lru.lock();
         let found = match lru.get(key, now) {
@@ -346,7 +349,7 @@ impl Cache {
         &self,
         py: Python<'_>,
         key: &str,
-    ) -> Option<(Py<PyBytes>, u64, u64, u64, Option<Py<PyAny>>)> {
+    ) -> Option<(Py<PyAny>, u64, u64, u64, Option<Py<PyAny>>)> {
         let lru = self.lru.lock();
         let (cached, meta) = lru.peek(key, now_ms())?;
         Some((
@@ -364,12 +367,15 @@ impl Cache {
     fn put(
         &self,
         key: &str,
-        payload: Bound<'_, PyBytes>,
+        payload: Bound<'_, PyAny>,
         version: u64,
         expires_at: u64,
         extra: Option<Py<PyAny>>,
-    ) {
-        let len = payload.as_bytes().len();
+    ) -> PyResult<()> {
+        let len = match payload.cast::<PyBytes>() {
+            Ok(bytes) => bytes.as_bytes().len(),
+            Err(_) => payload.cast::<Document>()?.len()?,
+        };
         let cached = Cached {
             payload: payload.unbind(),
             extra,
@@ -379,6 +385,7 @@ impl Cache {
             .lock()
             .put(key, cached, len, version, expires_at, now_ms());
         drop(gone);
+        Ok(())
     }
 
     /// Keep the entry for `key` but mark it cached at time 0; True if there was one.

@@ -82,22 +82,6 @@ pub fn merge_as_json_patch_bytes(
     Ok((patch, serialize(&doc)))
 }
 
-/// `document` with each JSON Patch of `patches` applied in order, as compact JSON; the
-/// document itself, as it is, when there are none.
-pub fn apply_patches_bytes(document: &[u8], patches: &[&[u8]]) -> Result<Vec<u8>, Error> {
-    if patches.is_empty() {
-        return Ok(document.to_vec());
-    }
-    let mut doc = parse(document, "document")?;
-    for (index, patch) in patches.iter().enumerate() {
-        // No bound on what copies add: each patch of a log passed it when it was written,
-        // against the document it was written to, and must now make exactly what it made.
-        apply(&mut doc, usize::MAX / 4, patch)
-            .map_err(|err| err.at(format_args!("patch {index}")))?;
-    }
-    Ok(serialize(&doc))
-}
-
 /// Restate an RFC 7386 merge patch as the RFC 6902 JSON Patch that makes the same change.
 #[pyfunction]
 fn merge_as_json_patch<'py>(
@@ -114,24 +98,8 @@ fn merge_as_json_patch<'py>(
     )
 }
 
-/// Apply JSON Patches in order, parsing and serializing the document once.
-#[pyfunction]
-fn apply_patches<'py>(
-    py: Python<'py>,
-    document: &[u8],
-    patches: Vec<Vec<u8>>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let len = document.len() + patches.iter().map(Vec::len).sum::<usize>();
-    let out = maybe_detach(py, len, || {
-        let views: Vec<&[u8]> = patches.iter().map(Vec::as_slice).collect();
-        apply_patches_bytes(document, &views)
-    })?;
-    Ok(PyBytes::new(py, &out))
-}
-
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge_as_json_patch, m)?)?;
-    m.add_function(wrap_pyfunction!(apply_patches, m)?)?;
     Ok(())
 }
 
@@ -209,21 +177,5 @@ mod tests {
             merge_as_json_patch_bytes(br#"{"a":1.50}"#, br#"{"b":123456789012345678901234567890}"#)
                 .unwrap();
         assert_eq!(result, br#"{"a":1.50,"b":123456789012345678901234567890}"#);
-    }
-
-    #[test]
-    fn applies_many_patches_in_one_pass() {
-        let doc = br#"{ "messages": [ ] }"#;
-        let first = br#"[{"op":"add","path":"/messages/-","value":{"n":1}}]"#;
-        let second = br#"[{"op":"add","path":"/messages/-","value":{"n":2}}]"#;
-        let both = apply_patches_bytes(doc, &[first, second]).unwrap();
-        assert_eq!(both, br#"{"messages":[{"n":1},{"n":2}]}"#);
-        let one_by_one =
-            apply_patches_bytes(&apply_patches_bytes(doc, &[first]).unwrap(), &[second]);
-        assert_eq!(one_by_one.unwrap(), both);
-        assert_eq!(apply_patches_bytes(doc, &[]).unwrap(), doc);
-        let bad = br#"[{"op":"remove","path":"/nothing"}]"#;
-        let err = apply_patches_bytes(doc, &[first, bad]).unwrap_err();
-        assert!(err.message().starts_with("patch 1: "), "{err}");
     }
 }

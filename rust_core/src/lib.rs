@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 pub mod cache;
 pub mod delta;
+pub mod document;
 pub mod errors;
 pub mod frame;
 pub mod gil;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     merge::init(m)?;
     patch::init(m)?;
     delta::init(m)?;
+    document::init(m)?;
     select::init(m)?;
     cache::init(m)?;
     Ok(())

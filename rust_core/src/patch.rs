@@ -19,7 +19,7 @@ use crate::pointer::{Pointer, array_index, get, get_mut};
 use crate::scan::MAX_DEPTH;
 
 /// Nesting of `value` (0 for a scalar), or `None` once it exceeds `limit`.
-fn depth_within(value: &Value, limit: usize) -> Option<usize> {
+pub(crate) fn depth_within(value: &Value, limit: usize) -> Option<usize> {
     let deepest = |children: &mut dyn Iterator<Item = &Value>| {
         let limit = limit.checked_sub(1)?;
         let mut deepest = 0;
@@ -52,7 +52,7 @@ fn weight(value: &Value) -> usize {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Add,
     Remove,
     Replace,
@@ -76,13 +76,13 @@ impl Op {
 
 /// One operation of a JSON Patch document, checked for the members its `op` requires.
 #[derive(Debug, Clone, PartialEq)]
-struct Operation {
-    op: Op,
-    path: Pointer,
+pub(crate) struct Operation {
+    pub(crate) op: Op,
+    pub(crate) path: Pointer,
     /// `from`, for move and copy.
-    from: Option<Pointer>,
+    pub(crate) from: Option<Pointer>,
     /// `value`, for add, replace and test.
-    value: Option<Value>,
+    pub(crate) value: Option<Value>,
 }
 
 impl<'de> Deserialize<'de> for Operation {
@@ -159,7 +159,7 @@ impl<'de> Visitor<'de> for OperationVisitor {
     }
 }
 
-fn parse_operations(patch: &[u8]) -> Result<Vec<Operation>, Error> {
+pub(crate) fn parse_operations(patch: &[u8]) -> Result<Vec<Operation>, Error> {
     let text = utf8(patch).map_err(|err| err.at("patch"))?;
     serde_json::from_str::<Vec<Operation>>(text).map_err(|err| match err.classify() {
         // A shape error can come before a syntax error further on: not JSON wins.

@@ -40,6 +40,11 @@ impl Pointer {
     }
 
     /// The pointer to the place its first `len` tokens lead to.
+    /// The pointer of these reference tokens.
+    pub fn from_tokens(tokens: &[String]) -> Self {
+        Self(tokens.to_vec())
+    }
+
     pub fn prefix(&self, len: usize) -> Self {
         Self(self.0[..len.min(self.0.len())].to_vec())
     }

@@ -13,6 +13,7 @@ use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::document::Document;
 use crate::errors::Error;
 use crate::gil::maybe_detach;
 use crate::json::utf8;
@@ -27,8 +28,9 @@ pub type Bounds = (Option<i64>, Option<i64>);
 enum Found {
     /// The value there, as a range of the input.
     Value(Range<usize>),
-    /// The elements of the array there, each a range of the input (they were asked for).
-    Elements(Vec<Range<usize>>),
+    /// The elements of the array there, each a range of the input (they were asked for), and
+    /// where its closing bracket is.
+    Elements(Vec<Range<usize>>, usize),
     /// Elements were asked for, but the value there is this kind of value instead.
     NotArray(&'static str),
 }
@@ -150,7 +152,7 @@ impl Walk<'_, '_> {
                     elements.push(element..self.scanner.pos());
                     more = self.scanner.next_element()?;
                 }
-                Ok(Ok(Found::Elements(elements)))
+                Ok(Ok(Found::Elements(elements, self.scanner.pos() - 1)))
             }
             Some(byte) if self.elements => {
                 self.scanner.skip_value(depth)?;
@@ -199,7 +201,7 @@ pub fn select_bytes<'a>(
     walk.scanner.finish().map_err(not_json)?;
     match found {
         Ok(Found::Value(range)) => Ok(Cow::Borrowed(&document[range])),
-        Ok(Found::Elements(elements)) => {
+        Ok(Found::Elements(elements, _)) => {
             let chosen = &elements[slice_range(bounds.unwrap_or_default(), elements.len())];
             let size = chosen.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
             let mut out = Vec::with_capacity(size);
@@ -222,6 +224,25 @@ pub fn select_bytes<'a>(
             place(&parsed, depth)
         ))),
     }
+}
+
+/// Where an array's closing bracket is, and its elements, as ranges of the document.
+pub type ArrayAt = (usize, Vec<Range<usize>>);
+
+/// The array the pointer `tokens` names in `document`, known to be JSON: where its closing
+/// bracket is, and its elements; None when something else, or nothing, is there.
+pub fn array_at(document: &[u8], tokens: &[String]) -> Result<Option<ArrayAt>, Error> {
+    let mut walk = Walk {
+        scanner: Scanner::new(document),
+        tokens,
+        elements: true,
+    };
+    walk.scanner.skip_space();
+    let found = walk.find(0).map_err(|err| Error::Json(err.to_string()))?;
+    Ok(match found {
+        Ok(Found::Elements(elements, close)) => Some((close, elements)),
+        _ => None,
+    })
 }
 
 /// A slice bound as Python gives it: any int, ones beyond 64 bits clamped (they are past
@@ -248,7 +269,7 @@ type PySlice<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
 #[pyo3(signature = (document, pointer, slice=None))]
 fn select<'py>(
     py: Python<'py>,
-    document: &[u8],
+    document: &Bound<'py, PyAny>,
     pointer: &str,
     slice: Option<PySlice<'py>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
@@ -256,6 +277,10 @@ fn select<'py>(
         None => None,
         Some((start, end)) => Some((bound(start.as_ref())?, bound(end.as_ref())?)),
     };
+    if let Ok(rope) = document.cast::<Document>() {
+        return Ok(PyBytes::new(py, &rope.get().select(py, pointer, bounds)?));
+    }
+    let document = document.cast::<PyBytes>()?.as_bytes();
     let out = maybe_detach(py, document.len(), || {
         select_bytes(document, pointer, bounds)
     })?;

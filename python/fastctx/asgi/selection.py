@@ -30,7 +30,7 @@ class Selection(NamedTuple):
     path: str
     bounds: Bounds | None
 
-    def apply(self, document: bytes) -> bytes:
+    def apply(self, document: bytes | _core.Document) -> bytes:
         """That part of `document`, as written there; `_core.PathNotFound` when the pointer
         names nothing, `_core.SelectError` for a slice of anything but an array."""
         return _core.select(document, self.path, self.bounds)

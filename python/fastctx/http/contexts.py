@@ -30,7 +30,7 @@ from fastctx.errors import (
 from fastctx.http.metrics import RequestStats
 from fastctx.http.preconditions import expected_version, none_match
 from fastctx.http.routes import NO_PARAMETERS, Found, Handler
-from fastctx.registry import PatchKind, Registry
+from fastctx.registry import Document, PatchKind, Registry, document_bytes
 
 PREFIX = "/v1/contexts/"
 _PATCH_KINDS: dict[str, PatchKind] = {MERGE_PATCH: "merge", JSON_PATCH: "json"}
@@ -186,20 +186,23 @@ class ContextRoutes:
         entry = None
         if not fresh and query.version is None:
             entry = self.registry.fresh(context_id(tenant, token))
+        document: Document
         if entry is not None:
-            payload, version, state = entry[0], entry[1], "hit"
+            document, version, state = entry[0], entry[1], "hit"
         else:
             if query.version is not None:
                 found = await self.registry.read_version(tenant, token, query.version)
             else:
                 found = await self.registry.read(tenant, token, fresh=fresh)
-            payload, version, state = found.payload, found.version, found.cache
+            document, version, state = found.payload, found.version, found.cache
         self.stats.reads[state] += 1
         headers = [(b"etag", b'"%d"' % version), (b"x-cache", _CACHE_STATES[state])]
         if if_none_match is not None and none_match(if_none_match, version):
             return await ex.respond(304, headers=headers)
         if query.selection is not None:
-            payload = query.selection.apply(payload)  # its ETag is still the version's
+            payload = query.selection.apply(document)  # its ETag is still the version's
+        else:
+            payload = document if type(document) is bytes else document_bytes(document)
         # The hottest response of all is sent here rather than through ex.respond: one
         # coroutine less per cached read.
         headers += [(b"content-type", _JSON), (b"content-length", b"%d" % len(payload))]

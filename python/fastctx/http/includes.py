@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from fastctx.backends import Event
 from fastctx.errors import BadRequest, NotFound
-from fastctx.registry import Registry
+from fastctx.registry import Registry, document_bytes
 
 # What the made members may hold once made, in bytes; the newest is kept whatever its size.
 KEPT_BYTES = 16 * 1024 * 1024
@@ -157,5 +157,5 @@ class Includes:
             if found.version < version:
                 # This node's cache has not yet heard of the write the event reports.
                 found = await self.registry.read(tenant, token, fresh=True)
-            return found.payload, found.version
+            return document_bytes(found.payload), found.version
         return None, 0

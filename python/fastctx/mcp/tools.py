@@ -13,7 +13,7 @@ from fastctx.asgi.selection import selection
 from fastctx.clock import rfc3339
 from fastctx.errors import BadRequest, InvalidPatch, NotFound, PayloadTooLarge, VersionConflict
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
-from fastctx.registry import Registry
+from fastctx.registry import Registry, document_bytes
 from fastctx.sessions import SessionManager
 
 RESOURCE_SCHEME = "ctx://"
@@ -259,7 +259,7 @@ class Tools:
         if not uri.startswith(RESOURCE_SCHEME):
             raise NotFound(f"not a {RESOURCE_SCHEME} URI")
         found = await self.registry.read(tenant, uri[len(RESOURCE_SCHEME) :])
-        return found.payload, found.version
+        return document_bytes(found.payload), found.version
 
     async def _context_create(self, tenant: str, args: ContextCreate) -> bytes:
         document = msgspec.json.encode(args.data)
@@ -269,7 +269,7 @@ class Tools:
     async def _context_get(self, tenant: str, args: ContextGet) -> bytes:
         wanted = selection(args.path, args.slice)
         found = await self.registry.read(tenant, args.token)
-        payload = found.payload if wanted is None else wanted.apply(found.payload)
+        payload = document_bytes(found.payload) if wanted is None else wanted.apply(found.payload)
         # The stored bytes are spliced in as they are, as the REST mget does.
         return encode(ContextRead(args.token, found.version, msgspec.Raw(payload)))
 
