@@ -16,7 +16,7 @@ from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.config import Settings
 from fastctx.errors import NotFound, VersionGone
-from fastctx.registry import Registry
+from fastctx.registry import Registry, document_bytes
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer
@@ -74,10 +74,12 @@ async def test_a_patch_is_appended_to_the_log_not_written_whole(backend: Backend
     assert json.loads(entries[3].patch) == [{"op": "add", "path": "/title", "value": "t"}]
     read = await registry.read("t", created.token, fresh=True)
     expected = {"messages": [json.loads(message(n)) for n in range(3)], "title": "t"}
-    assert (json.loads(read.payload), read.version) == (expected, 5)
+    assert (json.loads(document_bytes(read.payload)), read.version) == (expected, 5)
     # a node without the context reads base and log and makes the same bytes
     cold = Registry(backend, Settings(cache_bytes=0))
-    assert (await cold.read("t", created.token)).payload == read.payload
+    assert document_bytes((await cold.read("t", created.token)).payload) == document_bytes(
+        read.payload
+    )
 
 
 async def test_put_replaces_base_and_log(backend: Backend) -> None:
@@ -95,18 +97,24 @@ async def test_put_replaces_base_and_log(backend: Backend) -> None:
         await registry.read_version("t", created.token, 2)
     # and the log starts again from the new base
     await registry.patch("t", created.token, b'{"n": 1}', "merge")
-    assert (await registry.read("t", created.token, fresh=True)).payload == b'{"fresh":true,"n":1}'
+    assert (
+        document_bytes((await registry.read("t", created.token, fresh=True)).payload)
+        == b'{"fresh":true,"n":1}'
+    )
 
 
 async def test_every_kept_version_reads_as_it_was(backend: Backend) -> None:
     registry = Registry(backend, Settings())
     created = await registry.create("t", b'{"messages": []}')
-    seen = {1: (await registry.read("t", created.token)).payload}
+    seen = {1: document_bytes((await registry.read("t", created.token)).payload)}
     for n in range(2, 12):
         await registry.patch("t", created.token, append_message(n), "json")
-        seen[n] = (await registry.read("t", created.token)).payload
+        seen[n] = document_bytes((await registry.read("t", created.token)).payload)
     for version, payload in seen.items():
-        assert (await registry.read_version("t", created.token, version)).payload == payload
+        assert (
+            document_bytes((await registry.read_version("t", created.token, version)).payload)
+            == payload
+        )
     with pytest.raises(NotFound, match="at version 11"):
         await registry.read_version("t", created.token, 12)
     assert (await registry.meta("t", created.token)).oldest_version == 1
@@ -121,7 +129,7 @@ async def test_a_fold_keeps_the_last_versions(
     seen = {}
     for n in range(2, 60):
         await registry.patch("t", created.token, append_message(n), "json")
-        seen[n] = (await registry.read("t", created.token)).payload
+        seen[n] = document_bytes((await registry.read("t", created.token)).payload)
     stored = await backend.contexts.load("t", created.token)
     assert stored is not None
     base = patchlog.base_version(stored.log)
@@ -134,11 +142,14 @@ async def test_a_fold_keeps_the_last_versions(
     assert (meta.version, meta.oldest_version) == (59, base)
     assert meta.oldest_version <= 59 - patchlog.KEPT_VERSIONS
     for version in range(base, 60):
-        assert (await registry.read_version("t", created.token, version)).payload == seen[version]
+        assert (
+            document_bytes((await registry.read_version("t", created.token, version)).payload)
+            == seen[version]
+        )
     with pytest.raises(VersionGone, match=f"the oldest is {base}"):
         await registry.read_version("t", created.token, base - 1)
     cold = Registry(backend, Settings(cache_bytes=0))
-    assert (await cold.read("t", created.token)).payload == seen[59]
+    assert document_bytes((await cold.read("t", created.token)).payload) == seen[59]
 
 
 async def test_a_node_catches_up_from_the_version_it_holds(
@@ -150,12 +161,12 @@ async def test_a_node_catches_up_from_the_version_it_holds(
     assert (await reader.read("t", created.token)).version == 1
     for n in range(3):
         await writer.patch("t", created.token, append_message(n), "json")
-    wanted = (await writer.read("t", created.token)).payload
+    wanted = document_bytes((await writer.read("t", created.token)).payload)
     key = context_id("t", created.token)
     assert reader.cache is not None
     reader.cache.outdate(key)  # as the invalidation does, whenever it arrives
     read = await reader.read("t", created.token)
-    assert (read.payload, read.version, read.cache) == (wanted, 4, "miss")
+    assert (document_bytes(read.payload), read.version, read.cache) == (wanted, 4, "miss")
     # it asked for what was appended since version 1, not for the document
     held = reader.cache.peek(key)
     assert held is not None
@@ -181,7 +192,9 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     reader.cache.outdate(context_id("t", created.token))
     read = await reader.read("t", created.token)
     assert read.version == 41
-    assert read.payload == (await writer.read("t", created.token, fresh=True)).payload
+    assert document_bytes(read.payload) == document_bytes(
+        (await writer.read("t", created.token, fresh=True)).payload
+    )
 
 
 async def test_a_patch_sends_redis_the_patch_not_the_document(redis_server: RedisServer) -> None:
@@ -219,14 +232,16 @@ async def test_contexts_of_format_1_are_read_and_patched(redis_server: RedisServ
         await redis.execute("SET", context_key("t", created.token), bytes(frame))
         await redis.close()
         fresh = Registry(backend, Settings(cache_bytes=0))
-        assert (await fresh.read("t", created.token)).payload == b'{"a": 1}'
+        assert document_bytes((await fresh.read("t", created.token)).payload) == b'{"a": 1}'
         assert await fresh.patch("t", created.token, b'{"b": 2}', "merge") == 2
         assert await fresh.patch("t", created.token, b'{"c": 3}', "merge") == 3
         stored = await backend.contexts.load("t", created.token)
         assert stored is not None
         assert stored.frame[2] == 2
         assert patchlog.base_version(stored.log) == 2
-        assert (await fresh.read("t", created.token)).payload == b'{"a":1,"b":2,"c":3}'
+        assert (
+            document_bytes((await fresh.read("t", created.token)).payload) == b'{"a":1,"b":2,"c":3}'
+        )
 
 
 def _crc(data: bytes) -> bytes:

@@ -250,7 +250,8 @@ def test_partial_reads_and_appends() -> None:
         ("/v1/contexts/mget", "post"),
     ]:
         taken = query(path, method)
-        assert set(taken) == {"path", "slice"}
+        # an earlier version is read by GET and HEAD, not mget
+        assert set(taken) == {"path", "slice"} | ({"version"} if method != "post" else set())
         assert not any(p["required"] for p in taken.values())
         assert re.fullmatch(taken["path"]["schema"]["pattern"], "/a~1b/0")
         assert not re.fullmatch(taken["path"]["schema"]["pattern"], "a")
