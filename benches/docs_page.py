@@ -76,8 +76,10 @@ and to B, a small HTTP/1.1 client on raw asyncio sockets, the same for both ways
 turns per client or 10 s per size and way, whichever ends first, after 3 unmeasured turns. A
 client turns to a fresh conversation once its turns would have grown the one it is on by more
 than a quarter of its size, so that a 1 KiB conversation stays about 1 KiB (each conversation
-has at least one turn). Over the measured turns only, with no request in flight when the
-counters are read before and after:
+has at least one turn). Each conversation is read once through B before the measured turns,
+so that a turn costs what it costs once both nodes hold the conversation (a node's first read
+of a conversation is paid once in its life, not per turn). Over the measured turns only, with
+no request in flight when the counters are read before and after:
 
 - **turns/s**: the turns completed over the seconds they took;
 - **Redis bytes/turn**: what Redis received and sent (`INFO` `total_net_input_bytes` and

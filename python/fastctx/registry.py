@@ -520,7 +520,7 @@ class Registry:
             return await self._fold(tenant, token, expected, old, document, record, shown)
         head = b"".join(n.to_bytes(8, "little") for n in (version, old.created_at, now))
         outcome, size = await self.contexts.append(
-            tenant, token, expected, record, head, old.expires_at, old.session, shown
+            tenant, token, expected, head, old.session, patch, bool(shown)
         )
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             frame = _core.encode_frame(

@@ -170,24 +170,19 @@ class Contexts(abc.ABC):
         tenant: str,
         token: str,
         expected: bytes,
-        record: bytes,
         head: bytes,
-        expires_at: int,
         session: str | None,
         patch: bytes,
+        shown: bool,
     ) -> tuple[Outcome, int]:
-        """Append `record` (a log entry) to the log, creating it from the frame's base if it
-        has none, and write `head` (version, created_at, updated_at) into the frame, if its
-        version bytes still equal `expected`. With DONE, the log's new length. `patch`, when
-        not empty, goes with the change event."""
-
-    async def get_relaxed(self, tenant: str, token: str) -> bytes | None:
-        """As `get`, for a read the cache would have answered had it held the context: it may
-        come from a replica, as old as its replication lag (see the cluster backend)."""
-        return await self.get(tenant, token)
+        """Append `patch` to the log as the entry of the version `head` names (creating the
+        log from the frame's base if it has none), and write `head` (version, created_at,
+        updated_at) into the frame, if its version bytes still equal `expected`. With DONE,
+        the log's new length. When `shown`, the change event carries the patch."""
 
     @abc.abstractmethod
-    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]: ...
+    async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
+        """The frames alone, in order (None where there is none)."""
 
     @abc.abstractmethod
     async def insert(

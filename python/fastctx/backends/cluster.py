@@ -171,7 +171,7 @@ class ClusterContexts(Contexts):
         self._run = commands.run
         self._script = commands.script
         self._cluster = cluster
-        #: Cache misses are read from replicas (see get_relaxed).
+        #: Cache misses are read from replicas (see load_relaxed).
         self.replica_reads = replica_reads
 
     async def get(self, tenant: str, token: str) -> bytes | None:
@@ -264,17 +264,16 @@ class ClusterContexts(Contexts):
         tenant: str,
         token: str,
         expected: bytes,
-        record: bytes,
         head: bytes,
-        expires_at: int,
         session: str | None,
         patch: bytes,
+        shown: bool,
     ) -> tuple[Outcome, int]:
         keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
-        args = append_args(token, expected, record, head, expires_at, session, patch)
+        args = append_args(expected, head, session, patch, shown)
         outcome, size = appended(await self._script(APPEND_SCRIPT, keys, args))
         if outcome is Outcome.DONE and session is not None:
-            changes = [(token, int.from_bytes(head[:8], "little"), patch)]
+            changes = [(token, int.from_bytes(head[:8], "little"), patch if shown else b"")]
             await _note(self._commands, tenant, session, "updated", changes, False)
         return outcome, size
 

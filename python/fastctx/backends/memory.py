@@ -241,11 +241,10 @@ class MemoryContexts(Contexts):
         tenant: str,
         token: str,
         expected: bytes,
-        record: bytes,
         head: bytes,
-        expires_at: int,
         session: str | None,
         patch: bytes,
+        shown: bool,
     ) -> tuple[Outcome, int]:
         store = self._store
         key = (tenant, token)
@@ -259,10 +258,12 @@ class MemoryContexts(Contexts):
         log = store.logs.get(key)
         if log is None:
             log = store.logs[key] = bytearray(patchlog.header(_version(frame)))
-        log += record
+        version = int.from_bytes(head[:8], "little")
+        log += patchlog.entry(version, int.from_bytes(head[16:], "little"), patch)
         frame[_HEAD] = head
-        member_of = store.frames[key][2]
-        store.changed(tenant, token, "updated", _version(frame), expires_at, member_of, patch)
+        expires_at, member_of = store.frames[key][1:]
+        event_patch = patch if shown else b""
+        store.changed(tenant, token, "updated", version, expires_at, member_of, event_patch)
         return Outcome.DONE, len(log)
 
     async def remove(

@@ -25,7 +25,6 @@ from fastctx.backends import (
     Since,
     Stored,
     invalidations,
-    patchlog,
 )
 from fastctx.backends.changelog import Expiries, RedisChangeLog
 from fastctx.backends.commands import (
@@ -150,22 +149,16 @@ class RedisContexts(Contexts):
         tenant: str,
         token: str,
         expected: bytes,
-        record: bytes,
         head: bytes,
-        expires_at: int,
         session: str | None,
         patch: bytes,
+        shown: bool,
     ) -> tuple[Outcome, int]:
         keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
         if session is not None:
             keys += [session_key(tenant, session), session_stream(tenant, session)]
-        return appended(
-            await self._script(
-                APPEND_SCRIPT,
-                keys,
-                append_args(token, expected, record, head, expires_at, session, patch),
-            )
-        )
+        args = append_args(expected, head, session, patch, shown)
+        return appended(await self._script(APPEND_SCRIPT, keys, args))
 
     async def remove(
         self, tenant: str, token: str, expected: bytes, session: str | None
@@ -187,18 +180,11 @@ def _u64(value: int) -> bytes:
 
 
 def append_args(
-    token: str,
-    expected: bytes,
-    record: bytes,
-    head: bytes,
-    expires_at: int,
-    session: str | None,
-    patch: bytes,
+    expected: bytes, head: bytes, session: str | None, patch: bytes, shown: bool
 ) -> list[Arg]:
     """The APPEND script's arguments (see scripts.APPEND)."""
-    base = patchlog.header(int.from_bytes(expected, "little"))
     version = int.from_bytes(head[:8], "little")
-    return [expected, record, base, head, expires_at, token, version, session or "", patch]
+    return [expected, head, version, session or "", patch, "1" if shown else ""]
 
 
 def appended(reply: int) -> tuple[Outcome, int]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from fastctx import _core
-from fastctx.backends import EVENTS_KEPT, EVENTS_MAX_AGE_MS, TRIM_AGE_MS, TRIM_LENGTH
+from fastctx.backends import EVENTS_KEPT, EVENTS_MAX_AGE_MS, TRIM_AGE_MS, TRIM_LENGTH, patchlog
+
+# A log's magic as a Lua string literal (its bytes as decimal escapes).
+_LOG_MAGIC = "".join(f"\\{byte}" for byte in patchlog.MAGIC)
 
 # Lua sees the frame as a string; the version is the 8 bytes after VERSION_OFFSET.
 _V_FIRST = _core.VERSION_OFFSET + 1
@@ -112,11 +115,12 @@ return 1
 
 # A patch appended to the context's log: the frame's version and updated_at move forward in
 # place (format 2 leaves them out of its checksum); the base document is not sent or read.
-# A format 1 frame must be written again first (-2).
+# A format 1 frame must be written again first (-2). The arguments are what only the writer
+# knows, each once (the patch goes to the log and, when shown, to the event): the entry, the
+# new log's header, the token and the expiry are made here from them and the keys.
 # KEYS: context, log, stream[, session, session stream]
-# ARGV: expected version bytes, log entry, log header (for a new log), the 24 header bytes
-# from the version on (version, created_at, updated_at), expires_at_ms, token, version,
-# session, patch for the event ("" for none)
+# ARGV: expected version bytes, the 24 header bytes from the version on (version, created_at,
+# updated_at), version, session, patch, "1" when the event carries the patch
 # Returns the log's length after the append; 0, -1, -2 when nothing was written.
 APPEND = (
     EVENTS_LUA
@@ -125,18 +129,30 @@ local head = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
 if head == '' then return 0 end
 if string.sub(head, 3) ~= ARGV[1] then return -1 end
 if string.byte(head, 1) ~= 2 then return -2 end
+local patch = ARGV[5]
+local entry = struct.pack('<I4', #patch) .. string.sub(ARGV[2], 1, 8)
+              .. string.sub(ARGV[2], 17, 24) .. patch
+local expires_at = redis.call('PEXPIRETIME', KEYS[1])
 local size
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  size = redis.call('APPEND', KEYS[2], ARGV[2])
+  size = redis.call('APPEND', KEYS[2], entry)
 else
-  redis.call('SET', KEYS[2], ARGV[3] .. ARGV[2], 'PXAT', ARGV[5])
-  size = #ARGV[3] + #ARGV[2]
+  local log = '{_LOG_MAGIC}' .. ARGV[1] .. entry
+  if expires_at > 0 then
+    redis.call('SET', KEYS[2], log, 'PXAT', expires_at)
+  else
+    redis.call('SET', KEYS[2], log)
+  end
+  size = #log
 end
-redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, ARGV[4])
-event(KEYS[3], 'updated', ARGV[7], ARGV[6], ARGV[8], ARGV[9])
-keep_until(KEYS[3], ARGV[5] + {EVENTS_MAX_AGE_MS})
+redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, ARGV[2])
+local token = string.match(KEYS[1], '/(%w+)}}$')
+local shown = ''
+if ARGV[6] == '1' then shown = patch end
+event(KEYS[3], 'updated', ARGV[3], token, ARGV[4], shown)
+if expires_at > 0 then keep_until(KEYS[3], expires_at + {EVENTS_MAX_AGE_MS}) end
 if #KEYS > 3 then
-  session_event(KEYS[5], KEYS[4], 'updated', ARGV[7], ARGV[6], ARGV[8], ARGV[9])
+  session_event(KEYS[5], KEYS[4], 'updated', ARGV[3], token, ARGV[4], shown)
 end
 return size
 """
