@@ -437,10 +437,10 @@ class Registry:
                 return None
             if since.stored is not None:
                 current = _materialize(since.stored)
-            elif since.version == held.version:
+            elif not since.tail:
                 current = held
             else:
-                current = _caught_up(held, since.version, since.tail)
+                current = _caught_up(held, since.tail)
         if current is None:
             load = self.contexts.load_relaxed if relaxed else self.contexts.load
             stored = await load(tenant, token)
@@ -519,9 +519,7 @@ class Registry:
         if patchlog.fold_at(old.base_size, log_size, version - old.base):
             return await self._fold(tenant, token, expected, old, document, record, shown)
         head = b"".join(n.to_bytes(8, "little") for n in (version, old.created_at, now))
-        outcome, size = await self.contexts.append(
-            tenant, token, expected, head, old.session, patch, bool(shown)
-        )
+        outcome, size = await self.contexts.append(tenant, token, head, old.session, patch)
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             frame = _core.encode_frame(
                 document_bytes(document), version, old.created_at, now, old.expires_at, old.session
@@ -647,10 +645,11 @@ class Registry:
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
 
 
-def _caught_up(held: _Current, version: int, tail: bytes) -> _Current | None:
-    """`held` with the log entries written since applied; None when `tail` does not lead
-    from its version to `version` (the caller then reads the whole context)."""
+def _caught_up(held: _Current, tail: bytes) -> _Current | None:
+    """`held` with the log entries written since (`tail`) applied; None when they do not lead
+    on from its version (the caller then reads the whole context)."""
     entries = patchlog.entries(tail)
+    version = held.version + len(entries)
     if [e.version for e in entries] != list(range(held.version + 1, version + 1)):
         return None
     payload = _core.apply_patches(held.payload, [entry.patch for entry in entries])

@@ -105,11 +105,10 @@ class Stored(NamedTuple):
 
 
 class Since(NamedTuple):
-    """What `Contexts.catch_up` found: the newest version, and either the log's bytes from the
-    offset asked (`tail`: b"" when nothing is newer) or, when the log no longer starts from
+    """What `Contexts.catch_up` found: the log's bytes from the offset asked (`tail`: the
+    entries written since, b"" when nothing is newer) or, when the log no longer starts from
     the base the caller knows, the whole context (`stored`)."""
 
-    version: int
     tail: bytes
     stored: Stored | None
 
@@ -169,16 +168,15 @@ class Contexts(abc.ABC):
         self,
         tenant: str,
         token: str,
-        expected: bytes,
         head: bytes,
         session: str | None,
         patch: bytes,
-        shown: bool,
     ) -> tuple[Outcome, int]:
         """Append `patch` to the log as the entry of the version `head` names (creating the
         log from the frame's base if it has none), and write `head` (version, created_at,
-        updated_at) into the frame, if its version bytes still equal `expected`. With DONE,
-        the log's new length. When `shown`, the change event carries the patch."""
+        updated_at) into the frame, if the frame is still at the version before. With DONE,
+        the log's new length. The change event carries the patch up to
+        EVENT_PATCH_MAX_BYTES."""
 
     @abc.abstractmethod
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:

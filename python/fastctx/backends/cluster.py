@@ -34,6 +34,7 @@ import hiredis
 
 from fastctx import _core
 from fastctx.backends import (
+    EVENT_PATCH_MAX_BYTES,
     EVENTS_MAX_AGE_MS,
     Backend,
     ChangeCallback,
@@ -70,7 +71,7 @@ from fastctx.backends.keys import (
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
-from fastctx.backends.redis import RedisMcp, RedisSessions, append_args, appended, since
+from fastctx.backends.redis import RedisMcp, RedisSessions, appended, since
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
 
@@ -207,9 +208,8 @@ class ClusterContexts(Contexts):
     async def catch_up(
         self, tenant: str, token: str, version: int, base: int, offset: int
     ) -> Since | None:
-        keys = [context_key(tenant, token), log_key(tenant, token)]
-        args: list[Arg] = [version.to_bytes(8, "little"), base.to_bytes(8, "little"), offset]
-        return since(await self._script(CATCH_UP_SCRIPT, keys, args), version)
+        args: list[Arg] = [base.to_bytes(8, "little"), offset, version.to_bytes(8, "little")]
+        return since(await self._script(CATCH_UP_SCRIPT, [context_key(tenant, token)], args))
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         # MGET cannot span slots; GETs issued together leave in one write per master.
@@ -260,20 +260,16 @@ class ClusterContexts(Contexts):
         return outcome
 
     async def append(
-        self,
-        tenant: str,
-        token: str,
-        expected: bytes,
-        head: bytes,
-        session: str | None,
-        patch: bytes,
-        shown: bool,
+        self, tenant: str, token: str, head: bytes, session: str | None, patch: bytes
     ) -> tuple[Outcome, int]:
-        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
-        args = append_args(expected, head, session, patch, shown)
-        outcome, size = appended(await self._script(APPEND_SCRIPT, keys, args))
+        # The context's script alone (its event names the session); then the session's event.
+        args: list[Arg] = [head, session or "", patch]
+        outcome, size = appended(
+            await self._script(APPEND_SCRIPT, [context_key(tenant, token)], args)
+        )
         if outcome is Outcome.DONE and session is not None:
-            changes = [(token, int.from_bytes(head[:8], "little"), patch if shown else b"")]
+            shown = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
+            changes = [(token, int.from_bytes(head[:8], "little"), shown)]
             await _note(self._commands, tenant, session, "updated", changes, False)
         return outcome, size
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from fastctx import _core
 from fastctx.backends import (
+    EVENT_PATCH_MAX_BYTES,
     EVENTS_MAX_AGE_MS,
     Backend,
     ChangeLog,
@@ -181,13 +182,12 @@ class MemoryContexts(Contexts):
         frame = self._store.live_frame(key, now_ms())
         if frame is None:
             return None
-        current = _version(frame)
-        if current == version:
-            return Since(current, b"", None)
         log = self._store.logs.get(key)
         if log is not None and patchlog.base_version(bytes(log[: patchlog.HEADER_SIZE])) == base:
-            return Since(current, bytes(log[offset:]), None)
-        return Since(current, b"", Stored(bytes(frame), bytes(log or b"")))
+            return Since(bytes(log[offset:]), None)
+        if _version(frame) == version:
+            return Since(b"", None)
+        return Since(b"", Stored(bytes(frame), bytes(log or b"")))
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         now = now_ms()
@@ -240,29 +240,27 @@ class MemoryContexts(Contexts):
         self,
         tenant: str,
         token: str,
-        expected: bytes,
         head: bytes,
         session: str | None,
         patch: bytes,
-        shown: bool,
     ) -> tuple[Outcome, int]:
         store = self._store
         key = (tenant, token)
         frame = store.live_frame(key, now_ms())
         if frame is None:
             return Outcome.MISSING, 0
-        if frame[_VERSION] != expected:
+        version = int.from_bytes(head[:8], "little")
+        if _version(frame) != version - 1:
             return Outcome.CONFLICT, 0
         if frame[2] != 2:
             return Outcome.REBASE, 0
         log = store.logs.get(key)
         if log is None:
             log = store.logs[key] = bytearray(patchlog.header(_version(frame)))
-        version = int.from_bytes(head[:8], "little")
         log += patchlog.entry(version, int.from_bytes(head[16:], "little"), patch)
         frame[_HEAD] = head
         expires_at, member_of = store.frames[key][1:]
-        event_patch = patch if shown else b""
+        event_patch = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
         store.changed(tenant, token, "updated", version, expires_at, member_of, event_patch)
         return Outcome.DONE, len(log)
 

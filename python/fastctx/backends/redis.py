@@ -96,9 +96,8 @@ class RedisContexts(Contexts):
     async def catch_up(
         self, tenant: str, token: str, version: int, base: int, offset: int
     ) -> Since | None:
-        keys = [context_key(tenant, token), log_key(tenant, token)]
-        args: list[Arg] = [_u64(version), _u64(base), offset]
-        return since(await self._script(CATCH_UP_SCRIPT, keys, args), version)
+        args: list[Arg] = [_u64(base), offset, _u64(version)]
+        return since(await self._script(CATCH_UP_SCRIPT, [context_key(tenant, token)], args))
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[bytes | None]:
         if not tokens:
@@ -145,19 +144,12 @@ class RedisContexts(Contexts):
         return Outcome(await self._script(SWAP_SCRIPT, keys, args))
 
     async def append(
-        self,
-        tenant: str,
-        token: str,
-        expected: bytes,
-        head: bytes,
-        session: str | None,
-        patch: bytes,
-        shown: bool,
+        self, tenant: str, token: str, head: bytes, session: str | None, patch: bytes
     ) -> tuple[Outcome, int]:
-        keys = [context_key(tenant, token), log_key(tenant, token), context_stream(tenant, token)]
+        keys = [context_key(tenant, token)]
         if session is not None:
             keys += [session_key(tenant, session), session_stream(tenant, session)]
-        args = append_args(expected, head, session, patch, shown)
+        args: list[Arg] = [head, session or "", patch]
         return appended(await self._script(APPEND_SCRIPT, keys, args))
 
     async def remove(
@@ -179,29 +171,21 @@ def _u64(value: int) -> bytes:
     return value.to_bytes(8, "little")
 
 
-def append_args(
-    expected: bytes, head: bytes, session: str | None, patch: bytes, shown: bool
-) -> list[Arg]:
-    """The APPEND script's arguments (see scripts.APPEND)."""
-    version = int.from_bytes(head[:8], "little")
-    return [expected, head, version, session or "", patch, "1" if shown else ""]
-
-
 def appended(reply: int) -> tuple[Outcome, int]:
     """The APPEND script's reply: the log's length, or what stopped it."""
     return (Outcome.DONE, reply) if reply > 0 else (Outcome(reply), 0)
 
 
-def since(reply: Any, version: int) -> Since | None:
+def since(reply: Any) -> Since | None:
     """The CATCH_UP script's reply (see scripts.CATCH_UP)."""
+    if isinstance(reply, bytes):
+        return Since(reply, None)
     if reply == 0:
         return None
     if reply == 1:
-        return Since(version, b"", None)
-    if reply[0] == 2:
-        return Since(int.from_bytes(reply[1], "little"), reply[2] or b"", None)
-    frame, log = reply[1], reply[2]
-    return Since(_core.frame_version(frame), b"", Stored(frame, log or b""))
+        return Since(b"", None)
+    frame, log = reply
+    return Since(b"", Stored(frame, log or b""))
 
 
 class RedisSessions(Sessions):

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from fastctx import _core
-from fastctx.backends import EVENTS_KEPT, EVENTS_MAX_AGE_MS, TRIM_AGE_MS, TRIM_LENGTH, patchlog
+from fastctx.backends import (
+    EVENT_PATCH_MAX_BYTES,
+    EVENTS_KEPT,
+    EVENTS_MAX_AGE_MS,
+    TRIM_AGE_MS,
+    TRIM_LENGTH,
+    patchlog,
+)
+from fastctx.backends.keys import CONTEXT_PREFIX, CONTEXT_STREAM_PREFIX, LOG_PREFIX
 
 # A log's magic as a Lua string literal (its bytes as decimal escapes).
 _LOG_MAGIC = "".join(f"\\{byte}" for byte in patchlog.MAGIC)
@@ -48,9 +56,11 @@ local function session_event(stream, session_key, kind, version, token, session,
   if pttl < 0 then pttl = 0 end
   keep_until(stream, now + pttl + {EVENTS_MAX_AGE_MS})
 end
-local function version_of(frame)
+local function version_of(frame, at)
+  -- the 8 bytes at `at` (the frame's version by default), as a number: exact to 2^53
+  at = at or {_V_FIRST}
   local v = 0
-  for i = {_V_LAST}, {_V_FIRST}, -1 do v = v * 256 + string.byte(frame, i) end
+  for i = at + 7, at, -1 do v = v * 256 + string.byte(frame, i) end
   return v
 end
 """
@@ -115,62 +125,67 @@ return 1
 
 # A patch appended to the context's log: the frame's version and updated_at move forward in
 # place (format 2 leaves them out of its checksum); the base document is not sent or read.
-# A format 1 frame must be written again first (-2). The arguments are what only the writer
-# knows, each once (the patch goes to the log and, when shown, to the event): the entry, the
-# new log's header, the token and the expiry are made here from them and the keys.
-# KEYS: context, log, stream[, session, session stream]
-# ARGV: expected version bytes, the 24 header bytes from the version on (version, created_at,
-# updated_at), version, session, patch, "1" when the event carries the patch
+# A format 1 frame must be written again first (-2). This is the write every conversation turn
+# makes, so it sends what only the writer knows, each once: the rest (the version it expects,
+# the entry, the new log's header, the token, the expiry) is made here from the header and
+# the context's key. The log and the stream are named from the context's key: their hash tag
+# is its own, so on a cluster they are in the slot the script runs in.
+# KEYS: context[, session, session stream]
+# ARGV: the 24 header bytes from the version on (version, created_at, updated_at), session,
+# patch (the event carries it up to EVENT_PATCH_MAX_BYTES)
 # Returns the log's length after the append; 0, -1, -2 when nothing was written.
 APPEND = (
     EVENTS_LUA
     + f"""
-local head = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
-if head == '' then return 0 end
-if string.sub(head, 3) ~= ARGV[1] then return -1 end
-if string.byte(head, 1) ~= 2 then return -2 end
-local patch = ARGV[5]
-local entry = struct.pack('<I4', #patch) .. string.sub(ARGV[2], 1, 8)
-              .. string.sub(ARGV[2], 17, 24) .. patch
+local tag = string.sub(KEYS[1], {len(CONTEXT_PREFIX) + 1})
+local log_key, stream = '{LOG_PREFIX}' .. tag, '{CONTEXT_STREAM_PREFIX}' .. tag
+local current = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
+if current == '' then return 0 end
+local head, patch = ARGV[1], ARGV[3]
+local version = version_of(head, 1)
+if version_of(current, 3) ~= version - 1 then return -1 end
+if string.byte(current, 1) ~= 2 then return -2 end
+local entry = struct.pack('<I4', #patch) .. string.sub(head, 1, 8) .. string.sub(head, 17, 24)
+              .. patch
 local expires_at = redis.call('PEXPIRETIME', KEYS[1])
 local size
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  size = redis.call('APPEND', KEYS[2], entry)
+if redis.call('EXISTS', log_key) == 1 then
+  size = redis.call('APPEND', log_key, entry)
 else
-  local log = '{_LOG_MAGIC}' .. ARGV[1] .. entry
+  local log = '{_LOG_MAGIC}' .. string.sub(current, 3) .. entry
   if expires_at > 0 then
-    redis.call('SET', KEYS[2], log, 'PXAT', expires_at)
+    redis.call('SET', log_key, log, 'PXAT', expires_at)
   else
-    redis.call('SET', KEYS[2], log)
+    redis.call('SET', log_key, log)
   end
   size = #log
 end
-redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, ARGV[2])
-local token = string.match(KEYS[1], '/(%w+)}}$')
-local shown = ''
-if ARGV[6] == '1' then shown = patch end
-event(KEYS[3], 'updated', ARGV[3], token, ARGV[4], shown)
-if expires_at > 0 then keep_until(KEYS[3], expires_at + {EVENTS_MAX_AGE_MS}) end
-if #KEYS > 3 then
-  session_event(KEYS[5], KEYS[4], 'updated', ARGV[3], token, ARGV[4], shown)
-end
+redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, head)
+local token = string.match(tag, '/(%w+)}}$')
+local shown, number = '', string.format('%.0f', version)
+if #patch <= {EVENT_PATCH_MAX_BYTES} then shown = patch end
+event(stream, 'updated', number, token, ARGV[2], shown)
+if expires_at > 0 then keep_until(stream, expires_at + {EVENTS_MAX_AGE_MS}) end
+if #KEYS > 1 then session_event(KEYS[3], KEYS[2], 'updated', number, token, ARGV[2], shown) end
 return size
 """
 )
 
 # What a node that holds version N of a context needs to bring it up to date, in one round
-# trip: 1 when N is still the newest; {2, version bytes, the log from `offset`} when the log
-# still starts from the base the node knows; else {3, frame, log or false}; 0 when it is gone.
-# KEYS: context, log  ARGV: version bytes, base version bytes, offset
+# trip, as small as it can be (every other node sends it after every turn): the log from
+# `offset` when the log still starts from the base the node knows (b"" when nothing is
+# newer); else 1 when N is still the newest, {frame, log or false} when not, 0 when the
+# context is gone. The log is named from the context's key, as in APPEND.
+# KEYS: context  ARGV: base version bytes, offset, version bytes
 CATCH_UP = f"""
-local head = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
-if head == '' then return 0 end
-local version = string.sub(head, 3)
-if version == ARGV[1] then return 1 end
-if string.byte(head, 1) == 2 and redis.call('GETRANGE', KEYS[2], 3, 10) == ARGV[2] then
-  return {{2, version, redis.call('GETRANGE', KEYS[2], ARGV[3], -1)}}
+local log_key = '{LOG_PREFIX}' .. string.sub(KEYS[1], {len(CONTEXT_PREFIX) + 1})
+if redis.call('GETRANGE', log_key, 3, 10) == ARGV[1] then
+  return redis.call('GETRANGE', log_key, ARGV[2], -1)
 end
-return {{3, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}}
+local version = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
+if version == '' then return 0 end
+if version == ARGV[3] then return 1 end
+return {{redis.call('GET', KEYS[1]), redis.call('GET', log_key)}}
 """
 
 # KEYS: context, log, stream[, members, session, session stream]
