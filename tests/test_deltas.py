@@ -15,8 +15,9 @@ from fastctx.backends.keys import context_key, log_key
 from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.config import Settings
+from fastctx.deltas import document_bytes
 from fastctx.errors import NotFound, VersionGone
-from fastctx.registry import Registry, document_bytes
+from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer

@@ -16,6 +16,7 @@ from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.clock import now_ms
 from fastctx.config import Settings
+from fastctx.deltas import append_patch
 from fastctx.errors import (
     BackendError,
     InvalidPatch,
@@ -23,7 +24,7 @@ from fastctx.errors import (
     PayloadTooLarge,
     VersionConflict,
 )
-from fastctx.registry import Registry, append_patch
+from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer

@@ -7,7 +7,7 @@ import contextlib
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Literal, NamedTuple, TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 import msgspec
 
@@ -15,6 +15,16 @@ from fastctx import _core
 from fastctx.backends import EVENT_PATCH_MAX_BYTES, Backend, Outcome, Stored, context_id, patchlog
 from fastctx.clock import now_ms
 from fastctx.config import Settings
+from fastctx.deltas import (
+    Current,
+    Document,
+    Extra,
+    append_patch,
+    caught_up,
+    check_sequence,
+    document_bytes,
+    materialize,
+)
 from fastctx.errors import (
     BackendError,
     InvalidPatch,
@@ -36,72 +46,7 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # How long a cached entry may be served when the backend does not report changes made by other
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
-_KINDS = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
 _OPERATION = re.compile(r"^operation \d+: ")
-
-
-Document = bytes | _core.Document
-"""A document as the registry holds it: its JSON bytes, or (a large one that patches append
-to) a `_core.Document`, which makes them when asked (`document_bytes`)."""
-
-
-def document_bytes(document: Document) -> bytes:
-    """The JSON bytes of a document."""
-    return document if type(document) is bytes else cast(_core.Document, document).bytes()
-
-
-class _Current(NamedTuple):
-    """A context as this node knows it: its document at `version`, and where that version
-    stands in the stored log (see fastctx.backends.patchlog), so that a write can append to
-    it and a reader can catch up from it without reading the document again."""
-
-    payload: Document
-    version: int
-    created_at: int
-    expires_at: int
-    session: str | None
-    base: int  # the version of the stored base document
-    log_size: int  # the stored log's length in bytes at `version` (0: it has none)
-    base_size: int  # the stored base document's length in bytes
-
-
-_Extra = tuple[int, str | None, int, int, int]
-"""What a cache entry keeps besides the document: created_at, session, base, log_size,
-base_size (see _Current)."""
-
-
-def _materialize(stored: Stored) -> _Current:
-    """The newest document of a stored context: its base with the log's patches applied."""
-    frame = _core.decode_frame(stored.frame)
-    if not stored.log:
-        return _Current(
-            frame.payload,
-            frame.version,
-            frame.created_at,
-            frame.expires_at,
-            frame.session,
-            frame.version,
-            0,
-            frame.size,
-        )
-    base = patchlog.base_version(stored.log)
-    entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
-    _check_sequence(entries, base, frame.version)
-    return _Current(
-        _core.apply_patches(frame.payload, [entry.patch for entry in entries]),
-        frame.version,
-        frame.created_at,
-        frame.expires_at,
-        frame.session,
-        base,
-        len(stored.log),
-        frame.size,
-    )
-
-
-def _check_sequence(entries: list[patchlog.Entry], after: int, last: int) -> None:
-    if [e.version for e in entries] != list(range(after + 1, last + 1)):
-        raise BackendError(f"a context's patch log does not lead from version {after} to {last}")
 
 
 # What the registry returns: msgspec Structs, which cost a fifth of a frozen dataclass to make
@@ -204,19 +149,17 @@ class Registry:
         max_age = self.max_age_ms if self.backend.coherent else UNTRACKED_MAX_AGE_MS
         return now_ms() - cached_at <= max_age
 
-    def _held(self, key: str, fresh: bool) -> _Current | None:
+    def _held(self, key: str, fresh: bool) -> Current | None:
         """The context as this node's cache holds it: only if fresh, or at any age."""
         entry = None if self.cache is None else self.cache.peek(key)
         if entry is None or entry[4] is None or (fresh and not self._is_fresh(entry[3])):
             return None
-        created_at, session, base, log_size, base_size = cast(_Extra, entry[4])
-        return _Current(
-            entry[0], entry[1], created_at, entry[2], session, base, log_size, base_size
-        )
+        created_at, session, base, log_size, base_size = cast(Extra, entry[4])
+        return Current(entry[0], entry[1], created_at, entry[2], session, base, log_size, base_size)
 
-    def _remember(self, key: str, current: _Current) -> None:
+    def _remember(self, key: str, current: Current) -> None:
         if self.cache is not None:
-            extra: _Extra = (
+            extra: Extra = (
                 current.created_at,
                 current.session,
                 current.base,
@@ -253,7 +196,7 @@ class Registry:
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
         if not await self.contexts.insert(tenant, token, frame, expires_at, session):
             raise NotFound("no such session")
-        current = _Current(document, 1, now, expires_at, session, 1, 0, len(document))
+        current = Current(document, 1, now, expires_at, session, 1, 0, len(document))
         self._remember(context_id(tenant, token), current)
         return Created(token, 1, expires_at)
 
@@ -295,7 +238,7 @@ class Registry:
         else:
             oldest = patchlog.base_version(stored.log)
             entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
-            _check_sequence(entries, oldest, frame.version)
+            check_sequence(entries, oldest, frame.version)
         if version < oldest:
             raise VersionGone(f"version {version} is no longer kept; the oldest is {oldest}")
         patches = [entry.patch for entry in entries[: version - oldest]]
@@ -320,7 +263,7 @@ class Registry:
             if stored is None:
                 found[token] = None
                 continue
-            current = _materialize(stored)
+            current = materialize(stored)
             self._remember(context_id(tenant, token), current)
             found[token] = (document_bytes(current.payload), current.version)
         return [found[token] for token in tokens]
@@ -328,7 +271,7 @@ class Registry:
     async def meta(self, tenant: str, token: str) -> Meta:
         stored = await self._load(tenant, token)
         frame = _core.decode_frame(stored.frame)
-        current = _materialize(stored)
+        current = materialize(stored)
         self._remember(context_id(tenant, token), current)
         return Meta(
             token,
@@ -397,7 +340,7 @@ class Registry:
         return await self._write(tenant, token, if_version, change)
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
-        async def remove(expected: bytes, current: _Current) -> tuple[Outcome, None]:
+        async def remove(expected: bytes, current: Current) -> tuple[Outcome, None]:
             outcome = await self.contexts.remove(tenant, token, expected, current.session)
             self._forget(context_id(tenant, token))
             return outcome, None
@@ -422,12 +365,12 @@ class Registry:
             raise NotFound("no such context")
         return stored
 
-    async def _fetch(self, tenant: str, token: str, key: str, relaxed: bool) -> _Current | None:
+    async def _fetch(self, tenant: str, token: str, key: str, relaxed: bool) -> Current | None:
         """The context from the backend, cached. A copy this node holds, however old, is
         brought up to date with the log entries written since, when the log still extends it;
         otherwise the whole context is read (base and log, in one round trip)."""
         held = self._held(key, fresh=False)
-        current: _Current | None = None
+        current: Current | None = None
         if held is not None:
             since = await self.contexts.catch_up(
                 tenant, token, held.version, held.base, max(held.log_size, patchlog.HEADER_SIZE)
@@ -436,18 +379,18 @@ class Registry:
                 self._forget(key)
                 return None
             if since.stored is not None:
-                current = _materialize(since.stored)
+                current = materialize(since.stored)
             elif not since.tail:
                 current = held
             else:
-                current = _caught_up(held, since.tail)
+                current = caught_up(held, since.tail)
         if current is None:
             load = self.contexts.load_relaxed if relaxed else self.contexts.load
             stored = await load(tenant, token)
             if stored is None:
                 self._forget(key)
                 return None
-            current = _materialize(stored)
+            current = materialize(stored)
         self._remember(key, current)
         return current
 
@@ -462,12 +405,12 @@ class Registry:
         made it), appended to the log; or (the new document, None), stored whole."""
         key = context_id(tenant, token)
 
-        async def attempt(expected: bytes, old: _Current) -> tuple[Outcome, int]:
+        async def attempt(expected: bytes, old: Current) -> tuple[Outcome, int]:
             document, patch = change(old.payload)
             # A patch can grow a document past what one request may send, up to this bound.
             self._check_size(document, self.max_document_bytes, "FASTCTX_MAX_DOCUMENT_BYTES")
             version, now = old.version + 1, now_ms()
-            new: _Current | None
+            new: Current | None
             if patch is None:
                 frame = _core.encode_frame(
                     document_bytes(document),
@@ -480,7 +423,7 @@ class Registry:
                 outcome = await self.contexts.swap(
                     tenant, token, expected, frame, old.expires_at, old.session
                 )
-                new = _Current(
+                new = Current(
                     document,
                     version,
                     old.created_at,
@@ -505,11 +448,11 @@ class Registry:
         tenant: str,
         token: str,
         expected: bytes,
-        old: _Current,
+        old: Current,
         document: Document,
         patch: bytes,
         now: int,
-    ) -> tuple[Outcome, _Current | None]:
+    ) -> tuple[Outcome, Current | None]:
         """Append `patch` (which made `document` of `old`) to the log; fold the log into a new
         base instead when it has grown past its bounds (patchlog.fold_at)."""
         version = old.version + 1
@@ -527,7 +470,7 @@ class Registry:
             outcome = await self.contexts.swap(
                 tenant, token, expected, frame, old.expires_at, old.session, b"", shown
             )
-            return outcome, _Current(
+            return outcome, Current(
                 document,
                 version,
                 old.created_at,
@@ -537,7 +480,7 @@ class Registry:
                 0,
                 len(document),
             )
-        new = _Current(
+        new = Current(
             document,
             version,
             old.created_at,
@@ -554,11 +497,11 @@ class Registry:
         tenant: str,
         token: str,
         expected: bytes,
-        old: _Current,
+        old: Current,
         document: Document,
         record: bytes,
         shown: bytes,
-    ) -> tuple[Outcome, _Current | None]:
+    ) -> tuple[Outcome, Current | None]:
         """Write a new base, keeping the last patchlog.KEPT_VERSIONS patches (the new one
         among them) in the log, so that the versions they made stay readable."""
         stored = await self.contexts.load(tenant, token)
@@ -583,7 +526,7 @@ class Registry:
             tenant, token, expected, new_frame, old.expires_at, old.session, log, shown
         )
         assert base <= new_base
-        return outcome, _Current(
+        return outcome, Current(
             document,
             version,
             old.created_at,
@@ -599,7 +542,7 @@ class Registry:
         tenant: str,
         token: str,
         if_version: int | None,
-        attempt: Callable[[bytes, _Current], Awaitable[tuple[Outcome, T]]],
+        attempt: Callable[[bytes, Current], Awaitable[tuple[Outcome, T]]],
     ) -> T:
         """Read the context, check If-Match, then `attempt` the conditional write.
 
@@ -616,7 +559,7 @@ class Registry:
         async with self._locks.hold(key):
             cached = self._held(key, fresh=True)
             for _ in range(MAX_WRITE_ATTEMPTS):
-                current: _Current | None
+                current: Current | None
                 if cached is not None:
                     current = cached
                 else:
@@ -643,48 +586,6 @@ class Registry:
                     raise VersionConflict("context changed by another writer")
                 await _backoff()
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
-
-
-def _caught_up(held: _Current, tail: bytes) -> _Current | None:
-    """`held` with the log entries written since (`tail`) applied; None when they do not lead
-    on from its version (the caller then reads the whole context)."""
-    entries = patchlog.entries(tail)
-    version = held.version + len(entries)
-    if [e.version for e in entries] != list(range(held.version + 1, version + 1)):
-        return None
-    payload = _core.apply_patches(held.payload, [entry.patch for entry in entries])
-    log_size = max(held.log_size, patchlog.HEADER_SIZE) + len(tail)
-    return held._replace(payload=payload, version=version, log_size=log_size)
-
-
-def append_patch(document: Document, path: str, items: Sequence[bytes]) -> bytes:
-    """The RFC 6902 JSON Patch that appends `items` (each the JSON of one value) to the array at
-    `path` (a JSON Pointer) in `document`.
-
-    An array there gets one `add` of `<path>/-` per item; nothing there, one `add` of `<path>`
-    with the array of them all (which JSON Patch applies only where the parent exists).
-    InvalidPatch when something other than an array is there; `_core.SelectError` for a
-    malformed pointer; `_core.JsonError` if the document is not JSON.
-    """
-    try:
-        # An empty slice: "[]" for an array, without copying it; SelectError for others.
-        _core.select(document, path, (0, 0))
-        there = b"["
-    except _core.SelectError:
-        there = _core.select(document, path)
-    except _core.PathNotFound:
-        return b'[{"op":"add","path":%s,"value":[%s]}]' % (
-            msgspec.json.encode(path),
-            b",".join(items),
-        )
-    if there[:1] != b"[":
-        kind = _KINDS.get(there[:1], "a number")
-        raise InvalidPatch(
-            f"{path or 'the document'} is {kind}, not an array: only an array is appended to"
-        )
-    end = msgspec.json.encode(path + "/-")
-    operations = [b'{"op":"add","path":%s,"value":%s}' % (end, item) for item in items]
-    return b"[" + b",".join(operations) + b"]"
 
 
 async def _backoff() -> None:

@@ -20,6 +20,7 @@ from fastctx.asgi.shapes import MGET_LIMIT, Meta, MgetRequest, invalid, ttl_seco
 from fastctx.backends import context_id
 from fastctx.clock import rfc3339
 from fastctx.config import Settings
+from fastctx.deltas import Document, document_bytes
 from fastctx.errors import (
     BadRequest,
     InvalidPatch,
@@ -30,7 +31,7 @@ from fastctx.errors import (
 from fastctx.http.metrics import RequestStats
 from fastctx.http.preconditions import expected_version, none_match
 from fastctx.http.routes import NO_PARAMETERS, Found, Handler
-from fastctx.registry import Document, PatchKind, Registry, document_bytes
+from fastctx.registry import PatchKind, Registry
 
 PREFIX = "/v1/contexts/"
 _PATCH_KINDS: dict[str, PatchKind] = {MERGE_PATCH: "merge", JSON_PATCH: "json"}

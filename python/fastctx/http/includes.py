@@ -16,8 +16,9 @@ import contextlib
 from typing import NamedTuple
 
 from fastctx.backends import Event
+from fastctx.deltas import document_bytes
 from fastctx.errors import BadRequest, NotFound
-from fastctx.registry import Registry, document_bytes
+from fastctx.registry import Registry
 
 # What the made members may hold once made, in bytes; the newest is kept whatever its size.
 KEPT_BYTES = 16 * 1024 * 1024

@@ -11,9 +11,10 @@ from fastctx import _core
 from fastctx.asgi import shapes
 from fastctx.asgi.selection import selection
 from fastctx.clock import rfc3339
+from fastctx.deltas import document_bytes
 from fastctx.errors import BadRequest, InvalidPatch, NotFound, PayloadTooLarge, VersionConflict
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
-from fastctx.registry import Registry, document_bytes
+from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 
 RESOURCE_SCHEME = "ctx://"
