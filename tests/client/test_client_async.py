@@ -20,6 +20,7 @@ from fastctx import (
     Unauthorized,
     Unavailable,
     VersionConflict,
+    VersionGone,
 )
 from fastctx.errors import BackendError
 from support.pool import ServerPool
@@ -98,6 +99,18 @@ async def test_partial_reads_and_appends(fc: AsyncClient) -> None:
     assert items[2] is None
     with pytest.raises(BadRequest):
         await fc.mget([token], "chat")
+
+
+async def test_earlier_versions(fc: AsyncClient) -> None:
+    token = await fc.create({"messages": []})
+    for n in range(3):
+        await fc.append(token, "/messages", {"n": n})
+    assert await fc.get(token, version=2) == {"messages": [{"n": 0}]}
+    assert await fc.get(token, path="/messages", slice="-1:", version=3) == [{"n": 1}]
+    await fc.put(token, {"messages": []})
+    with pytest.raises(VersionGone):
+        await fc.get(token, version=2)
+    assert await fc.get(token) == {"messages": []}
 
 
 async def test_typed_errors(fc: AsyncClient, server_pool: ServerPool) -> None:

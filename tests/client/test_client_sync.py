@@ -20,6 +20,7 @@ from fastctx import (
     Unauthorized,
     Unavailable,
     VersionConflict,
+    VersionGone,
 )
 from fastctx.errors import BackendError
 from support.pool import ServerPool
@@ -47,6 +48,21 @@ def later(action: Callable[[], Any], delay: float = 0.3) -> threading.Thread:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def test_earlier_versions(base_url: str) -> None:
+    """Read as they are, past the client's cache: a 410 leaves the held document alone."""
+    with Client(base_url, cache_size=16) as fc:
+        token = fc.create({"messages": []})
+        for n in range(3):
+            fc.append(token, "/messages", {"n": n})
+        assert fc.get(token) == {"messages": [{"n": n} for n in range(3)]}
+        assert fc.get(token, version=2) == {"messages": [{"n": 0}]}
+        assert fc.get(token, version=1) == {"messages": []}
+        fc.put(token, {"messages": ["whole"]})
+        with pytest.raises(VersionGone):
+            fc.get(token, version=2)
+        assert fc.get(token) == {"messages": ["whole"]}
 
 
 def test_create_get_put_patch_delete(fc: Client) -> None:

@@ -195,9 +195,15 @@ def get_call(
     cache: ClientCache | None = None,
     path: str | None = None,
     slice_: Slice | None = None,
+    version: int | None = None,
 ) -> Call[Any]:
     path_ = f"/v1/contexts/{token}"
     params = _read_params(path, slice_)
+    if version is not None:
+        # An earlier version is read as it is: never held, and its 410 (no longer kept, see
+        # VersionGone) says nothing of the document this client holds.
+        params["version"] = str(version)
+        return Call("GET", path_, _document, True, params)
     if cache is None:
         return Call("GET", path_, _document, True, params)
     held = cache.lookup(token)

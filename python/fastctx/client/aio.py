@@ -220,14 +220,22 @@ class AsyncClient:
         """Store `data`; returns its token."""
         return await self._run(c.create_call(data, ttl, session, self.cache))
 
-    async def get(self, token: str, path: str | None = None, slice: c.Slice | None = None) -> Any:
+    async def get(
+        self,
+        token: str,
+        path: str | None = None,
+        slice: c.Slice | None = None,
+        version: int | None = None,
+    ) -> Any:
         """The document; with a cache, a held one is revalidated with If-None-Match.
 
         With `path` (a JSON Pointer, "/messages"), only the value there; with `slice`
         ("-20:" or slice(-20, None)), only those elements of the array there (of the
-        document, without a path). PathNotFound when the path names nothing.
+        document, without a path). PathNotFound when the path names nothing. With
+        `version`, the document as it was at that version, while the server keeps it
+        (VersionGone when it no longer does).
         """
-        return await self._run(c.get_call(token, self.cache, path, slice))
+        return await self._run(c.get_call(token, self.cache, path, slice, version))
 
     async def put(self, token: str, data: Any, if_version: int | None = None) -> int:
         """Replace the document; returns the new version."""
