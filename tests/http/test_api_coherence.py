@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 
 from support.pool import NODES_DB
 from support.redis import RedisServer
@@ -13,6 +14,7 @@ from support.servers import GranianServer
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 # Far below the cache's own bound on an entry's life (60 s): a node that sees the new version
 # within this time was told by Redis, not saved by expiry.
 WITHIN = 2.0
@@ -84,3 +86,39 @@ def test_a_change_behind_fastctxs_back_is_seen_too(
         while a.get(f"/v1/contexts/{token}").status_code != 404:
             assert time.monotonic() - started < WITHIN
             time.sleep(0.001)
+
+
+@pytest.mark.parametrize("nodes", ["redis_nodes", "cluster_nodes"])
+def test_a_conversation_grown_through_both_nodes_reads_the_same_on_both(
+    nodes: str, request: pytest.FixtureRequest
+) -> None:
+    """Appends through either node to a conversation past 64 KiB (kept apart from its bytes
+    on each node), each read through the other: its last messages, an element, the whole."""
+    a_server, b_server = request.getfixturevalue(nodes)
+    messages = [{"role": "user", "n": n, "text": "x" * 300} for n in range(300)]
+    with (
+        httpx.Client(base_url=a_server.base_url) as a,
+        httpx.Client(base_url=b_server.base_url) as b,
+    ):
+        created = a.post("/v1/contexts", json={"messages": messages}, headers=JSON)
+        token = created.json()["token"]
+        path = f"/v1/contexts/{token}"
+        b.get(path)  # both nodes hold it
+        for turn in range(12):
+            writer, reader = (a, b) if turn % 2 else (b, a)
+            message = {"role": "assistant", "n": 300 + turn, "text": f"turn {turn}"}
+            patch = [{"op": "add", "path": "/messages/-", "value": message}]
+            r = writer.patch(path, json=patch, headers=JSON_PATCH)
+            assert r.json()["version"] == turn + 2
+            _wait_for_version(reader, token, turn + 2)
+            messages.append(message)
+            last = reader.get(path, params={"path": "/messages", "slice": "-3:"})
+            assert last.json() == messages[-3:]
+            assert reader.get(path, params={"path": f"/messages/{len(messages) - 1}/n"}).json() == (
+                300 + turn
+            )
+        whole_a, whole_b = a.get(path), b.get(path)
+        assert whole_a.json() == {"messages": messages}
+        assert whole_a.content == whole_b.content  # the same bytes on both nodes
+        fresh = a.get(path, headers={"Cache-Control": "no-cache"})
+        assert fresh.content == whole_a.content  # and a read past the cache agrees
