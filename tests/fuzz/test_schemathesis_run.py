@@ -31,7 +31,10 @@ def test_schemathesis_finds_nothing(server_pool: ServerPool, tmp_path: Path) -> 
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-time", str(MAX_TIME),
         "--request-timeout", "5",
-        "--workers", "2",
+        # One worker: with two, CPython 3.11's ast.parse (run by hypothesis to describe a
+        # filter) can fail in one thread while the other parses ("AST constructor recursion
+        # depth mismatch"), which schemathesis reports as a runtime error of the run.
+        "--workers", "1",
         "--seed", str(SEED),
         "--suppress-health-check", "all",
     ]  # fmt: skip
