@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::errors::Error;
 use crate::gil::maybe_detach;
 use crate::json::{parse, serialize};
+use crate::merge::merge_with_json_patch;
 use crate::patch::apply;
 
 /// `key` as one RFC 6901 reference token.
@@ -69,7 +70,20 @@ fn merge_operations(target: &Value, patch: &Value, path: &str, ops: &mut Vec<Val
 
 /// The RFC 6902 JSON Patch that makes the change the RFC 7386 merge patch makes to
 /// `document`, and the document it makes: (patch, result), both compact JSON.
+///
+/// Made over the bytes in one pass where that gives the bytes a parse would
+/// (`merge::merge_with_json_patch`), from parsed values otherwise.
 pub fn merge_as_json_patch_bytes(
+    document: &[u8],
+    merge_patch: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    match merge_with_json_patch(document, merge_patch)? {
+        Some(made) => Ok(made),
+        None => merge_as_json_patch_parsed(document, merge_patch),
+    }
+}
+
+fn merge_as_json_patch_parsed(
     document: &[u8],
     merge_patch: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), Error> {
@@ -124,6 +138,69 @@ mod tests {
         assert_eq!(value(&result), value(&merged), "{doc} + {merge}");
         // and member order, as merging keeps it
         assert_eq!(result, serialize(&value(&merged)), "{doc} + {merge}");
+        // the same document, made over the bytes or from parsed values, and made by the patch
+        let (_, parsed) = merge_as_json_patch_parsed(doc.as_bytes(), merge.as_bytes()).unwrap();
+        assert_eq!(result, parsed, "{doc} + {merge}");
+        let mut applied = value(doc.as_bytes());
+        apply(&mut applied, doc.len(), &patch).unwrap();
+        assert_eq!(serialize(&applied), result, "{doc} + {merge}");
+    }
+
+    #[test]
+    fn restates_over_bytes_as_parsed_values_would() {
+        // whitespace, numbers as written, members of the patch in another order than the
+        // document's (the operations follow the document's: they touch distinct members)
+        check(
+            r#"{"a/b":{"m~n":{}}}"#,
+            r#"{"a/b":{"m~n":{"~/":1}}}"#,
+            r#"[{"op":"add","path":"/a~1b/m~0n/~0~1","value":1}]"#,
+        );
+        check(
+            "{ \"a\" : [ 1 , 2.0 ] ,\n \"b\": {\"c\": 1.50, \"d\": [] }, \"e\": 7 }",
+            r#"{"e": null, "b": {"d": {"x": null, "y": -0.0}, "c": 10}, "f": [ 1 ]}"#,
+            r#"[{"op":"replace","path":"/b/c","value":10},
+                {"op":"replace","path":"/b/d","value":{"y":-0.0}},
+                {"op":"remove","path":"/e"},{"op":"add","path":"/f","value":[1]}]"#,
+        );
+        check(r#"{"a":{"b":1}}"#, r#"{"a":{}}"#, "[]");
+        check(
+            r#"{"a":1}"#,
+            "null",
+            r#"[{"op":"replace","path":"","value":null}]"#,
+        );
+        // where a parse is needed: exponents (the operations then follow the patch's order),
+        // escapes, and a repeated key the patch names
+        check(
+            "{ \"a\" : [ 1 , 2.0E+1 ] ,\n \"b\": {\"c\": 1.50, \"d\": [] }, \"e\": 7 }",
+            r#"{"e": null, "b": {"d": {"x": null, "y": -0.0E-0}, "c": 1e400}, "f": [ 1 ]}"#,
+            r#"[{"op":"remove","path":"/e"},
+                {"op":"replace","path":"/b/d","value":{"y":-0.0e-0}},
+                {"op":"replace","path":"/b/c","value":1e+400},{"op":"add","path":"/f","value":[1]}]"#,
+        );
+        check(
+            r#"{"\u0061":1,"b":"\/"}"#,
+            r#"{"a":2}"#,
+            r#"[{"op":"replace","path":"/a","value":2}]"#,
+        );
+        check(
+            r#"{"a":1,"b":0,"a":2}"#,
+            r#"{"a":3}"#,
+            r#"[{"op":"replace","path":"/a","value":3}]"#,
+        );
+        for (doc, merge) in [
+            (&br#"{"a":"\n"}"#[..], &br#"{"b":1}"#[..]),
+            (br#"{"a":1}"#, br#"{"b":"\u00e9"}"#),
+            (br#"{"a":2E1}"#, br#"{"b":1}"#),
+            (br#"{"a":1}"#, br#"{"b":1.5e-3}"#),
+        ] {
+            assert!(merge_with_json_patch(doc, merge).unwrap().is_none());
+        }
+        // letters after digits inside strings are no exponent
+        let (patch, result) = merge_with_json_patch(br#"{"e":"1E","4e":[1]}"#, br#"{"a":"0e0"}"#)
+            .unwrap()
+            .expect("no escape and no exponent: made over the bytes");
+        assert_eq!(patch, br#"[{"op":"add","path":"/a","value":"0e0"}]"#);
+        assert_eq!(result, br#"{"e":"1E","4e":[1],"a":"0e0"}"#);
     }
 
     #[test]

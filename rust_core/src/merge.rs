@@ -118,16 +118,16 @@ fn write_patch(patch: &MergePatch<'_>, out: &mut Vec<u8>) {
         MergePatch::Raw { json, spaced } => write_compact(json, *spaced, out),
         MergePatch::Object(members) => {
             out.push(b'{');
-            write_members(members, &[], &mut true, out);
+            write_members(members, &mut true, out);
             out.push(b'}');
         }
     }
 }
 
-/// Writes the members not marked in `seen` (all if it is empty), except nulls.
-fn write_members(members: &Members<'_>, seen: &[bool], first: &mut bool, out: &mut Vec<u8>) {
-    for (at, member) in members.list.iter().enumerate() {
-        if !seen.get(at).copied().unwrap_or(false) && !matches!(member.value, MergePatch::Null) {
+/// Writes the members, except nulls.
+fn write_members(members: &Members<'_>, first: &mut bool, out: &mut Vec<u8>) {
+    for member in &members.list {
+        if !matches!(member.value, MergePatch::Null) {
             write_key(member.raw_key, first, out);
             write_patch(&member.value, out);
         }
@@ -140,6 +140,68 @@ fn write_key(raw_key: &[u8], first: &mut bool, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(raw_key);
     out.push(b':');
+}
+
+/// A JSON Patch written as a merge goes: each member the merge adds, replaces or removes, at
+/// its RFC 6901 pointer. Only used on input without a backslash, so a key read is a key as
+/// written, with nothing to escape in a JSON string, and a value is the merge's own output.
+#[derive(Default)]
+struct Ops {
+    /// The pointer to the object being merged.
+    pointer: Vec<u8>,
+    /// The operations so far, from the array's opening bracket.
+    out: Vec<u8>,
+}
+
+impl Ops {
+    /// Adds the operation `op` at `key` of the current object (at the object itself if none).
+    fn push(&mut self, op: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.out.push(if self.out.is_empty() { b'[' } else { b',' });
+        self.out.extend_from_slice(br#"{"op":""#);
+        self.out.extend_from_slice(op.as_bytes());
+        self.out.extend_from_slice(br#"","path":""#);
+        self.out.extend_from_slice(&self.pointer);
+        if let Some(key) = key {
+            push_token(key, &mut self.out);
+        }
+        self.out.push(b'"');
+        if let Some(value) = value {
+            self.out.extend_from_slice(br#","value":"#);
+            self.out.extend_from_slice(value);
+        }
+        self.out.push(b'}');
+    }
+
+    /// Moves the pointer into member `key`; returns what `leave` takes to come back.
+    fn enter(&mut self, key: &[u8]) -> usize {
+        let parent = self.pointer.len();
+        push_token(key, &mut self.pointer);
+        parent
+    }
+
+    fn leave(&mut self, parent: usize) {
+        self.pointer.truncate(parent);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.out.is_empty() {
+            return b"[]".to_vec();
+        }
+        self.out.push(b']');
+        self.out
+    }
+}
+
+/// Appends `/key` as an RFC 6901 reference token.
+fn push_token(key: &[u8], out: &mut Vec<u8>) {
+    out.push(b'/');
+    for &byte in key {
+        match byte {
+            b'~' => out.extend_from_slice(b"~0"),
+            b'/' => out.extend_from_slice(b"~1"),
+            _ => out.push(byte),
+        }
+    }
 }
 
 /// Why a merge over raw bytes stopped.
@@ -162,13 +224,18 @@ fn merge_object(
     patch: &Members<'_>,
     depth: usize,
     out: &mut Vec<u8>,
+    mut ops: Option<&mut Ops>,
 ) -> Result<(), Stop> {
     if scanner.peek() != Some(b'{') {
         // RFC 7386: a target that is not an object is merged as if it were {}
         scanner.skip_value(depth)?;
+        let start = out.len();
         out.push(b'{');
-        write_members(patch, &[], &mut true, out);
+        write_members(patch, &mut true, out);
         out.push(b'}');
+        if let Some(ops) = ops {
+            ops.push("replace", None, Some(&out[start..]));
+        }
         return Ok(());
     }
     let mut seen = vec![false; patch.list.len()];
@@ -177,7 +244,8 @@ fn merge_object(
     let mut more = scanner.enter_object(depth)?;
     while more {
         let (raw_key, escaped) = scanner.key()?;
-        match patch.find(&key_text(raw_key, escaped)) {
+        let key = key_text(raw_key, escaped);
+        match patch.find(&key) {
             None => {
                 let start = scanner.pos();
                 let spaced = scanner.skip_value(depth + 1)?;
@@ -191,22 +259,47 @@ fn merge_object(
                 match &patch.list[at].value {
                     MergePatch::Null => {
                         scanner.skip_value(depth + 1)?;
+                        if let Some(ops) = ops.as_deref_mut() {
+                            ops.push("remove", Some(&key), None);
+                        }
                     }
                     MergePatch::Object(members) => {
                         write_key(raw_key, &mut first, out);
-                        merge_object(scanner, members, depth + 1, out)?;
+                        match ops.as_deref_mut() {
+                            None => merge_object(scanner, members, depth + 1, out, None)?,
+                            Some(ops) => {
+                                let parent = ops.enter(&key);
+                                merge_object(scanner, members, depth + 1, out, Some(&mut *ops))?;
+                                ops.leave(parent);
+                            }
+                        }
                     }
                     value => {
                         scanner.skip_value(depth + 1)?;
                         write_key(raw_key, &mut first, out);
+                        let start = out.len();
                         write_patch(value, out);
+                        if let Some(ops) = ops.as_deref_mut() {
+                            ops.push("replace", Some(&key), Some(&out[start..]));
+                        }
                     }
                 }
             }
         }
         more = scanner.next_member()?;
     }
-    write_members(patch, &seen, &mut first, out);
+    // the members the document did not have, in the patch's order
+    for (member, _) in patch.list.iter().zip(seen).filter(|(_, seen)| !seen) {
+        if matches!(member.value, MergePatch::Null) {
+            continue;
+        }
+        write_key(member.raw_key, &mut first, out);
+        let start = out.len();
+        write_patch(&member.value, out);
+        if let Some(ops) = ops.as_deref_mut() {
+            ops.push("add", Some(&member.key), Some(&out[start..]));
+        }
+    }
     out.push(b'}');
     Ok(())
 }
@@ -222,6 +315,62 @@ fn not_json(what: &'static str) -> impl Fn(ScanError) -> Error {
 /// (the last value counts, in the first place) and merged as a `Value`, so every occurrence
 /// does not each get a copy of the patch.
 pub fn merge_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
+    match merge_scanned(document, patch, None)? {
+        Some(out) => Ok(out),
+        None => {
+            let mut target = parse(document, "document")?;
+            merge_values(&mut target, parse(patch, "patch")?);
+            Ok(serialize(&target))
+        }
+    }
+}
+
+/// A JSON Patch and the document it makes, both compact JSON.
+pub type PatchAndResult = (Vec<u8>, Vec<u8>);
+
+/// The merge over bytes, and the JSON Patch (RFC 6902) that makes the same change: (patch,
+/// result), in one pass and without parsing the document.
+///
+/// `None` when a parse is needed to make exactly the bytes a parse and write would (what
+/// every other node makes of the log): when either input has what a parse writes back its
+/// own way (`parse_rewrites`), or when the document repeats a key the patch names.
+pub fn merge_with_json_patch(
+    document: &[u8],
+    patch: &[u8],
+) -> Result<Option<PatchAndResult>, Error> {
+    if parse_rewrites(document) || parse_rewrites(patch) {
+        return Ok(None);
+    }
+    let mut ops = Ops::default();
+    let merged = merge_scanned(document, patch, Some(&mut ops))?;
+    Ok(merged.map(|result| (ops.finish(), result)))
+}
+
+/// Whether JSON text holds what serde_json writes back otherwise than as written, beyond
+/// whitespace: a backslash (escapes are written its own way) or a number with an exponent
+/// (`1E5` is written `1e+5`). Without a backslash no quote is escaped, so every quote opens
+/// or closes a string and a digit outside strings followed by `e` is an exponent.
+fn parse_rewrites(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut after_digit = false;
+    for &byte in json {
+        match byte {
+            b'\\' => return true,
+            b'"' => in_string = !in_string,
+            b'e' | b'E' if after_digit => return true,
+            _ => {}
+        }
+        after_digit = !in_string && byte.is_ascii_digit();
+    }
+    false
+}
+
+/// The merge over bytes; `None` when the document repeats a key the patch names.
+fn merge_scanned(
+    document: &[u8],
+    patch: &[u8],
+    ops: Option<&mut Ops>,
+) -> Result<Option<Vec<u8>>, Error> {
     utf8(document).map_err(|err| err.at("document"))?;
     utf8(patch).map_err(|err| err.at("patch"))?;
     let mut patch_scanner = Scanner::new(patch);
@@ -233,23 +382,21 @@ pub fn merge_patch_bytes(document: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error
     let mut out = Vec::with_capacity(document.len() + patch.len());
     scanner.skip_space();
     let merged = match &parsed {
-        MergePatch::Object(members) => merge_object(&mut scanner, members, 0, &mut out),
-        other => scanner
-            .skip_value(0)
-            .map(|_| write_patch(other, &mut out))
-            .map_err(Stop::from),
+        MergePatch::Object(members) => merge_object(&mut scanner, members, 0, &mut out, ops),
+        other => scanner.skip_value(0).map_err(Stop::from).map(|_| {
+            write_patch(other, &mut out);
+            if let Some(ops) = ops {
+                ops.push("replace", None, Some(&out));
+            }
+        }),
     };
     match merged {
         Ok(()) => {
             scanner.finish().map_err(not_json("document"))?;
-            Ok(out)
+            Ok(Some(out))
         }
         Err(Stop::NotJson(err)) => Err(not_json("document")(err)),
-        Err(Stop::RepeatedKey) => {
-            let mut target = parse(document, "document")?;
-            merge_values(&mut target, parse(patch, "patch")?);
-            Ok(serialize(&target))
-        }
+        Err(Stop::RepeatedKey) => Ok(None),
     }
 }
 

@@ -298,6 +298,26 @@ def test_merge_patch_accepts_exactly_valid_json(
             _core.merge_patch(document_bytes, patch_bytes)
 
 
+@given(
+    st.data(),
+    objects | st.dictionaries(keys, objects, max_size=4),
+    st.sampled_from([None, 1]),
+    st.booleans(),
+)
+def test_a_merge_restated_as_a_json_patch_makes_the_same_bytes(
+    data: st.DataObject, document: Any, indent: int | None, ensure_ascii: bool
+) -> None:
+    # What a PATCH with a merge patch stores is the JSON Patch; every other node makes the
+    # version from it with apply_patches. Writer and readers must hold the same bytes, for
+    # input that is spaced, escaped (ensure_ascii) or has exponents (floats) alike.
+    patch = data.draw(patches_for(document))
+    doc = json.dumps(document, indent=indent, ensure_ascii=ensure_ascii).encode()
+    merge = json.dumps(patch, indent=indent, ensure_ascii=ensure_ascii).encode()
+    json_patch, result = _core.merge_as_json_patch(doc, merge)
+    assert json.loads(result) == reference_merge(document, patch)
+    assert _core.apply_patches(doc, [json_patch]) == result
+
+
 # --- JSON Patch: RFC 6902 Appendix A ----------------------------------------------------------
 
 RFC6902_EXAMPLES = [
