@@ -25,7 +25,9 @@ METHOD = """\
 `make bench` runs, in this order, on the machine it is started on:
 
 1. `benches/run.py`: starts its own `redis-server`, the floors (bare ASGI and Starlette apps
-   that answer a constant), fastctx, a "traditional" peer (FastAPI + uvicorn + redis-py,
+   that answer a constant; `floor-bare-post` reads a 1 KiB body first, the ceiling of any
+   write, and `floor-redis-post` also stores it with one `SET` over fastctx's own Redis
+   connection before answering, the ceiling of any write durable in Redis), fastctx, a "traditional" peer (FastAPI + uvicorn + redis-py,
    `benches/peers/`) and two MCP peers (FastMCP and the official SDK's `MCPServer`, on
    granian), each with one worker, and drives each row with `wrk -t1 -c64` for 10 s after 2 s
    of warm-up, on 1 KiB contexts. Every ratio is to the bare floor measured in the same run,

@@ -156,6 +156,9 @@ ROWS = [
     Row("floor-starlette", "floor-starlette"),
     # What granian alone charges for receiving a 1 KiB POST: the ceiling of any create.
     Row("floor-bare-post", "floor-bare", "POST", "/", JSON, CONTEXT),
+    # The same, plus one SET of the body in Redis before the answer: the ceiling of any create
+    # stored before it is answered, over fastctx's own connection to Redis.
+    Row("floor-redis-post", "floor-bare-redis", "POST", "/", JSON, CONTEXT),
     # The half-rate latency of an app that does nothing, under the same paced load as the GET
     # row's: what wrk's pacing and granian leave of the p99 target before fastctx does anything.
     Row("floor-bare-half-rate", "floor-bare", paced_from="floor-bare"),
@@ -227,6 +230,12 @@ TARGETS = [
     Target("GET no-cache / bare floor", ratio("fastctx-redis-get-nocache"), 0.55),
     Target("POST / bare floor", ratio("fastctx-redis-post"), 0.40),
     Target("merge PATCH / bare floor", ratio("fastctx-redis-patch"), 0.25),
+    # The write rows against the floor that reads the same 1 KiB body.
+    Target("POST / bare POST floor", times("fastctx-redis-post", "floor-bare-post"), 0.75),
+    Target("merge PATCH / bare POST floor", times("fastctx-redis-patch", "floor-bare-post"), 0.6),
+    Target(
+        "Redis GET hit / memory GET", times("fastctx-redis-get-hit", "fastctx-memory-get"), 0.95
+    ),
     Target(
         "GET / FastAPI peer GET", times("fastctx-redis-get-hit", "peer-fastapi-get"), 10, unit="x"
     ),

@@ -38,6 +38,7 @@ def _fastctx(backend: str) -> list[str]:
 SERVERS: dict[str, tuple[list[str], str]] = {
     "floor-bare": (granian("floors:bare"), "/"),
     "floor-starlette": (granian("floors:starlette"), "/"),
+    "floor-bare-redis": (granian("floors:bare_redis"), "/"),
     "fastctx-memory": (_fastctx("memory://"), "/healthz"),
     "fastctx-redis": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # The same server again, started afresh for the MCP rows over an emptied Redis, so they do
