@@ -27,13 +27,14 @@ METHOD = """\
 1. `benches/run.py`: starts its own `redis-server`, the floors (bare ASGI and Starlette apps
    that answer a constant; `floor-bare-post` reads a 1 KiB body first, the ceiling of any
    write, and `floor-redis-post` also stores it with one `SET` over fastctx's own Redis
-   connection before answering, the ceiling of any write durable in Redis), fastctx, a "traditional" peer (FastAPI + uvicorn + redis-py,
-   `benches/peers/`) and two MCP peers (FastMCP and the official SDK's `MCPServer`, on
-   granian), each with one worker, and drives each row with `wrk -t1 -c64` for 10 s after 2 s
-   of warm-up, on 1 KiB contexts. Every ratio is to the bare floor measured in the same run,
-   on the same core layout (by default the server under test alone on core 0, wrk and Redis
-   on core 1). Each row's first request is checked before it is timed; a row with any error
-   response measures nothing. Writes `benches/results/latest.json`.
+   connection before answering, the ceiling of any write durable in Redis), fastctx, a
+   "traditional" peer (FastAPI with uvicorn and redis-py, `benches/peers/`) and two MCP peers
+   (FastMCP and the official SDK's `MCPServer`, on granian), each with one worker, and drives
+   each row with `wrk -t1 -c64` for 10 s after 2 s of warm-up, on 1 KiB contexts. Every ratio
+   is to the bare floor measured in the same run, on the same core layout (by default the
+   server under test alone on core 0, wrk and Redis on core 1). Each row's first request is
+   checked before it is timed; a row with any error response measures nothing. Writes
+   `benches/results/latest.json`.
 2. `benches/coherence.py`: the invalidation window, from a write acknowledged by one node
    until another node on the same Redis serves it (`benches/results/coherence.json`).
 3. `benches/fanout.py`: 10,000 idle event-stream subscribers on one worker, and one write
