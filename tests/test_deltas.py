@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from fastctx import _core
+from fastctx import registry as registry_module
 from fastctx.backends import Backend, context_id, context_stream, patchlog
 from fastctx.backends.keys import context_key, log_key
 from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
+from fastctx.backends.redis import RedisContexts
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
 from fastctx.errors import NotFound, VersionGone
@@ -166,9 +168,13 @@ async def test_a_node_catches_up_from_the_version_it_holds(
     key = context_id("t", created.token)
     assert reader.cache is not None
     reader.cache.outdate(key)  # as the invalidation does, whenever it arrives
+    scripts, whole_reads = _calls(redis_server, "evalsha"), _calls(redis_server, "mget")
     read = await reader.read("t", created.token)
     assert (document_bytes(read.payload), read.version, read.cache) == (wanted, 4, "miss")
-    # it asked for what was appended since version 1, not for the document
+    if isinstance(writer.contexts, RedisContexts):  # the counts of one Redis, not a cluster
+        # it asked for what was appended since version 1 (one script), not for the document
+        assert _calls(redis_server, "evalsha") == scripts + 1
+        assert _calls(redis_server, "mget") == whole_reads
     held = reader.cache.peek(key)
     assert held is not None
     assert held[1] == 4
@@ -184,11 +190,15 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     two_nodes: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(patchlog, "FOLD_MIN_BYTES", 0)
+    monkeypatch.setattr(registry_module, "CATCH_UP_MIN_BYTES", 0)  # catch up however small
     writer, reader = two_nodes
     created = await writer.create("t", b'{"messages": []}')
     await reader.read("t", created.token)
     for n in range(40):
         await writer.patch("t", created.token, append_message(n), "json")
+    stored = await writer.contexts.load("t", created.token)
+    assert stored is not None
+    assert patchlog.base_version(stored.log) > 1  # folded
     assert reader.cache is not None
     reader.cache.outdate(context_id("t", created.token))
     read = await reader.read("t", created.token)
@@ -196,6 +206,35 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     assert document_bytes(read.payload) == document_bytes(
         (await writer.read("t", created.token, fresh=True)).payload
     )
+
+
+async def test_a_small_context_is_read_again_not_caught_up(redis_server: RedisServer) -> None:
+    url = redis_server.url(DELTAS_DB)
+    async with started_backend(url) as one, started_backend(url) as other:
+        writer, reader = Registry(one, Settings()), Registry(other, Settings())
+        created = await writer.create("t", b'{"messages": []}')
+        await reader.read("t", created.token)
+        await writer.patch("t", created.token, append_message(0), "json")
+        assert reader.cache is not None
+        reader.cache.outdate(context_id("t", created.token))
+        scripts, whole_reads = _calls(redis_server, "evalsha"), _calls(redis_server, "mget")
+        read = await reader.read("t", created.token)
+        assert read.version == 2
+        wanted = (await writer.read("t", created.token)).payload
+        assert document_bytes(read.payload) == document_bytes(wanted)
+        # one plain read of base and log, no script
+        assert _calls(redis_server, "mget") == whole_reads + 1
+        assert _calls(redis_server, "evalsha") == scripts
+
+
+def _calls(redis: RedisServer, command: str) -> int:
+    """How many times `command` has run on `redis` and succeeded (INFO commandstats): a
+    script's first run fails with NOSCRIPT and runs again once loaded."""
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            stats = dict(field.split("=") for field in line.split(":", 1)[1].split(","))
+            return int(stats["calls"]) - int(stats["failed_calls"])
+    return 0
 
 
 async def test_a_patch_sends_redis_the_patch_not_the_document(redis_server: RedisServer) -> None:
