@@ -24,7 +24,7 @@ from fastctx.errors import (
     PayloadTooLarge,
     VersionConflict,
 )
-from fastctx.registry import Registry
+from fastctx.registry import Registry, _KeyedLocks
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer
@@ -412,3 +412,41 @@ async def test_a_cached_copy_that_is_behind_costs_a_retry_not_an_update(
     finally:
         await a_backend.close()
         await b_backend.close()
+
+
+async def test_a_keys_lock_lets_one_writer_in_and_is_gone_when_nobody_holds_it() -> None:
+    locks = _KeyedLocks()
+    inside: list[str] = []
+    most = 0
+
+    async def write(key: str) -> None:
+        nonlocal most
+        async with locks.hold(key):
+            inside.append(key)
+            most = max(most, inside.count(key))
+            await asyncio.sleep(0)
+            inside.remove(key)
+
+    await asyncio.gather(*(write(key) for key in ["a", "b"] * 20))
+    assert most == 1  # one writer a key at a time, however many wait
+    assert locks._locks == {}
+
+    entered = asyncio.Event()
+
+    async def hold_a() -> None:
+        async with locks.hold("a"):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    holder = asyncio.create_task(hold_a())
+    await entered.wait()
+    waiter = asyncio.create_task(write("a"))
+    await asyncio.sleep(0)
+    waiter.cancel()  # cancelled while waiting for the lock
+    holder.cancel()
+    for task in (waiter, holder):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert locks._locks == {}
+    await write("a")  # and the key can be held again
+    assert locks._locks == {}

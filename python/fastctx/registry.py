@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar, cast
 
 import msgspec
@@ -81,19 +80,41 @@ class _KeyedLocks:
     """One asyncio lock per key, alive only while someone holds or waits for it."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks: dict[str, _KeyedLock] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+    def hold(self, key: str) -> _KeyedLock:
+        """`async with locks.hold(key):` holds the key's lock (a plain class, not a generator:
+        every write takes one)."""
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _KeyedLock(self._locks, key)
+        return held
+
+
+class _KeyedLock:
+    __slots__ = ("_key", "_lock", "_locks", "_users")
+
+    def __init__(self, locks: dict[str, _KeyedLock], key: str) -> None:
+        self._locks, self._key = locks, key
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+            await self._lock.acquire()
+        except BaseException:  # cancelled while waiting: this user is gone
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            del self._locks[self._key]
 
 
 class Registry:
