@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from fastctx import _core
-from fastctx import registry as registry_module
 from fastctx.backends import Backend, context_id, context_stream, patchlog
 from fastctx.backends.keys import context_key, log_key
 from fastctx.backends.memory import MemoryBackend
@@ -190,7 +189,6 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     two_nodes: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(patchlog, "FOLD_MIN_BYTES", 0)
-    monkeypatch.setattr(registry_module, "CATCH_UP_MIN_BYTES", 0)  # catch up however small
     writer, reader = two_nodes
     created = await writer.create("t", b'{"messages": []}')
     await reader.read("t", created.token)
@@ -206,25 +204,6 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     assert document_bytes(read.payload) == document_bytes(
         (await writer.read("t", created.token, fresh=True)).payload
     )
-
-
-async def test_a_small_context_is_read_again_not_caught_up(redis_server: RedisServer) -> None:
-    url = redis_server.url(DELTAS_DB)
-    async with started_backend(url) as one, started_backend(url) as other:
-        writer, reader = Registry(one, Settings()), Registry(other, Settings())
-        created = await writer.create("t", b'{"messages": []}')
-        await reader.read("t", created.token)
-        await writer.patch("t", created.token, append_message(0), "json")
-        assert reader.cache is not None
-        reader.cache.outdate(context_id("t", created.token))
-        scripts, whole_reads = _calls(redis_server, "evalsha"), _calls(redis_server, "mget")
-        read = await reader.read("t", created.token)
-        assert read.version == 2
-        wanted = (await writer.read("t", created.token)).payload
-        assert document_bytes(read.payload) == document_bytes(wanted)
-        # one plain read of base and log, no script
-        assert _calls(redis_server, "mget") == whole_reads + 1
-        assert _calls(redis_server, "evalsha") == scripts
 
 
 def _calls(redis: RedisServer, command: str) -> int:

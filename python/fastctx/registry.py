@@ -45,8 +45,6 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # How long a cached entry may be served when the backend does not report changes made by other
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
-# Below this many stored bytes (base and log) a cached copy is not caught up but read again.
-CATCH_UP_MIN_BYTES = 8 * 1024
 _OPERATION = re.compile(r"^operation \d+: ")
 
 
@@ -391,11 +389,10 @@ class Registry:
     async def _fetch(self, tenant: str, token: str, key: str, relaxed: bool) -> Current | None:
         """The context from the backend, cached. A copy this node holds, however old, is
         brought up to date with the log entries written since, when the log still extends it;
-        otherwise the whole context is read (base and log, in one round trip). A small context
-        is read whole: one plain read of a few KiB costs less than the script that catches up."""
+        otherwise the whole context is read (base and log, in one round trip)."""
         held = self._held(key, fresh=False)
         current: Current | None = None
-        if held is not None and held.base_size + held.log_size > CATCH_UP_MIN_BYTES:
+        if held is not None:
             since = await self.contexts.catch_up(
                 tenant, token, held.version, held.base, max(held.log_size, patchlog.HEADER_SIZE)
             )
