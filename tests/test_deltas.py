@@ -206,6 +206,56 @@ async def test_a_reader_behind_a_fold_reads_the_whole_context(
     )
 
 
+async def test_a_backend_gives_a_contexts_version_alone(backend: Backend) -> None:
+    registry = Registry(backend, Settings())
+    created = await registry.create("t", b'{"messages": []}')
+    await registry.patch("t", created.token, append_message(0), "json")
+    assert await backend.contexts.version("t", created.token) == 2
+    await registry.delete("t", created.token)
+    assert await backend.contexts.version("t", created.token) is None
+    assert await backend.contexts.version("t", _core.new_token()) is None
+
+
+async def test_a_no_cache_read_of_a_current_copy_asks_only_for_its_version(
+    redis_server: RedisServer,
+) -> None:
+    async with started_backend(redis_server.url(DELTAS_DB)) as backend:
+        registry = Registry(backend, Settings())
+        created = await registry.create("t", b'{"messages": []}')
+        await registry.patch("t", created.token, append_message(0), "json")
+        wanted = document_bytes((await registry.read("t", created.token)).payload)
+        counts = {name: _calls(redis_server, name) for name in ("getrange", "mget", "evalsha")}
+        read = await registry.read("t", created.token, fresh=True)
+        assert (document_bytes(read.payload), read.version, read.cache) == (wanted, 2, "miss")
+        assert {name: _calls(redis_server, name) - n for name, n in counts.items()} == {
+            "getrange": 1,
+            "mget": 0,
+            "evalsha": 0,
+        }
+
+
+async def test_a_no_cache_read_of_a_copy_gone_behind_reads_the_backends(
+    two_nodes: tuple[Registry, Registry],
+) -> None:
+    writer, reader = two_nodes
+    created = await writer.create("t", b'{"messages": []}')
+    await reader.read("t", created.token)
+    key = context_id("t", created.token)
+    held = reader._held(key, fresh=False)
+    assert held is not None
+    await writer.patch("t", created.token, append_message(0), "json")
+    # The reader's copy of version 1 as it is until the invalidation arrives: still fresh.
+    reader._remember(key, held)
+    read = await reader.read("t", created.token, fresh=True)
+    assert read.version == 2
+    wanted = (await writer.read("t", created.token)).payload
+    assert document_bytes(read.payload) == document_bytes(wanted)
+    await writer.delete("t", created.token)
+    reader._remember(key, held)
+    with pytest.raises(NotFound):
+        await reader.read("t", created.token, fresh=True)
+
+
 def _calls(redis: RedisServer, command: str) -> int:
     """How many times `command` has run on `redis` and succeeded (INFO commandstats): a
     script's first run fails with NOSCRIPT and runs again once loaded."""

@@ -231,8 +231,10 @@ class Registry:
             if cached is not None:
                 return Read(cached[0], cached[1], "hit")
         try:
-            # A cache miss may be read from a replica, if the backend reads from them.
-            current = await self._fetch(tenant, token, key, relaxed=not fresh)
+            current = await self._confirmed(tenant, token, key) if fresh else None
+            if current is None:
+                # A cache miss may be read from a replica, if the backend reads from them.
+                current = await self._fetch(tenant, token, key, relaxed=not fresh)
         except BackendError:
             stale = None if self.cache is None else self.cache.get(key)
             if stale is None:
@@ -385,6 +387,14 @@ class Registry:
             self._forget(context_id(tenant, token))
             raise NotFound("no such context")
         return stored
+
+    async def _confirmed(self, tenant: str, token: str, key: str) -> Current | None:
+        """The copy this node holds as current, when the backend's version is still its own:
+        a read that skips the cache asks for the 8 version bytes, not for the document."""
+        held = self._held(key, fresh=True)
+        if held is None or await self.contexts.version(tenant, token) != held.version:
+            return None
+        return held
 
     async def _fetch(self, tenant: str, token: str, key: str, relaxed: bool) -> Current | None:
         """The context from the backend, cached. A copy this node holds, however old, is

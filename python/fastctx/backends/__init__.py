@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from fastctx import _core
 from fastctx.backends.keys import (
     context_id,
     context_id_of,
@@ -63,6 +64,8 @@ TRIM_AGE_MS = EVENTS_MAX_AGE_MS + 600_000
 # An `updated` event carries the JSON Patch that made it up to this size; a larger one (as
 # every PUT) is left to be read from the context (see fastctx.http.events).
 EVENT_PATCH_MAX_BYTES = 64 * 1024
+# The frame's version bytes as GETRANGE names them (first and last byte, inclusive).
+VERSION_RANGE = (_core.VERSION_OFFSET, _core.VERSION_OFFSET + 7)
 
 
 def invalidations(on_change: ChangeCallback) -> Callable[[list[bytes] | None], None]:
@@ -143,6 +146,12 @@ class Contexts(abc.ABC):
     @abc.abstractmethod
     async def get(self, tenant: str, token: str) -> bytes | None:
         """The frame alone: the context's metadata and newest version (not its document)."""
+
+    async def version(self, tenant: str, token: str) -> int | None:
+        """The newest version alone (the frame's 8 version bytes); None when the context is
+        gone."""
+        frame = await self.get(tenant, token)
+        return None if frame is None else _core.frame_version(frame)
 
     @abc.abstractmethod
     async def load(self, tenant: str, token: str) -> Stored | None:

@@ -36,6 +36,7 @@ from fastctx import _core
 from fastctx.backends import (
     EVENT_PATCH_MAX_BYTES,
     EVENTS_MAX_AGE_MS,
+    VERSION_RANGE,
     Backend,
     ChangeCallback,
     Contexts,
@@ -178,6 +179,10 @@ class ClusterContexts(Contexts):
     async def get(self, tenant: str, token: str) -> bytes | None:
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
         return frame
+
+    async def version(self, tenant: str, token: str) -> int | None:
+        head: bytes = await self._run(b"GETRANGE", context_key(tenant, token), *VERSION_RANGE)
+        return int.from_bytes(head, "little") if head else None
 
     async def load(self, tenant: str, token: str) -> Stored | None:
         # The frame and its log share a slot: one MGET.

@@ -165,6 +165,10 @@ class MemoryContexts(Contexts):
 
     load_relaxed = load  # one copy, always current: no coroutine around `load`
 
+    async def version(self, tenant: str, token: str) -> int | None:
+        frame = self._store.live_frame((tenant, token), now_ms())
+        return None if frame is None else _version(frame)
+
     def _stored(self, key: tuple[str, str], now: int) -> Stored | None:
         frame = self._store.live_frame(key, now)
         if frame is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastctx import _core
 from fastctx.backends import (
+    VERSION_RANGE,
     Backend,
     ChangeCallback,
     Contexts,
@@ -75,6 +76,10 @@ class RedisContexts(Contexts):
     async def get(self, tenant: str, token: str) -> bytes | None:
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
         return frame
+
+    async def version(self, tenant: str, token: str) -> int | None:
+        head: bytes = await self._run(b"GETRANGE", context_key(tenant, token), *VERSION_RANGE)
+        return int.from_bytes(head, "little") if head else None
 
     async def load(self, tenant: str, token: str) -> Stored | None:
         # One slot (the hash tag): one MGET, on a cluster too.
