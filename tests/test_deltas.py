@@ -234,6 +234,28 @@ async def test_a_no_cache_read_of_a_current_copy_asks_only_for_its_version(
         }
 
 
+async def test_a_copy_known_to_be_behind_is_caught_up_without_asking_its_version(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url(DELTAS_DB)
+    async with started_backend(url) as one, started_backend(url) as other:
+        writer, reader = Registry(one, Settings()), Registry(other, Settings())
+        created = await writer.create("t", b'{"messages": []}')
+        await reader.read("t", created.token)
+        await writer.patch("t", created.token, append_message(0), "json")
+        reader.outdate("t", created.token)  # as an event of version 2 tells it
+        counts = {name: _calls(redis_server, name) for name in ("getrange", "mget", "evalsha")}
+        read = await reader.read("t", created.token, fresh=True)
+        assert read.version == 2
+        # One catch-up script, whose own two GETRANGEs (the log's header, then its tail) are
+        # all there are: a version read before it would be a third.
+        assert {name: _calls(redis_server, name) - n for name, n in counts.items()} == {
+            "getrange": 2,
+            "mget": 0,
+            "evalsha": 1,
+        }
+
+
 async def test_a_no_cache_read_of_a_copy_gone_behind_reads_the_backends(
     two_nodes: tuple[Registry, Registry],
 ) -> None:

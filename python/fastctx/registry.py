@@ -193,6 +193,12 @@ class Registry:
         if self.cache is not None:
             self.cache.invalidate(key)
 
+    def outdate(self, tenant: str, token: str) -> None:
+        """Mark this node's cached copy of a context as behind (an event has told of a newer
+        version): the next read catches it up."""
+        if self.cache is not None:
+            self.cache.outdate(context_id(tenant, token))
+
     def forget(self, tenant: str, token: str) -> None:
         """Drop this node's cached copy of a context deleted by other means (a session)."""
         self._forget(context_id(tenant, token))

@@ -147,11 +147,10 @@ class Contexts(abc.ABC):
     async def get(self, tenant: str, token: str) -> bytes | None:
         """The frame alone: the context's metadata and newest version (not its document)."""
 
+    @abc.abstractmethod
     async def version(self, tenant: str, token: str) -> int | None:
-        """The newest version alone (the frame's 8 version bytes); None when the context is
-        gone."""
-        frame = await self.get(tenant, token)
-        return None if frame is None else _core.frame_version(frame)
+        """The newest version alone (the frame's 8 version bytes, `VERSION_RANGE`); None when
+        the context is gone."""
 
     @abc.abstractmethod
     async def load(self, tenant: str, token: str) -> Stored | None:

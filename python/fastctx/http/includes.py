@@ -157,6 +157,7 @@ class Includes:
             found = await self.registry.read(tenant, token)
             if found.version < version:
                 # This node's cache has not yet heard of the write the event reports.
+                self.registry.outdate(tenant, token)
                 found = await self.registry.read(tenant, token, fresh=True)
             return document_bytes(found.payload), found.version
         return None, 0
