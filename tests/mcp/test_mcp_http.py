@@ -200,6 +200,89 @@ def test_the_get_stream_opens_with_a_ping(mcp: httpx.Client) -> None:
     assert mcp.get("/mcp", headers=modern_get).status_code == 405
 
 
+def sse_events(text: str) -> list[tuple[str | None, str]]:
+    """(id, data) of each event of an SSE body that has a data field; comments and blocks of
+    nothing but retry are left out."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        event_id, data = None, []
+        for line in block.split("\n"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
+        if data:
+            events.append((event_id, "\n".join(data)))
+    return events
+
+
+def test_a_2025_11_25_event_stream_opens_with_a_priming_event(mcp: httpx.Client) -> None:
+    session = initialize(mcp)
+    assert LEGACY == "2025-11-25"
+    headers = {**in_session(session), "Accept": "text/event-stream"}
+    r = mcp.post("/mcp", content=rpc("ping", id=9), headers=headers)
+    assert r.status_code == 200
+    (primed, empty), (reply_id, reply) = sse_events(r.text)
+    assert primed is not None
+    assert empty == ""
+    assert reply_id is None
+    assert json.loads(reply) == {"jsonrpc": "2.0", "id": 9, "result": {}}
+    # Its id is one of the session's stream: the GET stream resumes from it.
+    with mcp.stream("GET", "/mcp", headers={**headers, "Last-Event-ID": primed}) as g:
+        assert g.status_code == 200
+    # The GET stream opens with one too, and it takes that id back as well.
+    with mcp.stream("GET", "/mcp", headers=headers) as g:
+        assert g.status_code == 200
+        lines = g.iter_lines()
+        opening = [next(lines) for _ in range(7)]
+    assert opening[:2] == [": ping", ""]
+    assert opening[2].startswith("retry: ")
+    assert opening[3] == ""
+    assert opening[4].startswith("id: ")
+    assert opening[5:] == ["data:", ""]
+    resumed = opening[4][4:]
+    with mcp.stream("GET", "/mcp", headers={**headers, "Last-Event-ID": resumed}) as g:
+        assert g.status_code == 200
+    # The initialize reply opens the session's first stream.
+    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}}
+    r = mcp.post("/mcp", content=rpc("initialize", params), headers=headers)
+    (primed, empty), (_, reply) = sse_events(r.text)
+    assert primed.split(":")[0] != resumed.split(":")[0]  # another session, another stream
+    assert empty == ""
+    assert json.loads(reply)["result"]["protocolVersion"] == LEGACY
+
+
+def test_a_2025_06_18_event_stream_has_no_priming_event(mcp: httpx.Client) -> None:
+    # Its clients read every event's data as a message: an empty one would be an error.
+    session = initialize(mcp, "2025-06-18")
+    headers = {**in_session(session, "2025-06-18"), "Accept": "text/event-stream"}
+    r = mcp.post("/mcp", content=rpc("ping", id=3), headers=headers)
+    assert sse_events(r.text) == [(None, '{"jsonrpc":"2.0","id":3,"result":{}}')]
+    with mcp.stream("GET", "/mcp", headers=headers) as g:
+        opening = next(g.iter_text())
+    assert opening.startswith(": ping")
+    assert "id:" not in opening
+
+
+def test_a_pagination_cursor_is_invalid_params(mcp: httpx.Client) -> None:
+    # Every list fits on one page and no nextCursor is handed out, so no cursor is valid.
+    session = initialize(mcp)
+    for method in ("tools/list", "resources/list", "resources/templates/list"):
+        r = mcp.post("/mcp", content=rpc(method, {"cursor": "MTA="}), headers=in_session(session))
+        assert r.status_code == 200, r.text
+        assert error_code(r) == -32602
+        r = mcp.post("/mcp", content=rpc(method, {"cursor": 10}), headers=in_session(session))
+        assert error_code(r) == -32602
+        r = mcp.post("/mcp", content=rpc(method, {"cursor": None}), headers=in_session(session))
+        assert "nextCursor" not in r.json()["result"], r.text
+        params = {"_meta": ENVELOPE, "cursor": "MTA="}
+        r = mcp.post("/mcp", content=rpc(method, params), headers=modern(method))
+        assert r.status_code == 400, r.text
+        assert error_code(r) == -32602
+
+
 def test_media_types_in_accept_are_case_insensitive(mcp: httpx.Client) -> None:
     session = initialize(mcp)
     shouted = {**in_session(session), "Accept": "Text/Event-Stream"}

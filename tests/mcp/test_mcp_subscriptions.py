@@ -65,6 +65,7 @@ class Events:
 
     def __init__(self, response: httpx.Response) -> None:
         self.queue: asyncio.Queue[tuple[str | None, dict[str, Any]] | None] = asyncio.Queue()
+        self.primed: list[str | None] = []
         # Read apart: a wait that times out must not end the response's line iterator.
         self.reader = asyncio.ensure_future(self._read(response))
 
@@ -77,7 +78,11 @@ class Events:
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())
                 elif not line and data:
-                    await self.queue.put((event_id, json.loads("\n".join(data))))
+                    text = "\n".join(data)
+                    if text:
+                        await self.queue.put((event_id, json.loads(text)))
+                    else:  # a priming event: an id to resume from, no message
+                        self.primed.append(event_id)
                     event_id, data = None, []
         finally:
             await self.queue.put(None)
@@ -245,6 +250,27 @@ def test_a_stream_resumes_after_its_last_event_id(url: str) -> None:
                 r = await client.get("/mcp", headers={**headers, "Last-Event-ID": bad})
                 assert r.status_code == 400, bad
                 assert r.json()["error"]["code"] == -32600
+
+    run(main())
+
+
+def test_a_priming_id_resumes_the_get_stream_from_its_reply(url: str) -> None:
+    async def main() -> None:
+        async with _client(url) as client:
+            session = await initialize(client)
+            a = await create(client)
+            headers = {**in_session(session), "Accept": "text/event-stream"}
+            body = rpc("resources/subscribe", {"uri": f"ctx://{a}"})
+            r = await client.post("/mcp", content=body, headers=headers)
+            assert r.status_code == 200, r.text
+            primed = r.text.split("\n")[0].removeprefix("id: ")
+            assert r.text.startswith(f"id: {primed}\ndata:\n\n"), r.text
+            await write(client, a, 1)  # after the reply, while no stream is open
+            async with get_stream(client, session, primed) as events:
+                _, message = await events.next()
+                assert updated_uri(message) == f"ctx://{a}"
+                assert events.primed == [primed]  # it opened where it was asked to start
+                await events.quiet(0.5)
 
     run(main())
 

@@ -32,12 +32,13 @@ from fastctx.mcp.jsonrpc import (
     Message,
     RpcError,
 )
-from fastctx.mcp.notifications import Notifications, resume_point
+from fastctx.mcp.notifications import Notifications, priming_event, resume_point
 from fastctx.mcp.protocol import (
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
     META_PROTOCOL_VERSION,
     MODERN_VERSIONS,
+    PRIMING_VERSION,
     SUPPORTED_VERSIONS,
     Methods,
     SessionRecord,
@@ -192,9 +193,10 @@ class McpEndpoint:
             message.method, msgspec.UnsetType
         ):
             return await ex.respond(202)  # a notification, or a response to us: accepted
+        primed = session if _primes(record.version) else None
         if message.method in _SUBSCRIPTION_METHODS:
             return await self._subscription(ex, tenant, session, record, message, wants_json)
-        return await self._answer(ex, tenant, message, "session", wants_json)
+        return await self._answer(ex, tenant, message, "session", wants_json, primed)
 
     async def _subscription(
         self,
@@ -207,6 +209,7 @@ class McpEndpoint:
     ) -> int:
         """resources/subscribe and resources/unsubscribe: they change the session."""
         params = message.params if isinstance(message.params, dict) else {}
+        primed = session if _primes(record.version) else None
         try:
             if message.params is not msgspec.UNSET and not isinstance(message.params, dict):
                 raise RpcError(INVALID_PARAMS, "params must be an object")
@@ -221,8 +224,10 @@ class McpEndpoint:
         except RpcError as exc:
             if exc.status != 200:
                 raise
-            return await self._reply(ex, jsonrpc.error(message.id, exc), 200, wants_json)
-        return await self._reply(ex, jsonrpc.result(message.id, {}), 200, wants_json)
+            error = jsonrpc.error(message.id, exc)
+            return await self._reply(ex, error, 200, wants_json, primed=primed)
+        result = jsonrpc.result(message.id, {})
+        return await self._reply(ex, result, 200, wants_json, primed=primed)
 
     async def _initialize(
         self, ex: Exchange, tenant: str, message: Message, wants_json: bool
@@ -239,7 +244,9 @@ class McpEndpoint:
         )
         session = await self.sessions.open_mcp(tenant, jsonrpc.encode(record), self.idle_ms)
         body = jsonrpc.result(message.id, result)
-        return await self._reply(ex, body, 200, wants_json, [(b"mcp-session-id", session.encode())])
+        headers = [(b"mcp-session-id", session.encode())]
+        primed = session if _primes(version) else None
+        return await self._reply(ex, body, 200, wants_json, headers, primed)
 
     async def _modern(self, ex: Exchange, tenant: str, message: Message, wants_json: bool) -> int:
         if isinstance(message.id, msgspec.UnsetType):
@@ -261,7 +268,13 @@ class McpEndpoint:
         return await self._answer(ex, tenant, message, "modern", wants_json)
 
     async def _answer(
-        self, ex: Exchange, tenant: str, message: Message, era: Era, wants_json: bool
+        self,
+        ex: Exchange,
+        tenant: str,
+        message: Message,
+        era: Era,
+        wants_json: bool,
+        primed: str | None = None,
     ) -> int:
         assert isinstance(message.method, str)
         try:
@@ -269,8 +282,11 @@ class McpEndpoint:
         except RpcError as exc:
             # The session era reports method errors in the body; 2026-07-28 in the status too.
             status = 200 if era == "session" else _MODERN_STATUS.get(exc.code, 400)
-            return await self._reply(ex, jsonrpc.error(message.id, exc), status, wants_json)
-        return await self._reply(ex, jsonrpc.result(message.id, result), 200, wants_json)
+            error = jsonrpc.error(message.id, exc)
+            return await self._reply(ex, error, status, wants_json, primed=primed)
+        return await self._reply(
+            ex, jsonrpc.result(message.id, result), 200, wants_json, primed=primed
+        )
 
     async def _reply(
         self,
@@ -279,11 +295,16 @@ class McpEndpoint:
         status: int,
         wants_json: bool,
         headers: Headers | None = None,
+        primed: str | None = None,
     ) -> int:
-        """One JSON-RPC message: as JSON if the client takes it, else as a one-event stream."""
+        """One JSON-RPC message: as JSON if the client takes it, else as a one-event stream,
+        opened with a priming event when `primed` names the session whose revision wants it.
+        Its id resumes the session's GET stream from the moment this reply was made."""
         if wants_json:
             return await ex.respond(status, body, headers)
         event = b"event: message\ndata: " + body + b"\n\n"
+        if primed is not None:
+            event = priming_event(primed, f"{now_ms()}-0") + event
         return await ex.respond(status, event, (headers or []) + STREAM_HEADERS, EVENT_STREAM)
 
     async def _get(self, ex: Exchange, tenant: str) -> int:
@@ -291,12 +312,18 @@ class McpEndpoint:
         if version is not None and version.decode("latin-1") in MODERN_VERSIONS:
             # 2026-07-28 has no standing stream: subscriptions/listen replaces it.
             raise RpcError(INVALID_REQUEST, "use POST", status=405)
-        session, _ = await self._session(ex, tenant)
+        session, record = await self._session(ex, tenant)
         if not ex.accepts(EVENT_STREAM):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
         after = resume_point(session, ex.header(b"last-event-id"))
+        primed = _primes(record.version)
         with self.streams:
-            return await self.notifications.session_stream(ex, tenant, session, after)
+            return await self.notifications.session_stream(ex, tenant, session, after, primed)
+
+
+def _primes(version: str) -> bool:
+    """Whether a session of this revision opens its event streams with a priming event."""
+    return version >= PRIMING_VERSION  # revisions are dates: as strings, they sort as dates
 
 
 def _no_query(ex: Exchange) -> None:

@@ -63,6 +63,12 @@ def stream_tag(session: str) -> str:
     return hashlib.blake2s(session.encode(), digest_size=4).hexdigest()
 
 
+def priming_event(session: str, after: str) -> bytes:
+    """The event a 2025-11-25 stream opens with: an id and empty data, so that a client that
+    loses the stream before its end can resume the session's GET stream after `after`."""
+    return b"id: %s:%s\ndata:\n\n" % (stream_tag(session).encode(), after.encode())
+
+
 def resume_point(session: str, last_event_id: bytes | None) -> str | None:
     """The notification stream id a GET stream resumes after; None to start from now."""
     if last_event_id is None or not last_event_id.strip():
@@ -200,10 +206,11 @@ class Notifications:
             cursor = current  # another node got there first, but not as far: go on from there
 
     async def session_stream(
-        self, ex: Exchange, tenant: str, session: str, after: str | None
+        self, ex: Exchange, tenant: str, session: str, after: str | None, primed: bool = False
     ) -> int:
         """The session era's GET stream: the notification stream from `after` (or from now),
-        fed from the subscribed contexts' changes while it is open."""
+        fed from the subscribed contexts' changes while it is open; `primed` opens it with a
+        priming event (2025-11-25) naming where it starts."""
         notes = mcp_stream(tenant, session)
         start = after if after is not None else await self.backend.changes.last_id(notes)
         watches = _Watches(self.changes)
@@ -254,7 +261,10 @@ class Notifications:
                 await watch(token, subscribed[token])
             replay = await self.backend.changes.since(notes, start)
             await ex.start_stream()
-            await _send(ex, b": ping\n\nretry: %d\n\n" % RETRY_MS)
+            opening = b": ping\n\nretry: %d\n\n" % RETRY_MS
+            if primed:
+                opening += priming_event(session, start)
+            await _send(ex, opening)
             for event in replay:
                 await take(event)
             loop = asyncio.get_running_loop()

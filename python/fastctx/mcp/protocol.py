@@ -22,6 +22,9 @@ HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
 SUPPORTED_VERSIONS = HANDSHAKE_VERSIONS + MODERN_VERSIONS
 LATEST_HANDSHAKE_VERSION = HANDSHAKE_VERSIONS[-1]
+# From this revision on, a session's event streams open with a priming event (an id and
+# empty data); a client of an earlier one would try to read that empty data as a message.
+PRIMING_VERSION = "2025-11-25"
 
 # 2026-07-28 puts the envelope in params._meta under these keys.
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
@@ -96,12 +99,12 @@ class Methods:
         if method == "tools/call":
             return await self.tools.call(tenant, given.get("name"), given.get("arguments"), era)
         if method == "tools/list":
-            return _listed({"tools": TOOLS}, era)
+            return _listed({"tools": TOOLS}, given, era)
         if method == "resources/list":
             # Tokens are capabilities: a client learns one from a tool, never from a listing.
-            return _listed({"resources": []}, era)
+            return _listed({"resources": []}, given, era)
         if method == "resources/templates/list":
-            return _listed({"resourceTemplates": RESOURCE_TEMPLATES}, era)
+            return _listed({"resourceTemplates": RESOURCE_TEMPLATES}, given, era)
         if method == "resources/read":
             return await self._read(tenant, _string(given, "uri"), era)
         if method == "ping" and era == "session":
@@ -133,7 +136,11 @@ class Methods:
         return result
 
 
-def _listed(result: dict[str, Any], era: Era) -> dict[str, Any]:
+def _listed(result: dict[str, Any], params: dict[str, Any], era: Era) -> dict[str, Any]:
+    """One whole list: every list fits on one page, so no `nextCursor` is ever handed out,
+    and a cursor a client sends can only be invalid (-32602, as pagination says)."""
+    if params.get("cursor") is not None:
+        raise RpcError(INVALID_PARAMS, "invalid cursor: this list has one page and no cursors")
     if era == "modern":
         result.update(resultType="complete", cacheScope="public", ttlMs=_LIST_TTL_MS)
     return result
