@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastctx-built
 SERVE_STAMP := $(VENV)/.fastctx-served
+OIDC_DIR := tests/support/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 # `make serve PORT=9000`, or the FASTCTX_* variable `fastctx serve` itself reads.
 HOST ?= $(or $(FASTCTX_HOST),127.0.0.1)
 PORT ?= $(or $(FASTCTX_PORT),8000)
@@ -86,8 +88,19 @@ $(VENV)/.extra-%: pyproject.toml | $(STAMP)
 test-rust:
 	cargo test --manifest-path rust_core/Cargo.toml
 
-test-python: build redis-server
+test-python: build redis-server $(OIDC_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The authorization server of the OAuth tests (oidc-provider, from the npm registry), at the
+# versions of its package-lock.json; Node.js from Debian's packages when it is missing.
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "npm not found: installing Node.js from Debian's packages"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	npm ci --prefix $(OIDC_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
 
 test: build redis-server test-rust test-python
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support.oidc import AuthorizationServer, provider_missing
 from support.pool import COMBO_IDS, COMBOS, NODES_DB, TRANSPORTS, ServerPool
 from support.processes import Spawned
 from support.redis import RedisServer
@@ -24,6 +25,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """The session's redis-server; tests share it and keep apart by fresh tokens."""
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture
+def authorization_server(tmp_path: Path) -> Iterator[AuthorizationServer]:
+    """oidc-provider on a free port, the test's own: it may rotate its keys or stop it."""
+    missing = provider_missing()
+    if missing is not None:
+        raise RuntimeError(missing)  # a failure, not a skip: the tests would prove nothing
+    server = AuthorizationServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
