@@ -25,8 +25,14 @@ from fastctx.asgi.guard import Guard, StreamLimit
 from fastctx.asgi.problems import as_problem
 from fastctx.backends import open_backend
 from fastctx.config import Settings
-from fastctx.errors import FastctxError, MethodNotAllowed, NotFound
-from fastctx.http.auth import Tenants, is_protected
+from fastctx.errors import (
+    FastctxError,
+    InsufficientScope,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+)
+from fastctx.http.auth import ProtectedResource, Tenants, is_protected
 from fastctx.http.contexts import ContextRoutes
 from fastctx.http.events import EventRoutes
 from fastctx.http.metrics import Metrics, RequestStats
@@ -36,12 +42,15 @@ from fastctx.http.routes import Found
 from fastctx.http.sessions import SessionRoutes
 from fastctx.mcp import McpEndpoint
 from fastctx.mcp.openapi import MCP_PATHS
+from fastctx.oauth import GRANT_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, AccessTokens, require_scope
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
 
 TENANT_SCOPE_KEY = "fastctx.tenant"
 MCP_PATH = "/mcp"
+# The REST routes that read though they are POSTs: what an access token needs for them.
+_READING_POSTS = ("/v1/contexts/mget",)
 OPENAPI = document(MCP_PATHS)
 """The OpenAPI document /openapi.json serves: the REST operations and /mcp's."""
 logger = logging.getLogger("fastctx")
@@ -109,8 +118,13 @@ class Front:
         label = "unmatched"
         try:
             tenant = ""
+            grant = None
             if is_protected(path):
-                tenant = scope[TENANT_SCOPE_KEY] = self.tenants.resolve(scope["headers"])
+                resolved = self.tenants.resolve(scope["headers"])
+                if resolved is None:  # an OAuth access token, not an API key
+                    grant = scope[GRANT_SCOPE_KEY] = await self.tenants.verify(scope["headers"])
+                    resolved = grant.tenant
+                tenant = scope[TENANT_SCOPE_KEY] = resolved
                 if path == MCP_PATH:
                     label = MCP_PATH
                     status = await self.mcp(ex, tenant)
@@ -124,6 +138,9 @@ class Front:
             if handler is None:
                 allowed = ", ".join(handlers)
                 raise MethodNotAllowed(f"use {allowed}", {"Allow": allowed})
+            if grant is not None:
+                reads = method in ("GET", "HEAD") or label in _READING_POSTS
+                require_scope(grant, READ_SCOPE if reads else WRITE_SCOPE)
             if scope["query_string"]:
                 ex.check_query(parameters)
             status = await handler(ex, tenant, ident)
@@ -136,6 +153,8 @@ class Front:
         if ex.started:
             raise exc  # the response is under way: the server closes it and logs the error
         error = as_problem(exc)
+        if isinstance(error, Unauthorized | InsufficientScope):
+            self.tenants.challenge(error, ex.scope["path"])
         if error is None:
             # The route's template, not the path: paths carry tokens, which logs must not.
             logger.error("unexpected error on %s %s", ex.scope["method"], label, exc_info=exc)
@@ -153,6 +172,12 @@ def create_app(settings: Settings | None = None) -> Front:
     streams = StreamLimit(settings.max_streams)
     metrics = Metrics(registry, guard, streams)
     changes = ChangeStream(backend)
+    issuers = settings.oauth_issuers()
+    access_tokens = None
+    if issuers:
+        access_tokens = AccessTokens(
+            issuers, settings.oauth_audiences(), tenant_claim=settings.oauth_tenant_claim
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -162,6 +187,8 @@ def create_app(settings: Settings | None = None) -> Front:
         finally:
             await changes.close()
             await backend.close()
+            if access_tokens is not None:
+                await access_tokens.close()
 
     app = Starlette(lifespan=lifespan)
     app.state.settings = settings
@@ -174,6 +201,8 @@ def create_app(settings: Settings | None = None) -> Front:
         EventRoutes(registry, changes, streams).route,
         SessionRoutes(sessions, settings).route,
         OpsRoutes(backend, metrics, OPENAPI).route,
+        ProtectedResource(settings.resource, issuers).route,
     ]
     mcp = McpEndpoint(registry, sessions, settings, changes, streams)
-    return Front(app, Tenants(settings.tenants()), metrics.stats, routes, mcp, guard)
+    tenants = Tenants(settings.tenants(), access_tokens, settings.resource)
+    return Front(app, tenants, metrics.stats, routes, mcp, guard)

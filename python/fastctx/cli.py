@@ -46,7 +46,7 @@ MIN_CONCURRENT_REQUESTS = 1024
 # waits for at most 10,000 objects.
 GC_THRESHOLD = 10_000
 # What `pip install "fastctx[server]"` adds (by import name), checked before anything starts.
-SERVER_PACKAGES = ("granian", "starlette", "uvloop", "hiredis", "prometheus_client")
+SERVER_PACKAGES = ("granian", "starlette", "uvloop", "hiredis", "prometheus_client", "jwt")
 # How long the start-up check waits for the backend to accept a connection.
 BACKEND_PROBE_SECONDS = 1.0
 

@@ -72,6 +72,15 @@ class Settings:
     mcp_origins: str = ""
     # Seconds an MCP session lives without a request; every request starts the count again.
     mcp_session_idle: int = 3600
+    # The server's canonical URL (https://ctx.example.com): the resource OAuth tokens name.
+    public_url: str = ""
+    # Authorization servers (issuer URLs, comma-separated) whose access tokens are accepted
+    # beside API keys; their tokens must name this server (oauth_audience) as their audience.
+    oauth_issuer: str = ""
+    # The audiences accepted (comma-separated); unset: the public URL and its /mcp.
+    oauth_audience: str = ""
+    # The access token's claim that names the tenant.
+    oauth_tenant_claim: str = "sub"
 
     def __post_init__(self) -> None:
         positive = (
@@ -136,6 +145,8 @@ class Settings:
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         self.tenants()  # validates the key list at start, not on the first request
+        self.oauth_issuers()
+        self.oauth_audiences()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -175,6 +186,51 @@ class Settings:
                 raise ValueError(f"{ENV_PREFIX}API_KEYS gives one key to two tenants")
             keys[key] = tenant
         return keys
+
+    def oauth_issuers(self) -> list[str]:
+        """The trusted authorization servers; empty when OAuth is off."""
+        issuers = _urls(self.oauth_issuer, "OAUTH_ISSUER")
+        if issuers and not self.public_url:
+            raise ValueError(
+                f"{ENV_PREFIX}OAUTH_ISSUER needs {ENV_PREFIX}PUBLIC_URL, the URL clients reach "
+                "this server at: it is the resource their access tokens must name"
+            )
+        if issuers and not self.oauth_tenant_claim.strip():
+            raise ValueError(f"{ENV_PREFIX}OAUTH_TENANT_CLAIM cannot be empty")
+        return issuers
+
+    def oauth_audiences(self) -> list[str]:
+        """The audiences an access token may name: this server, as its public URL says."""
+        public = _urls(self.public_url, "PUBLIC_URL")
+        if len(public) > 1:
+            raise ValueError(f"{ENV_PREFIX}PUBLIC_URL is one URL")
+        given = _urls(self.oauth_audience, "OAUTH_AUDIENCE")
+        if given or not public:
+            return given
+        base = public[0].rstrip("/")
+        return [base, base + "/", base + "/mcp"]
+
+    @property
+    def resource(self) -> str:
+        """The public URL without a trailing slash: what OAuth calls this resource server."""
+        return self.public_url.strip().rstrip("/")
+
+
+def _urls(value: str, name: str) -> list[str]:
+    """A comma-separated list of absolute URLs: https, or http on a loopback host."""
+    urls = [item.strip() for item in value.split(",") if item.strip()]
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{ENV_PREFIX}{name} must be absolute http(s) URLs, got {url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{ENV_PREFIX}{name} takes URLs without a query or fragment")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"{ENV_PREFIX}{name} must be https (http only on loopback): {url}")
+    return urls
 
 
 def masked_url(url: str) -> str:

@@ -48,6 +48,22 @@ class Forbidden(FastctxError):
     title = "Forbidden"
 
 
+class InvalidAccessToken(Unauthorized):
+    """An OAuth access token that does not verify (RFC 6750's invalid_token)."""
+
+    title = "Invalid access token"
+
+
+class InsufficientScope(Forbidden):
+    """A valid access token without the scope the request needs (insufficient_scope)."""
+
+    title = "Insufficient scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"the access token does not grant {scope}")
+        self.scope = scope
+
+
 class NotFound(FastctxError):
     status = 404
     slug = "not-found"

@@ -21,6 +21,15 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import jwt
 
+from fastctx.errors import InsufficientScope
+
+READ_SCOPE = "contexts:read"
+WRITE_SCOPE = "contexts:write"
+SCOPES = (READ_SCOPE, WRITE_SCOPE)
+#: What a request needs when it reads nothing (initialize, tools/list): either scope.
+ANY_SCOPE = ""
+#: Where a request verified by access token keeps its Grant, in the ASGI scope.
+GRANT_SCOPE_KEY = "fastctx.grant"
 # No HS* (a shared secret is not how an authorization server signs for many resource servers)
 # and never "none".
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
@@ -220,3 +229,17 @@ def _scopes(claims: dict[str, Any]) -> frozenset[str]:
     if isinstance(scp, list):
         return frozenset(s for s in scp if isinstance(s, str))
     return frozenset()
+
+
+def require_scope(grant: Grant | None, needed: str) -> None:
+    """`InsufficientScope` unless the request's grant allows `needed` (API keys
+    allow everything; ANY_SCOPE is either fastctx scope)."""
+    if grant is None:
+        return
+    if needed == ANY_SCOPE:
+        if grant.scopes.intersection(SCOPES):
+            return
+        needed = " ".join(SCOPES)
+    elif needed in grant.scopes:
+        return
+    raise InsufficientScope(needed)

@@ -44,6 +44,13 @@ from fastctx.mcp.protocol import (
     SessionRecord,
 )
 from fastctx.mcp.tools import PARAM_HEADERS, Tools
+from fastctx.oauth import (
+    ANY_SCOPE,
+    GRANT_SCOPE_KEY,
+    READ_SCOPE,
+    WRITE_SCOPE,
+    require_scope,
+)
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
@@ -58,6 +65,11 @@ _NAMED = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 _MODERN_STATUS = {METHOD_NOT_FOUND: 404}
 _record_decoder = msgspec.json.Decoder(SessionRecord)
 _SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
+# What an access token must grant for each request (API keys grant everything): reading a
+# context or following its changes needs contexts:read, a tool that writes contexts:write, and
+# what reads no context (initialize, tools/list, ping, ...) either.
+_READING_METHODS = frozenset({"resources/read", "subscriptions/listen", *_SUBSCRIPTION_METHODS})
+_READING_TOOLS = frozenset({"context_get", "session_get"})
 # What an Mcp-Param-* value may hold as it is (RFC 9110 field value characters).
 _FIELD_VALUE = re.compile(rb"[\x20-\x7e\t]*")
 _INTEGER = re.compile(r"-?[0-9]+(\.0+)?")
@@ -161,6 +173,7 @@ class McpEndpoint:
 
     async def _delete(self, ex: Exchange, tenant: str) -> int:
         """End the session; on every node at once, since it lives in the backend."""
+        require_scope(ex.scope.get(GRANT_SCOPE_KEY), ANY_SCOPE)
         session, _ = await self._session(ex, tenant)
         if not await self.sessions.end_mcp(tenant, session):
             raise RpcError(INVALID_REQUEST, "no such session", status=404)
@@ -175,6 +188,7 @@ class McpEndpoint:
             )
         require_media_type(ex.header(b"content-type"), JSON)
         message = jsonrpc.decode(await ex.body(self.max_bytes, self.body_timeout))
+        require_scope(ex.scope.get(GRANT_SCOPE_KEY), _scope_needed(message))
         version = ex.header(b"mcp-protocol-version")
         if message.method == "initialize":
             return await self._initialize(ex, tenant, message, wants_json)
@@ -312,6 +326,7 @@ class McpEndpoint:
         if version is not None and version.decode("latin-1") in MODERN_VERSIONS:
             # 2026-07-28 has no standing stream: subscriptions/listen replaces it.
             raise RpcError(INVALID_REQUEST, "use POST", status=405)
+        require_scope(ex.scope.get(GRANT_SCOPE_KEY), READ_SCOPE)
         session, record = await self._session(ex, tenant)
         if not ex.accepts(EVENT_STREAM):
             raise RpcError(INVALID_REQUEST, "accept text/event-stream", status=406)
@@ -319,6 +334,14 @@ class McpEndpoint:
         primed = _primes(record.version)
         with self.streams:
             return await self.notifications.session_stream(ex, tenant, session, after, primed)
+
+
+def _scope_needed(message: Message) -> str:
+    """The scope an access token needs for this message (see _READING_METHODS)."""
+    if message.method == "tools/call":
+        params = message.params if isinstance(message.params, dict) else {}
+        return READ_SCOPE if params.get("name") in _READING_TOOLS else WRITE_SCOPE
+    return READ_SCOPE if message.method in _READING_METHODS else ANY_SCOPE
 
 
 def _primes(version: str) -> bool:

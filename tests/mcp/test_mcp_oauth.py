@@ -1,0 +1,175 @@
+"""OAuth on a real server: access tokens of a real oidc-provider on /v1 and /mcp, beside keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp_wire import BASE, ENVELOPE, LEGACY, modern, rpc
+
+from support.oidc import AuthorizationServer
+from support.servers import GranianServer
+
+PUBLIC_URL = "https://ctx.example.com"
+METADATA = "/.well-known/oauth-protected-resource"
+SCOPES = "contexts:read contexts:write"
+
+
+@pytest.fixture
+def oauth_server(
+    tmp_path: Path, authorization_server: AuthorizationServer
+) -> Iterator[GranianServer]:
+    server = GranianServer.start(
+        tmp_path,
+        "memory://",
+        public_url=PUBLIC_URL,
+        oauth_issuer=authorization_server.issuer,
+        api_keys="ops:an-api-key",
+    )
+    yield server
+    server.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def challenge(r: httpx.Response) -> dict[str, str]:
+    """The parameters of a response's WWW-Authenticate: Bearer challenge."""
+    header = r.headers["www-authenticate"]
+    scheme, _, rest = header.partition(" ")
+    assert scheme == "Bearer", header
+    params = {}
+    for part in rest.split('", '):
+        name, _, value = part.partition("=")
+        params[name.strip()] = value.strip().strip('"')
+    return params
+
+
+def test_the_protected_resource_metadata_names_the_authorization_server(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    for suffix in ("", "/mcp"):
+        r = httpx.get(oauth_server.base_url + METADATA + suffix)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "resource": PUBLIC_URL + suffix,
+            "authorization_servers": [authorization_server.issuer],
+            "scopes_supported": ["contexts:read", "contexts:write"],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "fastctx",
+        }
+
+
+def test_without_oauth_there_is_no_metadata(tmp_path: Path) -> None:
+    server = GranianServer.start(tmp_path, "memory://")
+    try:
+        assert httpx.get(server.base_url + METADATA).status_code == 404
+    finally:
+        server.stop()
+
+
+def test_no_token_or_a_bad_one_is_401_with_a_challenge(oauth_server: GranianServer) -> None:
+    base = oauth_server.base_url
+    r = httpx.post(base + "/v1/contexts", json={"a": 1})
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert challenge(r) == {
+        "resource_metadata": PUBLIC_URL + METADATA,
+        "scope": SCOPES,
+    }
+    r = httpx.post(base + "/mcp", content=rpc("tools/list", {}), headers=modern("tools/list"))
+    assert r.status_code == 401
+    assert challenge(r)["resource_metadata"] == PUBLIC_URL + METADATA + "/mcp"
+    r = httpx.get(base + "/v1/contexts/" + "A" * 22, headers=bearer("not-a-jwt"))
+    assert r.status_code == 401
+    params = challenge(r)
+    assert params["error"] == "invalid_token"
+    assert params["error_description"] == "the access token is not a JWT"
+
+
+def test_a_token_for_another_resource_is_401(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    token = authorization_server.token(resource="https://other.example.com")
+    r = httpx.post(oauth_server.base_url + "/v1/contexts", json={}, headers=bearer(token))
+    assert r.status_code == 401
+    assert challenge(r)["error_description"] == "the access token is not meant for this server"
+
+
+def test_a_token_acts_within_its_tenant_beside_api_keys(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    base = oauth_server.base_url
+    service = bearer(authorization_server.token(resource=PUBLIC_URL))
+    r = httpx.post(base + "/v1/contexts", json={"order": 7}, headers=service)
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    assert httpx.get(f"{base}/v1/contexts/{token}", headers=service).json() == {"order": 7}
+    # Another client of the same authorization server is another tenant (its sub).
+    reader = bearer(authorization_server.token("reader", "contexts:read", PUBLIC_URL + "/mcp"))
+    assert httpx.get(f"{base}/v1/contexts/{token}", headers=reader).status_code == 404
+    # API keys keep working beside OAuth, in their own tenant.
+    key = bearer("an-api-key")
+    assert httpx.get(f"{base}/v1/contexts/{token}", headers=key).status_code == 404
+    r = httpx.post(base + "/v1/contexts", json=[1], headers=key)
+    assert r.status_code == 201
+
+
+def test_writes_need_the_write_scope(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    base = oauth_server.base_url
+    reader = bearer(authorization_server.token("reader", "contexts:read", PUBLIC_URL))
+    r = httpx.post(base + "/v1/contexts", json={"a": 1}, headers=reader)
+    assert r.status_code == 403
+    assert challenge(r) == {
+        "resource_metadata": PUBLIC_URL + METADATA,
+        "scope": "contexts:write",
+        "error": "insufficient_scope",
+        "error_description": "the access token does not grant contexts:write",
+    }
+    # Reads (mget is a POST that reads) need only contexts:read.
+    r = httpx.post(base + "/v1/contexts/mget", json={"tokens": ["A" * 22]}, headers=reader)
+    assert r.status_code == 200, r.text
+    assert httpx.get(base + "/v1/contexts/" + "A" * 22, headers=reader).status_code == 404
+    assert httpx.delete(base + "/v1/contexts/" + "A" * 22, headers=reader).status_code == 403
+
+
+def test_mcp_methods_need_the_scope_of_what_they_do(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    url = oauth_server.base_url + "/mcp"
+    reader = bearer(authorization_server.token("reader", "contexts:read", PUBLIC_URL + "/mcp"))
+    writer = bearer(authorization_server.token(resource=PUBLIC_URL + "/mcp"))
+
+    def call(who: dict[str, str], name: str, arguments: dict[str, object]) -> httpx.Response:
+        params = {"_meta": ENVELOPE, "name": name, "arguments": arguments}
+        headers = {**modern("tools/call", name), **who}
+        return httpx.post(url, content=rpc("tools/call", params), headers=headers)
+
+    r = httpx.post(
+        url,
+        content=rpc("tools/list", {"_meta": ENVELOPE}),
+        headers={**modern("tools/list"), **reader},
+    )
+    assert r.status_code == 200, r.text
+    r = call(reader, "context_create", {"data": {"a": 1}})
+    assert r.status_code == 403
+    assert challenge(r)["scope"] == "contexts:write"
+    assert challenge(r)["resource_metadata"] == PUBLIC_URL + METADATA + "/mcp"
+    r = call(writer, "context_create", {"data": {"a": 1}})
+    assert r.status_code == 200, r.text
+    token = r.json()["result"]["structuredContent"]["token"]
+    r = call(reader, "context_get", {"token": token})
+    assert r.status_code == 200
+    assert r.json()["result"]["isError"] is True  # another tenant's: not found
+    r = call(writer, "context_get", {"token": token})
+    assert json.loads(r.json()["result"]["content"][0]["text"])["data"] == {"a": 1}
+    # The session era: initialize reads nothing, so either scope will do.
+    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}}
+    r = httpx.post(url, content=rpc("initialize", params), headers={**BASE, **reader})
+    assert r.status_code == 200, r.text
