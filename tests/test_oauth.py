@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastctx.oauth import AccessTokens, Grant, InvalidToken, metadata_urls
+from fastctx.oauth import AccessTokens, Grant, InvalidToken, metadata_urls, tenant_name
 from support.oidc import AuthorizationServer
 
 RESOURCE = "https://ctx.example.com/"
@@ -192,3 +192,13 @@ def test_metadata_is_looked_for_where_rfc_8414_says() -> None:
         "https://as.example.com/.well-known/openid-configuration/tenant1",
         "https://as.example.com/tenant1/.well-known/openid-configuration",
     ]
+
+
+def test_a_claim_that_is_no_tenant_name_names_its_digest() -> None:
+    assert tenant_name("service") == "service"
+    assert tenant_name("svc-1.eu_west") == "svc-1.eu_west"
+    for claim in ("auth0|5f7c8ec7", "svc@clients", "a}b", "a/b", "x" * 65):
+        name = tenant_name(claim)
+        assert len(name) == 64
+        assert set(name) <= set("0123456789abcdef"), name
+    assert tenant_name("a}b") != tenant_name("a/b")

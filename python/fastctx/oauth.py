@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import jwt
 
+from fastctx.config import TENANT_PATTERN
 from fastctx.errors import InsufficientScope
 
 READ_SCOPE = "contexts:read"
@@ -217,7 +219,16 @@ class AccessTokens:
             raise InvalidToken(
                 f"the access token has no {self.tenant_claim} claim to name a tenant"
             )
-        return Grant(tenant, _scopes(claims), float(claims["exp"]))
+        return Grant(tenant_name(tenant), _scopes(claims), float(claims["exp"]))
+
+
+def tenant_name(claim: str) -> str:
+    """The tenant a claim's value names: itself when it is a tenant name as API keys give them
+    (it goes into storage keys and their hash tags), else its SHA-256 in hex (`auth0|abc`,
+    `svc@clients`), so that no claim can reach into another tenant's keys."""
+    if TENANT_PATTERN.match(claim):
+        return claim
+    return hashlib.sha256(claim.encode()).hexdigest()
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
