@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.client import Client as SdkClient
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 from mcp_wire import BASE, ENVELOPE, LEGACY, modern, rpc
 
 from support.oidc import AuthorizationServer
+from support.ports import free_port
 from support.servers import GranianServer
 
 PUBLIC_URL = "https://ctx.example.com"
@@ -173,3 +181,90 @@ def test_mcp_methods_need_the_scope_of_what_they_do(
     params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}}
     r = httpx.post(url, content=rpc("initialize", params), headers={**BASE, **reader})
     assert r.status_code == 200, r.text
+
+
+class _Memory:
+    """The SDK's TokenStorage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: Any = None
+        self.client_info: Any = None
+
+    async def get_tokens(self) -> Any:
+        return self.tokens
+
+    async def set_tokens(self, tokens: Any) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Any:
+        return self.client_info
+
+    async def set_client_info(self, client_info: Any) -> None:
+        self.client_info = client_info
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_the_sdk_client_finds_the_authorization_server_from_the_401_and_calls_tools(
+    tmp_path: Path, authorization_server: AuthorizationServer, mode: str
+) -> None:
+    # The client checks that the metadata's resource is the URL it connects to (RFC 9728
+    # section 3.3), so the public URL here is the server's own address.
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    server = GranianServer.start(
+        tmp_path, "memory://", port=port, public_url=public,
+        oauth_issuer=authorization_server.issuer,
+    )  # fmt: skip
+    storage = _Memory()
+    provider = ClientCredentialsOAuthProvider(
+        server_url=public + "/mcp",
+        storage=storage,  # type: ignore[arg-type]
+        client_id="service",
+        client_secret="service-secret",
+        scope=SCOPES,
+        issuer=authorization_server.issuer,
+    )
+
+    async def main() -> None:
+        async with create_mcp_http_client(auth=provider) as http:
+            transport = streamable_http_client(public + "/mcp", http_client=http)
+            async with SdkClient(transport, mode=mode) as client:
+                created = await client.call_tool("context_create", {"data": {"via": "oauth"}})
+                assert not created.is_error, created
+                token = created.structured_content["token"]
+                read = await client.call_tool("context_get", {"token": token})
+                assert read.structured_content["data"] == {"via": "oauth"}
+
+    try:
+        asyncio.run(main())
+        # The token it obtained is for this server, and acts as its client's tenant.
+        assert storage.tokens is not None
+        access = storage.tokens.access_token
+        claims = jwt.decode(access, options={"verify_signature": False})
+        assert claims["aud"] == public + "/mcp"
+        assert claims["sub"] == "service"
+        r = httpx.get(public + "/v1/contexts/" + "A" * 22, headers=bearer(access))
+        assert r.status_code == 404  # accepted, and no such context
+    finally:
+        server.stop()
+
+
+def test_a_key_rotation_at_the_provider_is_followed_without_a_restart(
+    oauth_server: GranianServer, authorization_server: AuthorizationServer
+) -> None:
+    base = oauth_server.base_url
+    before = bearer(authorization_server.token(resource=PUBLIC_URL))
+    assert httpx.get(base + "/v1/contexts/" + "A" * 22, headers=before).status_code == 404
+    fetched_at = time.monotonic()
+    authorization_server.rotate()  # a new signing key; the old one is no longer published
+    after = bearer(authorization_server.token(resource=PUBLIC_URL))
+    # The keys are fetched again for an unknown key id, once the refetch interval (10 s) since
+    # the last fetch has passed: until then such a token is refused, never the server stopped.
+    statuses = []
+    while time.monotonic() < fetched_at + 20:
+        statuses.append(httpx.get(base + "/v1/contexts/" + "A" * 22, headers=after).status_code)
+        if statuses[-1] == 404:
+            break
+        time.sleep(0.5)
+    assert statuses[-1] == 404, statuses
+    assert set(statuses) <= {401, 404}

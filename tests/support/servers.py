@@ -57,8 +57,10 @@ class GranianServer:
     log: Path
 
     @classmethod
-    def start(cls, log_dir: Path, backend: str, **settings: Any) -> GranianServer:
-        port = free_port()
+    def start(
+        cls, log_dir: Path, backend: str, port: int | None = None, **settings: Any
+    ) -> GranianServer:
+        port = port or free_port()
         log = log_dir / f"granian-{port}.log"
         args = ["serve", "--port", str(port), "--backend", backend]
         spawned = Spawned.start(
