@@ -13,11 +13,13 @@ import httpx
 import jwt
 import pytest
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.auth.oauth2 import OAuthClientProvider
 from mcp.client.client import Client as SdkClient
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 from mcp_wire import BASE, ENVELOPE, LEGACY, modern, rpc
 
-from support.oidc import AuthorizationServer
+from support.oidc import APP_REDIRECT, AuthorizationServer
 from support.ports import free_port
 from support.servers import GranianServer
 
@@ -268,3 +270,67 @@ def test_a_key_rotation_at_the_provider_is_followed_without_a_restart(
         time.sleep(0.5)
     assert statuses[-1] == 404, statuses
     assert set(statuses) <= {401, 404}
+
+
+def test_the_sdk_client_gets_a_token_by_authorization_code_with_pkce(
+    tmp_path: Path, authorization_server: AuthorizationServer
+) -> None:
+    # What remote MCP clients (desktop apps, IDEs) do: a public client, a browser login, PKCE.
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    server = GranianServer.start(
+        tmp_path, "memory://", port=port, public_url=public,
+        oauth_issuer=authorization_server.issuer,
+    )  # fmt: skip
+    storage = _Memory()
+    storage.client_info = OAuthClientInformationFull(
+        client_id="app",
+        redirect_uris=[APP_REDIRECT],
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+        scope=SCOPES,
+    )
+    asked: list[str] = []
+
+    async def redirect(url: str) -> None:
+        asked.append(url)  # where a browser would be sent
+
+    async def callback() -> AuthorizationCodeResult:
+        back = await asyncio.to_thread(authorization_server.log_in, asked[-1], "alice")
+        return AuthorizationCodeResult(**back)
+
+    metadata = OAuthClientMetadata(
+        redirect_uris=[APP_REDIRECT],
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+        scope=SCOPES,
+    )
+    provider = OAuthClientProvider(public + "/mcp", metadata, storage, redirect, callback)  # type: ignore[arg-type]
+
+    async def main() -> str:
+        async with create_mcp_http_client(auth=provider) as http:
+            transport = streamable_http_client(public + "/mcp", http_client=http)
+            async with SdkClient(transport, mode="auto") as client:
+                created = await client.call_tool("context_create", {"data": ["alice's"]})
+                assert not created.is_error, created
+                return str(created.structured_content["token"])
+
+    try:
+        token = asyncio.run(main())
+        assert len(asked) == 1
+        query = dict(httpx.URL(asked[0]).params)
+        assert query["code_challenge_method"] == "S256"
+        assert query["resource"] == public + "/mcp"  # RFC 8707, as the MCP spec asks
+        access = storage.tokens.access_token
+        claims = jwt.decode(access, options={"verify_signature": False})
+        assert claims["sub"] == "alice"
+        assert claims["aud"] == public + "/mcp"
+        # The context is alice's: her token reads it, another client's does not.
+        r = httpx.get(f"{public}/v1/contexts/{token}", headers=bearer(access))
+        assert r.json() == ["alice's"]
+        other = authorization_server.token(resource=public + "/mcp")
+        assert httpx.get(f"{public}/v1/contexts/{token}", headers=bearer(other)).status_code == 404
+    finally:
+        server.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,6 +20,9 @@ from support.ports import free_port
 from support.processes import stop_process
 
 PROVIDER = Path(__file__).parent / "oidc"
+#: Where the public client "app" is sent back to with its code: nothing listens there, the
+#: user agent below reads the code off the redirect instead.
+APP_REDIRECT = "http://127.0.0.1:9/callback"
 
 
 def provider_missing() -> str | None:
@@ -105,3 +110,26 @@ class AuthorizationServer:
         r = httpx.post(f"{self.issuer}/token", data=form, auth=(client, f"{client}-secret"))
         assert r.status_code == 200, r.text
         return str(r.json()["access_token"])
+
+    def log_in(self, authorization_url: str, user: str = "alice") -> dict[str, str]:
+        """Be the user agent of an authorization request: log `user` in at the provider's
+        (development) login and consent pages, and return the parameters it redirects back
+        to APP_REDIRECT with (code, state, iss)."""
+        with httpx.Client(follow_redirects=False, timeout=10) as agent:
+            r = agent.get(authorization_url)
+            for _ in range(20):
+                if r.is_redirect:
+                    location = r.headers["location"]
+                    if location.startswith(APP_REDIRECT):
+                        query = parse_qs(urlsplit(location).query)
+                        return {name: values[0] for name, values in query.items()}
+                    r = agent.get(httpx.URL(str(r.url)).join(location))
+                    continue
+                assert r.status_code == 200, r.text
+                action = re.search(r'<form[^>]*action="([^"]+)"', r.text)
+                assert action is not None, r.text
+                fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', r.text))
+                if 'name="login"' in r.text:
+                    fields.update(login=user, password="any")
+                r = agent.post(httpx.URL(str(r.url)).join(action.group(1)), data=fields)
+            raise AssertionError("the authorization request never came back to the app")

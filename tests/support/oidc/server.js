@@ -5,7 +5,8 @@
 //
 // keys.json holds the signing keys (private JWKs); the fixture writes a new one and restarts
 // this process to rotate them. Clients: "service" (secret "service-secret") may ask for
-// contexts:read and contexts:write; "reader" (secret "reader-secret") for contexts:read only.
+// contexts:read and contexts:write; "reader" (secret "reader-secret") for contexts:read only;
+// "app", a public client, by authorization code with PKCE (devInteractions log anyone in).
 import { readFileSync } from "node:fs";
 import Provider from "oidc-provider";
 
@@ -22,6 +23,15 @@ const provider = new Provider(issuer, {
       grant_types: ["client_credentials"],
       redirect_uris: [],
       response_types: [],
+      scope: scopes.join(" "),
+    },
+    {
+      // A public client, as MCP clients are: authorization code with PKCE, no secret.
+      client_id: "app",
+      token_endpoint_auth_method: "none",
+      grant_types: ["authorization_code"],
+      response_types: ["code"],
+      redirect_uris: ["http://127.0.0.1:9/callback"],
       scope: scopes.join(" "),
     },
     {
