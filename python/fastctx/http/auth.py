@@ -30,8 +30,8 @@ def is_protected(path: str) -> bool:
 
 
 def metadata_url(resource: str, path: str) -> str:
-    """Where the protected-resource metadata (RFC 9728) of the resource `path` belongs to is:
-    /mcp has a document of its own, the rest of the server the root one."""
+    """The URL of the protected-resource metadata (RFC 9728) that covers `path`: /mcp has a
+    document of its own, the rest of the server shares the root one."""
     suffix = "/mcp" if path.startswith("/mcp") else ""
     return resource + METADATA_PATH + suffix
 
