@@ -117,7 +117,7 @@ format: $(BIN)/python
 	$(BIN)/ruff format .
 	cargo fmt --manifest-path rust_core/Cargo.toml
 
-bench: build redis-server wrk $(VENV)/.extra-bench
+bench: build redis-server wrk $(VENV)/.extra-bench $(OIDC_STAMP)
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
 	$(BIN)/python benches/coherence.py
 	$(BIN)/python benches/fanout.py

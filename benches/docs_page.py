@@ -29,7 +29,8 @@ METHOD = """\
    write, and `floor-redis-post` also stores it with one `SET` over fastctx's own Redis
    connection before answering, the ceiling of any write durable in Redis), fastctx, a
    "traditional" peer (FastAPI with uvicorn and redis-py, `benches/peers/`) and two MCP peers
-   (FastMCP and the official SDK's `MCPServer`, on granian), each with one worker, and drives
+   (FastMCP and the official SDK's `MCPServer`, on granian), each with one worker (the MCP
+   row `-oauth` with OAuth on, every request carrying a JWT of a local oidc-provider), and drives
    each row with `wrk -t1 -c64` for 10 s after 2 s of warm-up, on 1 KiB contexts. Every ratio
    is to the bare floor measured in the same run, on the same core layout (by default the
    server under test alone on core 0, wrk and Redis on core 1). Each row's first request is

@@ -89,6 +89,8 @@ class Row:
     contexts: str = "api"
     # MCP: open a session with this protocol version before the row, and send its id.
     mcp_session: str | None = None
+    # Every request (and the contexts' creation) carries an OAuth access token (a JWT).
+    oauth: bool = False
 
     @property
     def needs_contexts(self) -> bool:
@@ -190,6 +192,16 @@ ROWS = [
     Row("peer-fastapi-get", "peer-fastapi", path=TOKEN_PATH),
     Row("peer-fastapi-post", "peer-fastapi", "POST", "/v1/contexts", JSON, CONTEXT),
     Row("fastctx-mcp-get-stateless", "fastctx-mcp", "POST", "/mcp", MCP_MODERN, MCP_GET_MODERN),
+    # The same call with OAuth on: one client's JWT on every request, as a client sends it.
+    Row(
+        "fastctx-mcp-get-stateless-oauth",
+        "fastctx-mcp-oauth",
+        "POST",
+        "/mcp",
+        MCP_MODERN,
+        MCP_GET_MODERN,
+        oauth=True,
+    ),
     # The session is checked (and its idle expiry slid) in Redis on every request.
     Row(
         "fastctx-mcp-get-session",
@@ -245,6 +257,11 @@ TARGETS = [
     Target("MCP get stateless / bare floor", ratio("fastctx-mcp-get-stateless"), 0.30),
     Target("MCP get session / bare floor", ratio("fastctx-mcp-get-session"), 0.30),
     Target(
+        "MCP get stateless, OAuth / without",
+        times("fastctx-mcp-get-stateless-oauth", "fastctx-mcp-get-stateless"),
+        0.9,
+    ),
+    Target(
         "MCP get stateless / FastMCP get",
         times("fastctx-mcp-get-stateless", "peer-fastmcp-get"),
         20,
@@ -285,13 +302,14 @@ class Options:
         return Result.from_wrk(requests_file.stem, summary)
 
 
-def create_contexts(port: int, count: int) -> list[str]:
+def create_contexts(port: int, count: int, headers: Mapping[str, str] | None = None) -> list[str]:
     """Create `count` 1 KiB contexts over one keep-alive connection and read each back once."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     tokens = []
+    headers = dict(headers or {})
     try:
         for _ in range(count):
-            connection.request("POST", "/v1/contexts", CONTEXT, JSON)
+            connection.request("POST", "/v1/contexts", CONTEXT, {**JSON, **headers})
             response = connection.getresponse()
             body = response.read()
             if response.status != 201:
@@ -299,7 +317,7 @@ def create_contexts(port: int, count: int) -> list[str]:
             tokens.append(json.loads(body)["token"])
         # The GET rows measure warm reads: this puts every context in the serving node's cache.
         for token in tokens:
-            connection.request("GET", f"/v1/contexts/{token}")
+            connection.request("GET", f"/v1/contexts/{token}", headers=headers)
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -426,15 +444,16 @@ def check_rpc(port: int, request: Request) -> str:
 
 
 def run_row(row: Row, port: int, options: Options, stack: Stack, done: dict[str, Result]) -> Result:
+    auth = {"Authorization": f"Bearer {stack.access_token()}"} if row.oauth else {}
     tokens: list[str] = []
     if row.needs_contexts and row.contexts == "redis":
         tokens = seed_contexts(stack, TOKENS)
     elif row.needs_contexts:
-        tokens = create_contexts(port, TOKENS)
-    session: dict[str, str] = {}
+        tokens = create_contexts(port, TOKENS, auth)
+    extra = dict(auth)  # the headers every request of the row adds
     if row.mcp_session is not None:
-        session["Mcp-Session-Id"] = open_mcp_session(port, row.mcp_session)
-    requests = row.requests(tokens, session)
+        extra["Mcp-Session-Id"] = open_mcp_session(port, row.mcp_session)
+    requests = row.requests(tokens, extra)
     if row.json_rpc:
         answer = check_rpc(port, requests[0])
         shown = answer if len(answer) <= 110 else answer[:106] + " ..."

@@ -12,11 +12,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
 BENCHES = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+# The OAuth rows' authorization server is the one the tests use (tests/support/oidc.py).
+sys.path.append(str(BENCHES.parent / "tests"))
+# The resource the OAuth rows' tokens are for; the server need not be reachable under it.
+OAUTH_PUBLIC_URL = "https://ctx.example.com"
 
 
 def granian(target: str, http: str = "1", *extra: str) -> list[str]:
@@ -44,6 +49,8 @@ SERVERS: dict[str, tuple[list[str], str]] = {
     # The same server again, started afresh for the MCP rows over an emptied Redis, so they do
     # not read behind the contexts the POST row leaves.
     "fastctx-mcp": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
+    # The same again with OAuth on (Stack.server adds the settings): a JWT on every request.
+    "fastctx-mcp-oauth": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # uvicorn's fastest documented set-up: uvloop, httptools, no access log, one worker.
     "peer-fastapi": (
         [
@@ -146,6 +153,7 @@ class Stack:
             *("--save", "", "--appendonly", "no"),
         ]
         self.redis = Process("redis", pinned(redis_cores, command), dict(os.environ), workdir)
+        self._authorization: Any = None  # support.oidc.AuthorizationServer, once a row needs it
         deadline = time.monotonic() + 10
         while self.redis_cli("PING") != "PONG":
             if time.monotonic() > deadline or self.redis.popen.poll() is not None:
@@ -176,6 +184,11 @@ class Stack:
             "FASTCTX_LOG_LEVEL": "warning",
             "PEER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
         }
+        if kind.endswith("-oauth"):
+            env |= {
+                "FASTCTX_PUBLIC_URL": OAUTH_PUBLIC_URL,
+                "FASTCTX_OAUTH_ISSUER": self.authorization_server().issuer,
+            }
         process = Process(kind, pinned(cores, command), env, self.workdir)
         try:
             process.wait_ready(port, health)
@@ -199,7 +212,26 @@ class Stack:
             raise
         return port, process
 
+    def authorization_server(self) -> Any:
+        """oidc-provider, started the first time a row needs it (not pinned: it only issues
+        the row's one token and its keys, before the row is measured)."""
+        if self._authorization is None:
+            from support.oidc import AuthorizationServer, provider_missing
+
+            missing = provider_missing()
+            if missing is not None:
+                raise RuntimeError(missing)
+            self._authorization = AuthorizationServer(self.workdir)
+            self._authorization.start()
+        return self._authorization
+
+    def access_token(self) -> str:
+        """A JWT for the MCP endpoint of OAUTH_PUBLIC_URL, by client credentials."""
+        return str(self.authorization_server().token(resource=OAUTH_PUBLIC_URL + "/mcp"))
+
     def close(self) -> None:
+        if self._authorization is not None:
+            self._authorization.stop()
         self.redis.stop()
 
 
