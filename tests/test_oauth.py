@@ -14,7 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastctx.oauth import AccessTokens, Grant, InvalidToken, metadata_urls, tenant_name
+from fastctx.errors import InvalidAccessToken
+from fastctx.oauth import AccessTokens, Grant, metadata_urls, tenant_name
 from support.oidc import AuthorizationServer
 
 RESOURCE = "https://ctx.example.com/"
@@ -73,7 +74,7 @@ def test_the_tenant_claim_is_configurable(authorization_server: AuthorizationSer
         authorization_server, lambda tokens: tokens.verify(token), tenant_claim="client_id"
     )
     assert grant.tenant == "reader"
-    with pytest.raises(InvalidToken, match="no tenant_of claim"):
+    with pytest.raises(InvalidAccessToken, match="no tenant_of claim"):
         verifying(authorization_server, lambda t: t.verify(token), tenant_claim="tenant_of")
 
 
@@ -81,7 +82,7 @@ def test_a_token_for_another_resource_is_refused(
     authorization_server: AuthorizationServer,
 ) -> None:
     token = authorization_server.token(resource="https://other.example.com/")
-    with pytest.raises(InvalidToken, match="not meant for this server"):
+    with pytest.raises(InvalidAccessToken, match="not meant for this server"):
         verifying(authorization_server, lambda tokens: tokens.verify(token))
 
 
@@ -110,7 +111,7 @@ def test_tokens_that_do_not_verify_are_refused(authorization_server: Authorizati
         "not.a.jwt": "not a JWT",
     }
     for token, reason in cases.items():
-        with pytest.raises(InvalidToken, match=reason):
+        with pytest.raises(InvalidAccessToken, match=reason):
             verifying(authorization_server, lambda tokens, t=token: tokens.verify(t))
     # The good one still does: nothing above poisoned anything.
     assert verifying(authorization_server, lambda tokens: tokens.verify(good)).tenant == "service"
@@ -125,7 +126,7 @@ def test_an_expired_token_is_refused(tmp_path: Any) -> None:
         async def check(tokens: AccessTokens) -> None:
             assert (await tokens.verify(token)).tenant == "service"
             await asyncio.sleep(2.2)
-            with pytest.raises(InvalidToken, match="expired"):
+            with pytest.raises(InvalidAccessToken, match="expired"):
                 await tokens.verify(token)  # the verified copy expires with the token
 
         verifying(server, check, leeway=0)
@@ -155,7 +156,7 @@ def test_keys_are_fetched_once_and_again_after_a_rotation(
         claims = jwt.decode(after, options={"verify_signature": False})
         burst = [forged(claims, f"kid-{n}") for n in range(5)]
         for token in burst:
-            with pytest.raises(InvalidToken):
+            with pytest.raises(InvalidAccessToken):
                 await tokens.verify(token)
         assert len([url for url in fetched if url.endswith("/jwks")]) <= 3
 
@@ -178,7 +179,7 @@ def test_a_verified_token_is_not_verified_again(authorization_server: Authorizat
 def test_an_unreachable_issuer_is_a_refusal_not_a_crash(tmp_path: Any) -> None:
     server = AuthorizationServer(tmp_path)  # never started: nothing listens on its port
     claims = {"iss": server.issuer, "aud": RESOURCE, "sub": "s", "exp": time.time() + 60}
-    with pytest.raises(InvalidToken, match="no authorization server metadata"):
+    with pytest.raises(InvalidAccessToken, match="no authorization server metadata"):
         verifying(server, lambda tokens: tokens.verify(forged(claims)))
 
 

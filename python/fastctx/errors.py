@@ -49,15 +49,17 @@ class Forbidden(FastctxError):
 
 
 class InvalidAccessToken(Unauthorized):
-    """An OAuth access token that does not verify (RFC 6750's invalid_token)."""
+    """An OAuth access token that does not verify; the detail says why."""
 
     title = "Invalid access token"
+    oauth_error: ClassVar[str] = "invalid_token"  # RFC 6750's error code
 
 
 class InsufficientScope(Forbidden):
     """A valid access token without the scope the request needs (insufficient_scope)."""
 
     title = "Insufficient scope"
+    oauth_error: ClassVar[str] = "insufficient_scope"
 
     def __init__(self, scope: str) -> None:
         super().__init__(f"the access token does not grant {scope}")

@@ -23,7 +23,7 @@ import httpx
 import jwt
 
 from fastctx.config import TENANT_PATTERN
-from fastctx.errors import InsufficientScope
+from fastctx.errors import InsufficientScope, InvalidAccessToken
 
 READ_SCOPE = "contexts:read"
 WRITE_SCOPE = "contexts:write"
@@ -38,11 +38,6 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 DEFAULT_LEEWAY = 30.0  # seconds of clock skew allowed on exp and nbf
 DEFAULT_REFETCH_INTERVAL = 10.0  # seconds between two key fetches of one issuer
 VERIFIED_CACHE_SIZE = 10_000  # tokens remembered as verified, each until it expires
-
-
-class InvalidToken(Exception):
-    """The access token is not one this server accepts; the message says why (it goes back
-    to the client as `error_description`, so it names no key and echoes nothing)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,7 +80,7 @@ class _Issuer:
             await self._refresh()
             key = self._find(kid)
         if key is None:
-            raise InvalidToken("the token is signed with a key its issuer does not publish")
+            raise InvalidAccessToken("the token is signed with a key its issuer does not publish")
         return key
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
@@ -123,7 +118,7 @@ class _Issuer:
                     continue  # a key type this library does not know: not usable anyway
                 keys[entry.get("kid", "")] = key
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            raise InvalidToken(f"the keys of {self.issuer} cannot be fetched now") from exc
+            raise InvalidAccessToken(f"the keys of {self.issuer} cannot be fetched now") from exc
         self._keys = keys
 
     async def _discover(self) -> str:
@@ -141,7 +136,7 @@ class _Issuer:
             ):
                 continue
             return str(metadata["jwks_uri"])
-        raise InvalidToken(f"no authorization server metadata found for {self.issuer}")
+        raise InvalidAccessToken(f"no authorization server metadata found for {self.issuer}")
 
 
 class AccessTokens:
@@ -170,7 +165,9 @@ class AccessTokens:
         await self._http.aclose()
 
     async def verify(self, token: str) -> Grant:
-        """The grant of a valid access token; `InvalidToken` otherwise."""
+        """The grant of a valid access token; `InvalidAccessToken` otherwise, its detail
+        saying why (it goes back to the client as `error_description`, so it names no key and
+        echoes nothing of the token)."""
         grant = self._verified.get(token)
         if grant is not None:
             if grant.expires_at + self.leeway > time.time():
@@ -188,13 +185,13 @@ class AccessTokens:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise InvalidToken("the access token is not a JWT") from None
+            raise InvalidAccessToken("the access token is not a JWT") from None
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
-            raise InvalidToken("the access token is not signed with an accepted algorithm")
+            raise InvalidAccessToken("the access token is not signed with an accepted algorithm")
         issuer = self._issuers.get(unverified.get("iss"))  # type: ignore[arg-type]
         if issuer is None:
-            raise InvalidToken("the access token is not from a trusted issuer")
+            raise InvalidAccessToken("the access token is not from a trusted issuer")
         key = await issuer.key(header.get("kid"))
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -207,16 +204,18 @@ class AccessTokens:
                 options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("the access token has expired") from None
+            raise InvalidAccessToken("the access token has expired") from None
         except jwt.InvalidAudienceError:
-            raise InvalidToken("the access token is not meant for this server") from None
+            raise InvalidAccessToken("the access token is not meant for this server") from None
         except jwt.ImmatureSignatureError:
-            raise InvalidToken("the access token is not valid yet") from None
+            raise InvalidAccessToken("the access token is not valid yet") from None
         except jwt.PyJWTError:
-            raise InvalidToken("the access token's signature or claims do not verify") from None
+            raise InvalidAccessToken(
+                "the access token's signature or claims do not verify"
+            ) from None
         tenant = claims.get(self.tenant_claim)
         if not isinstance(tenant, str) or not tenant:
-            raise InvalidToken(
+            raise InvalidAccessToken(
                 f"the access token has no {self.tenant_claim} claim to name a tenant"
             )
         return Grant(tenant_name(tenant), _scopes(claims), float(claims["exp"]))

@@ -185,6 +185,20 @@ def test_mcp_methods_need_the_scope_of_what_they_do(
     assert r.status_code == 200, r.text
 
 
+def served_at_its_own_address(
+    tmp_path: Path, authorization_server: AuthorizationServer
+) -> tuple[GranianServer, str]:
+    """A server with OAuth on whose public URL is its own address: a real client checks that
+    the metadata's resource is the URL it connects to (RFC 9728 section 3.3)."""
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    server = GranianServer.start(
+        tmp_path, "memory://", port=port, public_url=public,
+        oauth_issuer=authorization_server.issuer,
+    )  # fmt: skip
+    return server, public
+
+
 class _Memory:
     """The SDK's TokenStorage, in memory."""
 
@@ -209,14 +223,7 @@ class _Memory:
 def test_the_sdk_client_finds_the_authorization_server_from_the_401_and_calls_tools(
     tmp_path: Path, authorization_server: AuthorizationServer, mode: str
 ) -> None:
-    # The client checks that the metadata's resource is the URL it connects to (RFC 9728
-    # section 3.3), so the public URL here is the server's own address.
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    server = GranianServer.start(
-        tmp_path, "memory://", port=port, public_url=public,
-        oauth_issuer=authorization_server.issuer,
-    )  # fmt: skip
+    server, public = served_at_its_own_address(tmp_path, authorization_server)
     storage = _Memory()
     provider = ClientCredentialsOAuthProvider(
         server_url=public + "/mcp",
@@ -276,12 +283,7 @@ def test_the_sdk_client_gets_a_token_by_authorization_code_with_pkce(
     tmp_path: Path, authorization_server: AuthorizationServer
 ) -> None:
     # What remote MCP clients (desktop apps, IDEs) do: a public client, a browser login, PKCE.
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    server = GranianServer.start(
-        tmp_path, "memory://", port=port, public_url=public,
-        oauth_issuer=authorization_server.issuer,
-    )  # fmt: skip
+    server, public = served_at_its_own_address(tmp_path, authorization_server)
     storage = _Memory()
     storage.client_info = OAuthClientInformationFull(
         client_id="app",

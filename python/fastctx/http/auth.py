@@ -13,7 +13,7 @@ from fastctx.asgi.exchange import Exchange
 from fastctx.config import DEFAULT_TENANT
 from fastctx.errors import Forbidden, InsufficientScope, InvalidAccessToken, Unauthorized
 from fastctx.http.routes import NO_PARAMETERS, Found, Handler
-from fastctx.oauth import SCOPES, AccessTokens, Grant, InvalidToken
+from fastctx.oauth import SCOPES, AccessTokens, Grant
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
@@ -93,10 +93,10 @@ class Tenants:
                 token = value.partition(b" ")[2].strip()
                 break
         try:
-            return await self.access_tokens.verify(token.decode("ascii"))
-        except (InvalidToken, UnicodeDecodeError) as exc:
-            detail = str(exc) if isinstance(exc, InvalidToken) else "the token is not a JWT"
-            raise InvalidAccessToken(detail) from None
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidAccessToken("the access token is not a JWT") from None
+        return await self.access_tokens.verify(text)
 
     def challenge(self, error: Unauthorized | Forbidden, path: str) -> None:
         """Give a refusal the WWW-Authenticate challenge RFC 6750 and RFC 9728 describe:
@@ -106,9 +106,8 @@ class Tenants:
         parts = [f"resource_metadata={_quoted(metadata_url(self.resource, path))}"]
         needed = error.scope if isinstance(error, InsufficientScope) else " ".join(SCOPES)
         parts.append(f"scope={_quoted(needed)}")
-        code = {InvalidAccessToken: "invalid_token", InsufficientScope: "insufficient_scope"}
-        if type(error) in code:
-            parts.append(f"error={_quoted(code[type(error)])}")
+        if isinstance(error, InvalidAccessToken | InsufficientScope):
+            parts.append(f"error={_quoted(error.oauth_error)}")
             parts.append(f"error_description={_quoted(error.detail)}")
         error.headers["WWW-Authenticate"] = "Bearer " + ", ".join(parts)
 

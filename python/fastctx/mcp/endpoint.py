@@ -188,7 +188,9 @@ class McpEndpoint:
             )
         require_media_type(ex.header(b"content-type"), JSON)
         message = jsonrpc.decode(await ex.body(self.max_bytes, self.body_timeout))
-        require_scope(ex.scope.get(GRANT_SCOPE_KEY), _scope_needed(message))
+        grant = ex.scope.get(GRANT_SCOPE_KEY)
+        if grant is not None:  # an access token, not an API key: its scopes bound it
+            require_scope(grant, _scope_needed(message))
         version = ex.header(b"mcp-protocol-version")
         if message.method == "initialize":
             return await self._initialize(ex, tenant, message, wants_json)
@@ -209,7 +211,9 @@ class McpEndpoint:
             return await ex.respond(202)  # a notification, or a response to us: accepted
         primed = session if _primes(record.version) else None
         if message.method in _SUBSCRIPTION_METHODS:
-            return await self._subscription(ex, tenant, session, record, message, wants_json)
+            return await self._subscription(
+                ex, tenant, session, record, message, wants_json, primed
+            )
         return await self._answer(ex, tenant, message, "session", wants_json, primed)
 
     async def _subscription(
@@ -220,10 +224,10 @@ class McpEndpoint:
         record: SessionRecord,
         message: Message,
         wants_json: bool,
+        primed: str | None,
     ) -> int:
         """resources/subscribe and resources/unsubscribe: they change the session."""
         params = message.params if isinstance(message.params, dict) else {}
-        primed = session if _primes(record.version) else None
         try:
             if message.params is not msgspec.UNSET and not isinstance(message.params, dict):
                 raise RpcError(INVALID_PARAMS, "params must be an object")
