@@ -70,6 +70,17 @@ async def test_create_get_put_patch_delete(fc: AsyncClient) -> None:
         await fc.get(token)
 
 
+async def test_json_patch(fc: AsyncClient) -> None:
+    token = await fc.create({"a": 1})
+    assert await fc.json_patch(token, [{"op": "replace", "path": "/a", "value": None}]) == 2
+    assert await fc.get(token) == {"a": None}
+    with pytest.raises(InvalidPatch):
+        await fc.json_patch(token, [{"op": "remove", "path": "/missing"}])
+    with pytest.raises(VersionConflict):
+        await fc.json_patch(token, [], if_version=1)
+    assert await fc.get(token) == {"a": None}
+
+
 async def test_mget_and_sessions(fc: AsyncClient, base_url: str) -> None:
     session = await fc.create_session(ttl=60, meta={"user": "ada"})
     first = await fc.create({"n": 1}, session=session)

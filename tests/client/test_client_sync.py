@@ -78,6 +78,21 @@ def test_create_get_put_patch_delete(fc: Client) -> None:
         fc.get(token)
 
 
+def test_json_patch_applies_all_of_its_operations_or_none(fc: Client) -> None:
+    token = fc.create({"a": 1, "list": [1]})
+    operations = [{"op": "add", "path": "/b", "value": None}, {"op": "remove", "path": "/a"}]
+    assert fc.json_patch(token, operations) == 2
+    assert fc.get(token) == {"b": None, "list": [1]}  # a null kept, as a merge patch cannot
+    failing = [{"op": "add", "path": "/c", "value": 3}, {"op": "test", "path": "/b", "value": 0}]
+    with pytest.raises(InvalidPatch):
+        fc.json_patch(token, failing)
+    with pytest.raises(VersionConflict):
+        fc.json_patch(token, [{"op": "add", "path": "/list/-", "value": 2}], if_version=1)
+    assert fc.get(token) == {"b": None, "list": [1]}  # neither changed anything
+    assert fc.json_patch(token, [{"op": "add", "path": "/list/-", "value": 2}], 2) == 3
+    assert fc.get(token, "/list") == [1, 2]
+
+
 def test_any_json_value_round_trips(fc: Client) -> None:
     for value in ["text", 7, None, [1, {"a": "é"}], {"nested": {"deep": [True]}}]:
         assert fc.get(fc.create(value)) == value

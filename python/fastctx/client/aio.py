@@ -245,6 +245,14 @@ class AsyncClient:
         """Apply an RFC 7386 merge patch; returns the new version."""
         return await self._run(c.patch_call(token, merge_patch, if_version, self.cache))
 
+    async def json_patch(
+        self, token: str, operations: list[Any], if_version: int | None = None
+    ) -> int:
+        """Apply an RFC 6902 JSON Patch (a list of operations) in one write; returns the new
+        version. InvalidPatch when an operation cannot apply (a failed "test" among them),
+        and then nothing of it is applied."""
+        return await self._run(c.json_patch_call(token, operations, if_version, self.cache))
+
     async def delete(self, token: str) -> None:
         await self._run(c.delete_call(token, self.cache))
 

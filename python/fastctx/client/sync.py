@@ -245,6 +245,12 @@ class Client:
         """Apply an RFC 7386 merge patch; returns the new version."""
         return self._run(c.patch_call(token, merge_patch, if_version, self.cache))
 
+    def json_patch(self, token: str, operations: list[Any], if_version: int | None = None) -> int:
+        """Apply an RFC 6902 JSON Patch (a list of operations) in one write; returns the new
+        version. InvalidPatch when an operation cannot apply (a failed "test" among them),
+        and then nothing of it is applied."""
+        return self._run(c.json_patch_call(token, operations, if_version, self.cache))
+
     def delete(self, token: str) -> None:
         self._run(c.delete_call(token, self.cache))
 
