@@ -94,7 +94,8 @@ async def test_a_stream_resumes_from_the_events_kept_in_fastctx(
             call = {"name": "create_session", "arguments": {}}
             events = sse_events((await rpc(mcp, "tools/call", call, id=2, **session)).text)
             priming, answer = events[0], events[-1]
-            assert priming.get("data", "") == "" and json.loads(answer["data"])["id"] == 2
+            assert priming.get("data", "") == ""
+            assert json.loads(answer["data"])["id"] == 2
 
             # The events are in fastctx, under FastMCP's collection of them.
             assert await store.get(priming["id"], collection="fastmcp_events") is not None

@@ -44,7 +44,9 @@ async def test_ttl_and_expiry(fc: AsyncClient) -> None:
     await store.put("short", {"v": 1}, ttl=1)
     await store.put("forever", {"v": 2})
     value, ttl = await store.ttl("short")
-    assert value == {"v": 1} and ttl is not None and 0 < ttl <= 1
+    assert value == {"v": 1}
+    assert ttl is not None
+    assert 0 < ttl <= 1
     assert await store.ttl("forever") == ({"v": 2}, None)
     await anyio.sleep(1.1)
     assert await store.get("short") is None
@@ -56,7 +58,7 @@ async def test_many_and_delete(fc: AsyncClient) -> None:
     store = FastctxStore(fc, await FastctxStore.create(fc, buckets=3))
     keys = [f"k{n}" for n in range(20)]
     await store.put_many(keys, [{"n": n} for n in range(20)], collection="m", ttl=60)
-    assert await store.get_many(keys + ["nope"], collection="m") == [
+    assert await store.get_many([*keys, "nope"], collection="m") == [
         *({"n": n} for n in range(20)),
         None,
     ]
@@ -129,5 +131,6 @@ async def test_a_token_that_is_no_store_is_refused(fc: AsyncClient) -> None:
 def test_members_and_pointers() -> None:
     assert member_of("a:b", "c") == "3:a:b:c"
     assert split_member("3:a:b:c") == ("a:b", "c")
-    assert split_member("x:y") is None and split_member("9:short") is None
+    assert split_member("x:y") is None
+    assert split_member("9:short") is None
     assert pointer("a/b~c") == "/a~1b~0c"

@@ -91,9 +91,7 @@ class FastctxStore(
         super().__init__(default_collection=default_collection, stable_api=True)
 
     @classmethod
-    async def create(
-        cls, client: AsyncClient, *, buckets: int = 16, ttl: int = STORE_TTL
-    ) -> str:
+    async def create(cls, client: AsyncClient, *, buckets: int = 16, ttl: int = STORE_TTL) -> str:
         """Make a new, empty store of `buckets` buckets; returns its token.
 
         More buckets spread the writes of a busy store over more contexts (each context takes
