@@ -9,14 +9,13 @@ import anyio
 import httpx
 import pytest
 from fastmcp import Client
+from wire import open_session, resume, rpc, sse_events
 
 from fastctx import AsyncClient
 from fastctx.integrations.fastmcp import FastctxStore
 from support.pool import ServerPool
 
 pytestmark = pytest.mark.anyio
-
-LEGACY = "2025-11-25"  # the revision with sessions and resumable streams
 
 
 @pytest.fixture
@@ -50,31 +49,6 @@ async def test_state_written_through_one_process_is_read_through_the_other(
     assert f"store {token}" in one.output()
 
 
-def sse_events(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            name, _, value = line.partition(":")
-            fields[name] = fields.get(name, "") + value.removeprefix(" ")
-        if "id" in fields:
-            events.append(fields)
-    return events
-
-
-async def rpc(
-    mcp: httpx.AsyncClient,
-    method: str,
-    params: dict[str, Any],
-    id: int | None = None,
-    **headers: str,
-) -> httpx.Response:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
-    if id is not None:
-        message["id"] = id
-    return await mcp.post("/mcp", json=message, headers=headers)
-
-
 async def test_a_stream_resumes_from_the_events_kept_in_fastctx(
     server_pool: ServerPool, run_example: Any
 ) -> None:
@@ -85,12 +59,7 @@ async def test_a_stream_resumes_from_the_events_kept_in_fastctx(
         server = run_example("fastmcp_notes.py", FASTCTX_URL=fastctx_url, FASTCTX_STORE=token)
         accept = {"Accept": "application/json, text/event-stream"}
         async with httpx.AsyncClient(base_url=server.url, headers=accept) as mcp:
-            hello = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}}
-            r = await rpc(mcp, "initialize", hello, id=1)
-            assert r.status_code == 200, r.text
-            session = {"Mcp-Session-Id": r.headers["mcp-session-id"]}
-            session["Mcp-Protocol-Version"] = LEGACY
-            await rpc(mcp, "notifications/initialized", {}, **session)
+            session = await open_session(mcp)
             call = {"name": "create_session", "arguments": {}}
             events = sse_events((await rpc(mcp, "tools/call", call, id=2, **session)).text)
             priming, answer = events[0], events[-1]
@@ -101,15 +70,8 @@ async def test_a_stream_resumes_from_the_events_kept_in_fastctx(
             assert await store.get(priming["id"], collection="fastmcp_events") is not None
 
             # A client that lost the stream after the priming event gets the rest again.
-            resume = {**session, "Last-Event-ID": priming["id"]}
-            text = ""
             with anyio.fail_after(10):
-                async with mcp.stream("GET", "/mcp", headers=resume) as resumed:
-                    assert resumed.status_code == 200
-                    async for chunk in resumed.aiter_text():
-                        text += chunk
-                        if any(e["id"] == answer["id"] for e in sse_events(text)):
-                            break
+                text = await resume(mcp, session, priming["id"], answer["id"])
             replayed = [e for e in sse_events(text) if e.get("data")]
             assert replayed[0]["id"] == answer["id"]
             assert json.loads(replayed[0]["data"]) == json.loads(answer["data"])
