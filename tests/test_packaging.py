@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import fastctx
 from support.ports import free_port
@@ -184,6 +188,59 @@ def test_dev_extra_holds_the_server_extra() -> None:
     with (REPO / "pyproject.toml").open("rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert set(extras["server"]) <= set(extras["dev"])
+
+
+INTEGRATIONS = {"fastmcp": "fastmcp", "mcp": "mcp_sdk"}  # extra: module
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _imported(source: Path) -> set[str]:
+    """The top-level modules a module imports when it is loaded (not for type checking)."""
+    found = set()
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` imports nothing at run time
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in inner.names}
+            elif isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                found.add(inner.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(("extra", "module"), INTEGRATIONS.items())
+def test_an_integration_imports_only_what_its_extra_requires(extra: str, module: str) -> None:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    required = {
+        _distribution(Requirement(line).name)
+        for line in [*project["dependencies"], *project["optional-dependencies"][extra]]
+    }
+    providers = importlib.metadata.packages_distributions()
+    source = REPO / "python" / "fastctx" / "integrations" / f"{module}.py"
+    for name in _imported(source) - set(sys.stdlib_module_names) - {"fastctx", "__future__"}:
+        assert {_distribution(d) for d in providers[name]} & required, (name, extra)
+    # And `make test` installs what the extra does.
+    assert {
+        _distribution(Requirement(line).name) for line in project["optional-dependencies"]["dev"]
+    } >= {_distribution(Requirement(line).name) for line in project["optional-dependencies"][extra]}
+
+
+@pytest.mark.parametrize(("extra", "module"), INTEGRATIONS.items())
+def test_an_integration_without_its_extra_says_how_to_install_it(extra: str, module: str) -> None:
+    missing = {"fastmcp": "key_value", "mcp": "mcp"}[extra]
+    script = (
+        f"import sys; sys.modules[{missing!r}] = None\n"  # as if it were not installed
+        f"import fastctx.integrations.{module}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f'pip install "fastctx[{extra}]"' in done.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow

@@ -22,13 +22,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from key_value.aio._utils.managed_entry import ManagedEntry  # what every store is written in
-from key_value.aio.stores.base import (
-    BaseCullStore,
-    BaseDestroyStore,
-    BaseEnumerateCollectionsStore,
-    BaseEnumerateKeysStore,
-)
+try:
+    from key_value.aio._utils.managed_entry import ManagedEntry  # what every store is written in
+    from key_value.aio.stores.base import (
+        BaseCullStore,
+        BaseDestroyStore,
+        BaseEnumerateCollectionsStore,
+        BaseEnumerateKeysStore,
+    )
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f'{__name__} needs FastMCP: pip install "fastctx[fastmcp]" ({missing})'
+    ) from missing
 
 from fastctx.client import AsyncClient
 from fastctx.errors import FastctxError, InvalidPatch, PathNotFound

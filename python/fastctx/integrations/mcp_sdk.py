@@ -19,11 +19,16 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from mcp.server.streamable_http import EventCallback, EventId, EventMessage, StreamId
-from mcp.server.streamable_http import EventStore as SDKEventStore
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp_types import JSONRPCMessage
-from pydantic import TypeAdapter
+try:
+    from mcp.server.streamable_http import EventCallback, EventId, EventMessage, StreamId
+    from mcp.server.streamable_http import EventStore as SDKEventStore
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from mcp_types import JSONRPCMessage
+    from pydantic import TypeAdapter
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f'{__name__} needs the MCP SDK: pip install "fastctx[mcp]" ({missing})'
+    ) from missing
 
 from fastctx.client import AsyncClient
 from fastctx.errors import InvalidPatch, NotFound
