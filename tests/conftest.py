@@ -42,12 +42,15 @@ def authorization_server(tmp_path: Path) -> Iterator[AuthorizationServer]:
 @pytest.fixture
 def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start redis-servers of the test's own, stopped after it:
-    start_redis(*options, stop_signal=signal.SIGTERM), each in a directory of its own."""
+    start_redis(*options, stop_signal=signal.SIGTERM, kind="redis"), each in a directory of its
+    own; kind="valkey" starts a valkey-server."""
     with contextlib.ExitStack() as stack:
 
-        def start(*options: str, stop_signal: signal.Signals = signal.SIGTERM) -> RedisServer:
+        def start(
+            *options: str, stop_signal: signal.Signals = signal.SIGTERM, kind: str = "redis"
+        ) -> RedisServer:
             workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=tmp_path))
-            server = RedisServer(workdir, options=options, stop_signal=stop_signal)
+            server = RedisServer(workdir, options=options, stop_signal=stop_signal, kind=kind)
             return stack.enter_context(server)
 
         yield start
@@ -140,6 +143,23 @@ def redis_nodes(
 ) -> Iterator[tuple[GranianServer, GranianServer]]:
     """Two `fastctx serve` processes (granian) on the same Redis database."""
     with two_nodes(tmp_path_factory.mktemp("nodes"), redis_server.url(NODES_DB)) as nodes:
+        yield nodes
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def shared_nodes(request: pytest.FixtureRequest) -> tuple[GranianServer, GranianServer]:
+    """Two nodes on one Redis, then two on one Valkey: what crosses nodes, on both servers."""
+    nodes: tuple[GranianServer, GranianServer] = request.getfixturevalue(f"{request.param}_nodes")
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def valkey_nodes(
+    server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GranianServer, GranianServer]]:
+    """Two `fastctx serve` processes (granian) on the session's valkey-server."""
+    url = server_pool.valkey.url(NODES_DB)
+    with two_nodes(tmp_path_factory.mktemp("valkey-nodes"), url) as nodes:
         yield nodes
 
 

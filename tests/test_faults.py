@@ -327,11 +327,15 @@ def _replicated(primary: RedisServer, replica: RedisServer) -> bool:
     return done.split() == ["OK", "1"]
 
 
-def test_write_replicas_wait_for_a_real_replica(own_redis: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["redis", "valkey"])
+def test_write_replicas_wait_for_a_real_replica(
+    kind: str, start_redis: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    own_redis = start_redis(stop_signal=signal.SIGKILL, kind=kind)
     workdir = tmp_path / "replica"
     workdir.mkdir()
     primary = ["--replicaof", "127.0.0.1", str(own_redis.port)]
-    replica = RedisServer(workdir, options=primary, stop_signal=signal.SIGKILL)
+    replica = RedisServer(workdir, options=primary, stop_signal=signal.SIGKILL, kind=kind)
     replica.start()
     try:
         until(lambda: _replicated(own_redis, replica), within=15.0, step=0.05)

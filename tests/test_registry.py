@@ -40,7 +40,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "valkey"])
 async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
     async with started_backend(backend_url(request, redis_server, REGISTRY_DB)) as opened:
         yield opened

@@ -34,9 +34,10 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def cluster(server_pool: ServerPool) -> RedisCluster:
-    return server_pool.cluster
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def cluster(server_pool: ServerPool, request: pytest.FixtureRequest) -> RedisCluster:
+    """The session's Redis Cluster, then its Valkey cluster."""
+    return server_pool.cluster if request.param == "redis" else server_pool.valkey_cluster
 
 
 def test_key_slot_is_the_slot_redis_computes(cluster: RedisCluster) -> None:

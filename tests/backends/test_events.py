@@ -38,7 +38,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "valkey", "valkey-cluster"])
 async def backend(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[Backend]:
     async with started_backend(backend_url(request, redis_server, EVENTS_DB)) as opened:
         yield opened

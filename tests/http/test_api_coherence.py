@@ -1,4 +1,5 @@
-"""Two real nodes on one Redis: a write through one is never served stale by the other."""
+"""Two real nodes on one Redis (or one Valkey): a write through one is never served stale by
+the other."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from support.pool import NODES_DB
+from support.pool import NODES_DB, ServerPool
 from support.redis import RedisServer
 from support.servers import GranianServer
 
@@ -18,6 +19,26 @@ JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 # Far below the cache's own bound on an entry's life (60 s): a node that sees the new version
 # within this time was told by Redis, not saved by expiry.
 WITHIN = 2.0
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Client tracking, the nodes' invalidation, on either server."""
+    return str(request.param)
+
+
+@pytest.fixture
+def pair(kind: str, request: pytest.FixtureRequest) -> tuple[GranianServer, GranianServer]:
+    nodes: tuple[GranianServer, GranianServer] = request.getfixturevalue(f"{kind}_nodes")
+    return nodes
+
+
+@pytest.fixture
+def server(kind: str, request: pytest.FixtureRequest) -> RedisServer:
+    if kind == "redis":
+        return request.getfixturevalue("redis_server")  # type: ignore[no-any-return]
+    pool: ServerPool = request.getfixturevalue("server_pool")
+    return pool.valkey
 
 
 def _version_seen(node: httpx.Client, token: str) -> int:
@@ -36,9 +57,9 @@ def _wait_for_version(node: httpx.Client, token: str, version: int) -> float:
 
 
 def test_writes_through_one_node_reach_the_other_nodes_cache(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    pair: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_server, b_server = redis_nodes
+    a_server, b_server = pair
     with (
         httpx.Client(base_url=a_server.base_url) as a,
         httpx.Client(base_url=b_server.base_url) as b,
@@ -53,9 +74,9 @@ def test_writes_through_one_node_reach_the_other_nodes_cache(
 
 
 def test_a_delete_on_one_node_is_a_404_on_the_other(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    pair: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_server, b_server = redis_nodes
+    a_server, b_server = pair
     with (
         httpx.Client(base_url=a_server.base_url) as a,
         httpx.Client(base_url=b_server.base_url) as b,
@@ -70,15 +91,15 @@ def test_a_delete_on_one_node_is_a_404_on_the_other(
 
 
 def test_a_change_behind_fastctxs_back_is_seen_too(
-    redis_nodes: tuple[GranianServer, GranianServer], redis_server: RedisServer
+    pair: tuple[GranianServer, GranianServer], server: RedisServer
 ) -> None:
     """FLUSHDB from outside: every node's cache stops answering for what is gone."""
-    a_server, _ = redis_nodes
+    a_server, _ = pair
     with httpx.Client(base_url=a_server.base_url) as a:
         token = a.post("/v1/contexts", content=b"{}", headers=JSON).json()["token"]
         assert a.get(f"/v1/contexts/{token}").status_code == 200
         subprocess.run(
-            ["redis-cli", "-p", str(redis_server.port), "-n", str(NODES_DB), "FLUSHDB"],
+            ["redis-cli", "-p", str(server.port), "-n", str(NODES_DB), "FLUSHDB"],
             check=True,
             capture_output=True,
         )
@@ -88,7 +109,7 @@ def test_a_change_behind_fastctxs_back_is_seen_too(
             time.sleep(0.001)
 
 
-@pytest.mark.parametrize("nodes", ["redis_nodes", "cluster_nodes"])
+@pytest.mark.parametrize("nodes", ["redis_nodes", "cluster_nodes", "valkey_nodes"])
 def test_a_conversation_grown_through_both_nodes_reads_the_same_on_both(
     nodes: str, request: pytest.FixtureRequest
 ) -> None:

@@ -33,13 +33,18 @@ def server(server_pool: ServerPool, request: pytest.FixtureRequest) -> GranianSe
     return server_pool.granian(request.param)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["redis", "valkey"])
 def few_keys_server(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    server_pool: ServerPool,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[GranianServer]:
-    """A Redis node on a DB of its own: Redis comes upon a key that expires unasked within a
-    second only where few keys have a TTL (a session's expiry is such a key)."""
-    server = GranianServer.start(tmp_path_factory.mktemp("expiry"), redis_server.url(EXPIRY_DB))
+    """A node on a DB of its own (of Redis, then of Valkey): the server comes upon a key that
+    expires unasked within a second only where few keys have a TTL (a session's expiry is such
+    a key)."""
+    redis = server_pool.redis if request.param == "redis" else server_pool.valkey
+    url = redis.url(EXPIRY_DB)
+    server = GranianServer.start(tmp_path_factory.mktemp("expiry"), url)
     try:
         yield server
     finally:
@@ -112,9 +117,9 @@ async def subscribe(
 
 
 async def test_a_change_through_one_node_reaches_a_subscriber_on_another(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    shared_nodes: tuple[GranianServer, GranianServer],
 ) -> None:
-    a, b = redis_nodes
+    a, b = shared_nodes
     token = await create(a.base_url, {"n": 0})
     async with subscribe(a.base_url, f"/v1/contexts/{token}/events") as (response, stream):
         assert response.status_code == 200

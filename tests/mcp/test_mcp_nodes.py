@@ -24,9 +24,9 @@ def _rpc(
 
 
 def test_a_session_from_node_a_continues_on_b_and_ends_everywhere(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    shared_nodes: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_server, b_server = redis_nodes
+    a_server, b_server = shared_nodes
     with (
         httpx.Client(base_url=a_server.base_url) as a,
         httpx.Client(base_url=b_server.base_url) as b,

@@ -276,9 +276,9 @@ def test_a_priming_id_resumes_the_get_stream_from_its_reply(url: str) -> None:
 
 
 def test_subscribe_on_one_node_write_on_another(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    shared_nodes: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_node, b_node = redis_nodes
+    a_node, b_node = shared_nodes
 
     async def main() -> None:
         async with _client(a_node.base_url) as a, _client(b_node.base_url) as b:
@@ -294,9 +294,9 @@ def test_subscribe_on_one_node_write_on_another(
 
 
 def test_a_stream_dropped_on_one_node_resumes_on_another(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    shared_nodes: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_node, b_node = redis_nodes
+    a_node, b_node = shared_nodes
 
     async def main() -> None:
         async with _client(a_node.base_url) as a, _client(b_node.base_url) as b:
@@ -328,9 +328,9 @@ def test_a_stream_dropped_on_one_node_resumes_on_another(
 
 
 def test_two_nodes_serving_one_session_notify_each_change_once(
-    redis_nodes: tuple[GranianServer, GranianServer],
+    shared_nodes: tuple[GranianServer, GranianServer],
 ) -> None:
-    a_node, b_node = redis_nodes
+    a_node, b_node = shared_nodes
 
     async def main() -> None:
         async with _client(a_node.base_url) as a, _client(b_node.base_url) as b:

