@@ -255,6 +255,46 @@ def test_redis_killed_under_load(durable_redis: RedisServer, tmp_path: Path) -> 
                 assert r.json() == {"n": n}
 
 
+def test_a_node_answers_what_it_has_read_while_redis_is_gone(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Writes through node B until the moment Redis dies: node A, which had read every one of
+    the contexts, still answers each, as stale; the invalidations that told it of B's newer
+    versions kept its copies (no longer fresh) rather than dropping them."""
+    with (
+        serve(tmp_path, own_redis.url(), breaker_failures=3) as a,
+        serve(tmp_path, own_redis.url(), breaker_failures=3) as b,
+    ):
+        tokens = [a.post("/v1/contexts", json={"n": 0}).json()["token"] for _ in range(40)]
+        stop = threading.Event()
+        out = Outcomes()
+
+        def read_all() -> None:
+            while not stop.is_set():
+                for token in tokens:
+                    a.get(f"/v1/contexts/{token}")
+
+        reader = threading.Thread(target=read_all)
+        writer = threading.Thread(target=_write_load, args=(str(b.base_url), tokens, stop, out))
+        reader.start()
+        writer.start()
+        try:
+            until(lambda: len(out.patched) == len(tokens), within=20.0)  # B wrote every one
+            own_redis.stop()  # SIGKILL, with B still writing
+        finally:
+            stop.set()
+            reader.join()
+            writer.join()
+        until(lambda: a.get("/readyz").status_code == 503, within=2.0)
+        answers = [a.get(f"/v1/contexts/{token}") for token in tokens]
+        served = [r for r in answers if r.status_code == 200]
+        assert len(served) >= 0.95 * len(tokens), [r.status_code for r in answers]
+        assert {r.headers["x-cache"] for r in served} == {"stale"}
+        for r in answers:
+            if r.status_code != 200:
+                assert_unavailable(r)
+
+
 # --- a slow Redis ----------------------------------------------------------------------------
 
 
