@@ -5,6 +5,7 @@ from fastctx.client import AsyncClient, Client, Event
 from fastctx.errors import (
     BadRequest,
     FastctxError,
+    HeadersTooLarge,
     InvalidPatch,
     NotFound,
     PathNotFound,
@@ -22,6 +23,7 @@ __all__ = [
     "Client",
     "Event",
     "FastctxError",
+    "HeadersTooLarge",
     "InvalidPatch",
     "NotFound",
     "PathNotFound",

@@ -24,9 +24,10 @@ from fastctx.asgi.exchange import Exchange
 from fastctx.asgi.guard import Guard, StreamLimit
 from fastctx.asgi.problems import as_problem
 from fastctx.backends import open_backend
-from fastctx.config import Settings
+from fastctx.config import DEFAULT_HEADER_BYTES, Settings
 from fastctx.errors import (
     FastctxError,
+    HeadersTooLarge,
     InsufficientScope,
     MethodNotAllowed,
     NotFound,
@@ -65,8 +66,10 @@ class Front:
         routes: Sequence[Callable[[str], Found | None]],
         mcp: McpEndpoint,
         guard: Guard | None = None,
+        max_header_bytes: int = DEFAULT_HEADER_BYTES,
     ) -> None:
         self.app = app  # for its lifespan and its state
+        self.max_header_bytes = max_header_bytes
         self.guard = guard or Guard(0)
         self.tenants = tenants
         self.stats = stats
@@ -117,6 +120,7 @@ class Front:
         # Templates, not paths: one series per route however many tokens there are.
         label = "unmatched"
         try:
+            _check_headers(scope["headers"], self.max_header_bytes)
             tenant = ""
             grant = None
             if is_protected(path):
@@ -162,6 +166,14 @@ class Front:
         return await ex.fail(error)
 
 
+def _check_headers(headers: list[tuple[bytes, bytes]], bound: int) -> None:
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > bound:
+        raise HeadersTooLarge(
+            f"the request's headers are {size} bytes, over FASTCTX_MAX_HEADER_BYTES ({bound})"
+        )
+
+
 def create_app(settings: Settings | None = None) -> Front:
     """A fresh app with its own backend, registry, cache and metrics."""
     settings = settings or Settings.from_env()
@@ -205,4 +217,4 @@ def create_app(settings: Settings | None = None) -> Front:
     ]
     mcp = McpEndpoint(registry, sessions, settings, changes, streams)
     tenants = Tenants(settings.tenants(), access_tokens, settings.resource)
-    return Front(app, tenants, metrics.stats, routes, mcp, guard)
+    return Front(app, tenants, metrics.stats, routes, mcp, guard, settings.max_header_bytes)

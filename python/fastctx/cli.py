@@ -188,7 +188,7 @@ def serve(settings: Settings) -> int:
         )
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
+    from granian.http import HTTP1Settings, HTTP2Settings
     from granian.log import LogLevels
 
     if urlsplit(settings.backend).scheme == "memory" and settings.workers > 1:
@@ -232,7 +232,14 @@ def serve(settings: Settings) -> int:
         workers_kill_timeout=GRACEFUL_STOP_SECONDS,
         backpressure=max(MIN_CONCURRENT_REQUESTS, open_files),
         # A request head that trickles in (slowloris) holds a connection until this closes it.
-        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
+        # A head far past FASTCTX_MAX_HEADER_BYTES is refused (431) before it is all read (the
+        # buffer bounds it only roughly: twice the bound, so that what is just past it reaches
+        # the app, which refuses it with a problem document).
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.header_timeout * 1000),
+            max_buffer_size=2 * settings.max_header_bytes,
+        ),
+        http2_settings=HTTP2Settings(max_headers_size=2 * settings.max_header_bytes),
     ).serve()
     return 0
 

@@ -23,6 +23,12 @@ TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_TENANT = "default"
 
 
+# Bounds of FASTCTX_MAX_HEADER_BYTES: granian's HTTP/1 buffer takes no less than 8 KiB.
+MIN_HEADER_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+DEFAULT_HEADER_BYTES = 64 * 1024
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a fastctx process can be told; every field has a FASTCTX_<NAME> variable."""
@@ -41,6 +47,8 @@ class Settings:
     max_context_bytes: int = 1024 * 1024
     # The largest a stored document may grow to by patches, each within max_context_bytes.
     max_document_bytes: int = 16 * 1024 * 1024
+    # The largest a request's headers may be, names and values; past it, 431.
+    max_header_bytes: int = DEFAULT_HEADER_BYTES
     api_keys: str = dataclasses.field(default="", repr=False)  # secrets: never in a repr
     log_level: str = "info"
     # "text" for people, "json" (one object per line) for log collectors.
@@ -106,6 +114,11 @@ class Settings:
             # Sizes and times go on to Rust and Redis as 64-bit integers.
             if isinstance(value, int) and value > MAX_INTEGER:
                 raise ValueError(f"{ENV_PREFIX}{field.name.upper()} is too large: {value}")
+        if not MIN_HEADER_BYTES <= self.max_header_bytes <= MAX_HEADER_BYTES:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_HEADER_BYTES must be from {MIN_HEADER_BYTES} to "
+                f"{MAX_HEADER_BYTES}, got {self.max_header_bytes}"
+            )
         if self.port > 65535:
             raise ValueError(f"{ENV_PREFIX}PORT must be at most 65535, got {self.port}")
         if not self.host.strip():

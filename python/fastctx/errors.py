@@ -113,6 +113,14 @@ class PayloadTooLarge(FastctxError):
     title = "Payload too large"
 
 
+class HeadersTooLarge(FastctxError):
+    """The request's headers are over FASTCTX_MAX_HEADER_BYTES."""
+
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
+
+
 class UnsupportedMediaType(FastctxError):
     status = 415
     slug = "unsupported-media-type"
@@ -183,6 +191,7 @@ BY_STATUS: dict[int, type[FastctxError]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         InvalidPatch,
+        HeadersTooLarge,
         Unavailable,
     )
 }

@@ -224,6 +224,14 @@ def test_header_timeout_is_within_what_granian_takes(seconds: str) -> None:
     assert Settings.from_env({"FASTCTX_HEADER_TIMEOUT": "0.5"}).header_timeout == 0.5
 
 
+@pytest.mark.parametrize("size", ["0", "8191", str(16 * 1024 * 1024 + 1)])
+def test_the_header_bound_is_within_what_granian_takes(size: str) -> None:
+    with pytest.raises(ValueError, match="MAX_HEADER_BYTES"):
+        Settings.from_env({"FASTCTX_MAX_HEADER_BYTES": size})
+    assert Settings.from_env({"FASTCTX_MAX_HEADER_BYTES": "8192"}).max_header_bytes == 8192
+    assert Settings().max_header_bytes == 64 * 1024
+
+
 def test_half_sent_bodies_time_out_without_blocking_others(own_live: Live) -> None:
     client = own_live.client
     token = create_protected(client)

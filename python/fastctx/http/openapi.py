@@ -77,6 +77,11 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
         " append finds a value that is not an array at `path`, or cannot create one there.",
         {},
     ),
+    431: (
+        "RequestHeaderFieldsTooLarge",
+        "The request's headers, names and values, are over `FASTCTX_MAX_HEADER_BYTES`.",
+        {},
+    ),
     503: (
         "ServiceUnavailable",
         "The backend is down (and the in-process cache cannot answer), the server is shedding"
@@ -112,8 +117,8 @@ def _bodyless_errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
-# Every /v1 operation: 400 for a query parameter it does not take, 401 and 503.
-_V1_ERRORS = (400, 401, 503)
+# Every /v1 operation: 400 for a query parameter it does not take, 401, 431 and 503.
+_V1_ERRORS = (400, 401, 431, 503)
 
 
 def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
