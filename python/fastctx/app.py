@@ -44,6 +44,7 @@ from fastctx.http.sessions import SessionRoutes
 from fastctx.mcp import McpEndpoint
 from fastctx.mcp.openapi import MCP_PATHS
 from fastctx.oauth import GRANT_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, AccessTokens, require_scope
+from fastctx.quotas import RateLimits
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
@@ -67,9 +68,11 @@ class Front:
         mcp: McpEndpoint,
         guard: Guard | None = None,
         max_header_bytes: int = DEFAULT_HEADER_BYTES,
+        rates: RateLimits | None = None,
     ) -> None:
         self.app = app  # for its lifespan and its state
         self.max_header_bytes = max_header_bytes
+        self.rates = rates  # None: no tenant has a bound
         self.guard = guard or Guard(0)
         self.tenants = tenants
         self.stats = stats
@@ -129,6 +132,8 @@ class Front:
                     grant = scope[GRANT_SCOPE_KEY] = await self.tenants.verify(scope["headers"])
                     resolved = grant.tenant
                 tenant = scope[TENANT_SCOPE_KEY] = resolved
+                if self.rates is not None:
+                    await self.rates.admit(tenant)
                 if path == MCP_PATH:
                     label = MCP_PATH
                     status = await self.mcp(ex, tenant)
@@ -217,4 +222,8 @@ def create_app(settings: Settings | None = None) -> Front:
     ]
     mcp = McpEndpoint(registry, sessions, settings, changes, streams)
     tenants = Tenants(settings.tenants(), access_tokens, settings.resource)
-    return Front(app, tenants, metrics.stats, routes, mcp, guard, settings.max_header_bytes)
+    default_rate, rate_overrides = settings.tenant_rates()
+    rates = None
+    if default_rate or any(rate_overrides.values()):
+        rates = RateLimits(backend.quotas, default_rate, rate_overrides)
+    return Front(app, tenants, metrics.stats, routes, mcp, guard, settings.max_header_bytes, rates)

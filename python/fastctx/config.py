@@ -27,6 +27,8 @@ DEFAULT_TENANT = "default"
 MIN_HEADER_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 DEFAULT_HEADER_BYTES = 64 * 1024
+# The highest FASTCTX_TENANT_RATE: far past what a deployment serves, so a typo is caught.
+MAX_RATE = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +91,9 @@ class Settings:
     oauth_audience: str = ""
     # The access token's claim that names the tenant.
     oauth_tenant_claim: str = "sub"
+    # Requests a second each tenant may make across the deployment (a burst of as many), and
+    # per-tenant overrides: "100,acme=500,globex=0" (0: no bound); "" or "0": off.
+    tenant_rate: str = ""
 
     def __post_init__(self) -> None:
         positive = (
@@ -159,6 +164,7 @@ class Settings:
             raise ValueError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         self.tenants()  # validates the key list at start, not on the first request
         self.oauth_issuers()
+        self.tenant_rates()
         self.oauth_audiences()
 
     @classmethod
@@ -199,6 +205,30 @@ class Settings:
                 raise ValueError(f"{ENV_PREFIX}API_KEYS gives one key to two tenants")
             keys[key] = tenant
         return keys
+
+    def tenant_rates(self) -> tuple[int, dict[str, int]]:
+        """The requests a second a tenant may make (0: no bound), and the tenants that differ."""
+        default, overrides = 0, {}
+        for position, item in enumerate(self.tenant_rate.split(","), 1):
+            item = item.strip()
+            if not item:
+                continue
+            tenant, sep, rate = item.rpartition("=")
+            if (
+                not rate.isdigit()
+                or int(rate) > MAX_RATE
+                or (sep and not TENANT_PATTERN.match(tenant))
+            ):
+                raise ValueError(
+                    f"{ENV_PREFIX}TENANT_RATE is a rate and tenant=rate entries, each rate a whole"
+                    f" number of requests a second up to {MAX_RATE} (0: no bound); entry"
+                    f" {position} is not"
+                )
+            if sep:
+                overrides[tenant] = int(rate)
+            else:
+                default = int(rate)
+        return default, overrides
 
     def oauth_issuers(self) -> list[str]:
         """The trusted authorization servers; empty when OAuth is off."""

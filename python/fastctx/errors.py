@@ -113,6 +113,20 @@ class PayloadTooLarge(FastctxError):
     title = "Payload too large"
 
 
+class RateLimited(FastctxError):
+    """The tenant is over its FASTCTX_TENANT_RATE; `retry_after` is in seconds."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(
+        self, detail: str = "", retry_after: int = 1, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail, {**(headers or {}), "Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
 class HeadersTooLarge(FastctxError):
     """The request's headers are over FASTCTX_MAX_HEADER_BYTES."""
 
@@ -191,6 +205,7 @@ BY_STATUS: dict[int, type[FastctxError]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         InvalidPatch,
+        RateLimited,
         HeadersTooLarge,
         Unavailable,
     )

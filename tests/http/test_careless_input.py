@@ -216,4 +216,4 @@ def test_the_error_statuses_are_one_list() -> None:
         if int(status) >= 400
     }
     assert documented == set(BY_STATUS)
-    assert {400, 401, 403, 404, 405, 406, 410, 412, 413, 415, 422, 431, 503} == set(BY_STATUS)
+    assert {400, 401, 403, 404, 405, 406, 410, 412, 413, 415, 422, 429, 431, 503} == set(BY_STATUS)

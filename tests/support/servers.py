@@ -79,11 +79,13 @@ class GranianServer:
 
 
 @contextlib.contextmanager
-def two_nodes(log_dir: Path, backend: str) -> Iterator[tuple[GranianServer, GranianServer]]:
+def two_nodes(
+    log_dir: Path, backend: str, **settings: Any
+) -> Iterator[tuple[GranianServer, GranianServer]]:
     """Two fastctx nodes (granian) on one backend, as two hosts of a deployment would be."""
-    first = GranianServer.start(log_dir, backend)
+    first = GranianServer.start(log_dir, backend, **settings)
     try:
-        second = GranianServer.start(log_dir, backend)
+        second = GranianServer.start(log_dir, backend, **settings)
         try:
             yield first, second
         finally:

@@ -318,15 +318,26 @@ class McpState(abc.ABC):
         """Keep the session's subscriptions and notification stream for `idle` ms more."""
 
 
+class Quotas(abc.ABC):
+    """Each tenant's request budget, shared by every node: a token bucket per tenant."""
+
+    @abc.abstractmethod
+    async def take(self, tenant: str, want: int, rate: int, burst: int) -> tuple[int, int]:
+        """Take up to `want` tokens from the tenant's bucket, which holds at most `burst` and
+        fills with `rate` a second: (the tokens granted, the ms until the next one when fewer
+        than `want` were)."""
+
+
 class Backend(abc.ABC):
-    """A store made of four parts, each an attribute (one lookup on every call, no wrapper):
-    `contexts`, `sessions`, `changes` (the change log) and `mcp` (MCP session state); the
-    backend itself opens and closes their connections and reports on them."""
+    """A store made of five parts, each an attribute (one lookup on every call, no wrapper):
+    `contexts`, `sessions`, `changes` (the change log), `mcp` (MCP session state) and
+    `quotas`; the backend itself opens and closes their connections and reports on them."""
 
     contexts: Contexts
     sessions: Sessions
     changes: ChangeLog
     mcp: McpState
+    quotas: Quotas
 
     #: True when the backend lives in this process, so a local cache would only duplicate it.
     in_process: bool = False

@@ -72,7 +72,7 @@ from fastctx.backends.keys import (
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
-from fastctx.backends.redis import RedisMcp, RedisSessions, appended, since
+from fastctx.backends.redis import RedisMcp, RedisQuotas, RedisSessions, appended, since
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.errors import BackendError
 
@@ -465,6 +465,7 @@ class ClusterBackend(Backend):
         self.sessions = ClusterSessions(commands)
         self.changes = ClusterChangeLog(commands, connect(tracking_prefixes=STREAM_PREFIXES))
         self.mcp = RedisMcp(commands)
+        self.quotas = RedisQuotas(commands)
         self.expiries = ClusterExpiries(commands, self.changes)
         # Keyspace notifications are each node's own: one expiry listener per master.
         self._listeners: dict[Node, ExpiryListener] = {}

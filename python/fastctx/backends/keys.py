@@ -18,6 +18,7 @@ SESSION_STREAM_PREFIX = "fc:y:"  # the change stream of every context of a sessi
 MCP_SESSION_PREFIX = "fc:mcp:"  # an MCP session's record
 MCP_SUBSCRIPTIONS_PREFIX = "fc:mq:"  # an MCP session's subscriptions: token -> cursor
 MCP_STREAM_PREFIX = "fc:n:"  # an MCP session's notifications
+RATE_PREFIX = "fc:r:"  # a tenant's request budget (FASTCTX_TENANT_RATE)
 
 #: The change streams a node follows (on a cluster, by tracking these prefixes).
 STREAM_PREFIXES = (CONTEXT_STREAM_PREFIX, SESSION_STREAM_PREFIX)
@@ -104,3 +105,8 @@ def expired_target(key: bytes) -> tuple[str, str, str] | None:
             tenant, _, ident = key[len(start) : -1].decode(errors="replace").rpartition("/")
             return (kind, tenant, ident) if tenant and ident else None
     return None
+
+
+def rate_key(tenant: str) -> str:
+    """A tenant's token bucket, in a slot of its own tenant."""
+    return f"{RATE_PREFIX}{{{tenant}}}"

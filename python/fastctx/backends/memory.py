@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import heapq
+import math
 from collections.abc import Sequence
 
 from fastctx import _core
@@ -18,6 +19,7 @@ from fastctx.backends import (
     Event,
     McpState,
     Outcome,
+    Quotas,
     SessionRecord,
     Sessions,
     Since,
@@ -423,8 +425,28 @@ class MemoryMcp(McpState):
         self._store.events.keep(mcp_stream(tenant, session), now_ms() + idle)
 
 
+class MemoryQuotas(Quotas):
+    """The token buckets of one process: tenant -> (tokens, when they were counted, in ms)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, int]] = {}
+
+    async def take(self, tenant: str, want: int, rate: int, burst: int) -> tuple[int, int]:
+        now = now_ms()
+        tokens, at = self._buckets.get(tenant, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate / 1000)
+        granted = min(want, int(tokens))
+        tokens -= granted
+        if tokens >= burst:
+            self._buckets.pop(tenant, None)  # full again: as good as none
+        else:
+            self._buckets[tenant] = (tokens, now)
+        wait = 0 if granted == want else math.ceil((1 - tokens) * 1000 / rate)
+        return granted, wait
+
+
 class MemoryBackend(Backend):
-    """The four parts over one `MemoryStore`, swept now and then for what has expired."""
+    """The five parts over one `MemoryStore`, swept now and then for what has expired."""
 
     in_process = True
 
@@ -434,6 +456,7 @@ class MemoryBackend(Backend):
         self.sessions = MemorySessions(store)
         self.changes = MemoryChangeLog(store.events)
         self.mcp = MemoryMcp(store)
+        self.quotas = MemoryQuotas()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

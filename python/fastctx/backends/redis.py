@@ -21,6 +21,7 @@ from fastctx.backends import (
     Health,
     McpState,
     Outcome,
+    Quotas,
     SessionRecord,
     Sessions,
     Since,
@@ -36,6 +37,7 @@ from fastctx.backends.commands import (
     MCP_NOTIFY_SCRIPT,
     MCP_SUBSCRIBE_SCRIPT,
     MCP_UNSUBSCRIBE_SCRIPT,
+    RATE_TAKE_SCRIPT,
     REMOVE_SCRIPT,
     SESSION_CREATE_SCRIPT,
     SESSION_DELETE_SCRIPT,
@@ -55,6 +57,7 @@ from fastctx.backends.keys import (
     mcp_stream,
     mcp_subscriptions_key,
     members_key,
+    rate_key,
     session_key,
     session_stream,
     tenant_context_prefix,
@@ -237,6 +240,19 @@ class RedisSessions(Sessions):
         return sorted(token.decode() for token in tokens) if existed else None
 
 
+class RedisQuotas(Quotas):
+    """A tenant's bucket is one key in a slot of its own: the same on one Redis and a cluster."""
+
+    def __init__(self, commands: Commands) -> None:
+        self._script = commands.script
+
+    async def take(self, tenant: str, want: int, rate: int, burst: int) -> tuple[int, int]:
+        granted, wait = await self._script(
+            RATE_TAKE_SCRIPT, [rate_key(tenant)], [want, rate, burst]
+        )
+        return int(granted), int(wait)
+
+
 class RedisMcp(McpState):
     """Every key of one MCP session shares its slot: the same on one Redis and on a cluster."""
 
@@ -340,6 +356,7 @@ class RedisBackend(Backend):
             commands, Pipeline(address, timeout=timeout, breaker=self.breaker)
         )
         self.mcp = RedisMcp(commands)
+        self.quotas = RedisQuotas(commands)
         # Expired contexts and sessions, heard of by keyspace notification, get their events.
         self.expiries = Expiries(commands, self.changes)
         self._expiry = ExpiryListener(address, self.expiries.heard, timeout)

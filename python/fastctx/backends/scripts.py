@@ -345,3 +345,26 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return ARGV[3]
 """
 )
+
+
+# A tenant's token bucket: up to ARGV[1] tokens taken, of at most ARGV[3] that fill at ARGV[2]
+# a second, by the server's clock (one clock for every node). Returns {granted, ms until the
+# next token when fewer than asked were granted}. The bucket expires once it would be full.
+# KEYS: bucket  ARGV: want, rate, burst
+RATE_TAKE = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local want, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'at', 'tokens')
+local tokens = burst
+if state[1] then
+  tokens = math.min(burst, tonumber(state[2]) + (now - tonumber(state[1])) * rate / 1000)
+end
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'at', now, 'tokens', tostring(tokens))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+local wait = 0
+if granted < want then wait = math.ceil((1 - tokens) * 1000 / rate) end
+return {granted, wait}
+"""

@@ -15,7 +15,14 @@ import msgspec
 
 from fastctx import _core, errors
 from fastctx.client.cache import ClientCache, version_of
-from fastctx.errors import BadRequest, FastctxError, PathNotFound, Unavailable, VersionGone
+from fastctx.errors import (
+    BadRequest,
+    FastctxError,
+    PathNotFound,
+    RateLimited,
+    Unavailable,
+    VersionGone,
+)
 
 T = TypeVar("T")
 Slice = str | slice
@@ -360,7 +367,7 @@ def error_for(response: httpx.Response) -> FastctxError:
     if cls is None or cls.status != status:
         cls = BY_STATUS.get(status, FastctxError)
     detail = detail or f"HTTP {status}"
-    if issubclass(cls, Unavailable):
+    if issubclass(cls, Unavailable | RateLimited):
         return cls(detail, retry_after=_retry_after(response))
     return cls(detail)
 

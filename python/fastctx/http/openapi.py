@@ -77,6 +77,13 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
         " append finds a value that is not an array at `path`, or cannot create one there.",
         {},
     ),
+    429: (
+        "TooManyRequests",
+        "The tenant is over its `FASTCTX_TENANT_RATE` (type `rate-limited`); `RateLimit-Policy`"
+        " and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) say its rate and when to come"
+        " back.",
+        {"Retry-After": _ref("headers", "Retry-After")},
+    ),
     431: (
         "RequestHeaderFieldsTooLarge",
         "The request's headers, names and values, are over `FASTCTX_MAX_HEADER_BYTES`.",
@@ -117,8 +124,8 @@ def _bodyless_errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
-# Every /v1 operation: 400 for a query parameter it does not take, 401, 431 and 503.
-_V1_ERRORS = (400, 401, 431, 503)
+# Every /v1 operation: 400 for a query parameter it does not take, 401, 429, 431 and 503.
+_V1_ERRORS = (400, 401, 429, 431, 503)
 
 
 def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""Per-tenant request rates across the deployment (FASTCTX_TENANT_RATE), in leases.
+
+A tenant's budget is a token bucket in the backend, shared by every node: it holds at most one
+second's worth of the tenant's rate (its burst) and fills at that rate. Asking the backend on
+every request would add a round trip to each, even to reads this node answers from its cache;
+so a node takes tokens a tenth of a second's worth at a time (a lease) and spends them
+locally, for at most LEASE_SECONDS. The deployment never admits more than the bucket grants
+(burst + rate x seconds); what a lease leaves unspent when it lapses is lost, so a tenant
+spread over many nodes may be held below its rate by up to one lease a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+
+from fastctx.backends import Quotas
+from fastctx.errors import RateLimited
+
+#: Tokens a lease holds: this fraction of a second's worth of the rate (at least one).
+LEASE_SHARE = 0.1
+#: A lease's tokens are spent within this, or lost (so that idle nodes hold none for long).
+LEASE_SECONDS = 1.0
+#: Tenants whose leases a node keeps; the least recently seen ones go first.
+LEASES_HELD = 100_000
+
+
+class _Lease:
+    __slots__ = ("lock", "refused_until", "tokens", "until")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.until = 0.0  # time.monotonic() after which the tokens are lost
+        self.refused_until = 0.0  # the bucket is empty until then: refuse without asking
+        self.lock = asyncio.Lock()  # one lease taken at a time per tenant
+
+
+class RateLimits:
+    """Admits a tenant's request, or raises RateLimited (429) when it is over its rate."""
+
+    def __init__(self, quotas: Quotas, default: int, overrides: dict[str, int]) -> None:
+        self.quotas = quotas
+        self.default = default
+        self.overrides = overrides
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()
+
+    async def admit(self, tenant: str) -> None:
+        rate = self.overrides.get(tenant, self.default)
+        if not rate:
+            return
+        lease = self._leases.get(tenant)
+        if lease is None:
+            lease = self._leases[tenant] = _Lease()
+            if len(self._leases) > LEASES_HELD:
+                self._leases.popitem(last=False)
+        else:
+            self._leases.move_to_end(tenant)
+        now = time.monotonic()
+        if lease.tokens and now < lease.until:
+            lease.tokens -= 1
+            return
+        if now < lease.refused_until:
+            raise self._refusal(rate, lease.refused_until - now)
+        async with lease.lock:
+            now = time.monotonic()
+            if lease.tokens and now < lease.until:  # another request took a lease meanwhile
+                lease.tokens -= 1
+                return
+            want = max(1, int(rate * LEASE_SHARE))
+            granted, wait_ms = await self.quotas.take(tenant, want, rate, rate)
+            now = time.monotonic()
+            if not granted:
+                lease.tokens, lease.refused_until = 0, now + wait_ms / 1000
+                raise self._refusal(rate, wait_ms / 1000)
+            lease.tokens, lease.until = granted - 1, now + LEASE_SECONDS
+
+    @staticmethod
+    def _refusal(rate: int, wait: float) -> RateLimited:
+        seconds = max(1, math.ceil(wait))
+        headers = {
+            # draft-ietf-httpapi-ratelimit-headers: the policy, and that nothing is left of it.
+            "RateLimit-Policy": f'"tenant";q={rate};w=1',
+            "RateLimit": f'"tenant";r=0;t={seconds}',
+        }
+        return RateLimited(
+            f"this tenant is over its {rate} requests a second; retry in {seconds} s",
+            retry_after=seconds,
+            headers=headers,
+        )
