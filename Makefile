@@ -122,6 +122,7 @@ bench: build redis-server wrk $(VENV)/.extra-bench $(OIDC_STAMP)
 	$(BIN)/python benches/coherence.py
 	$(BIN)/python benches/fanout.py
 	$(BIN)/python benches/conversation.py $(CONVERSATION_ARGS)
+	$(BIN)/python benches/quotas.py
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only -q -p no:cacheprovider \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=name \
 		--benchmark-json=benches/results/micro.json

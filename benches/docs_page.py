@@ -43,7 +43,11 @@ METHOD = """\
 4. `benches/conversation.py`: what one chat turn costs as a conversation grows, appended by
    JSON Patch against the whole-document round trip (`benches/results/conversation.json`;
    below).
-5. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
+5. `benches/quotas.py`: one tenant far over its `FASTCTX_TENANT_RATE` through two nodes at
+   once, another under the same bound: what the deployment admits of the first against what
+   its bucket may grant, the second's latency against the same drive with no bound, and the
+   check's cost on a GET hit (`benches/results/quotas.json`).
+6. The micro benchmarks (`benches/test_*_bench.py`, pytest-benchmark): each piece of the Rust
    core against the Python it replaces, after checking both give the same result.
 
 `benches/inprocess.py` measures what fastctx's own code spends on one request, in process
@@ -106,7 +110,7 @@ To record results, run the benchmarks and build the site again:
 
 ```sh
 make bench            # benches/results/latest.json, coherence.json, fanout.json,
-                      # conversation.json, micro.json
+                      # conversation.json, quotas.json, micro.json
 make bench-scaling    # benches/results/scaling-single.json, scaling-cluster.json
 make docs
 ```
@@ -309,6 +313,24 @@ def fanout_section(data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def quotas_section(data: Mapping[str, Any]) -> list[str]:
+    bounded, unbounded, cost = data["bounded"], data["unbounded"], data["cost"]
+    return [
+        "## Tenant rates across two nodes (`benches/quotas.py`)",
+        "",
+        f"Run at: {data.get('date', 'unknown')}. One tenant bound to {data['rate']:,} requests a"
+        f" second asked {bounded['acme_asked_per_s']:,.0f} a second of two nodes at once and was"
+        f" admitted {bounded['acme_admitted_per_s']:,.0f} a second over"
+        f" {bounded['seconds']:g} s: {data['admitted_over_ceiling']:.3f} of what its bucket may"
+        f" grant (its one-second burst and its rate). The other tenant, under the same bound,"
+        f" had {bounded['globex_refused']} requests refused; its p99 was"
+        f" {bounded['globex_p99_ms']:.2f} ms, against {unbounded['globex_p99_ms']:.2f} ms with"
+        f" no bound ({data['globex_p99_over_unbounded']:.3f} of it). A GET hit with the check"
+        f" on and under its bound: {cost['on_over_off']:.3f} of the rate with no bound.",
+        "",
+    ]
+
+
 def scaling_section(name: str, data: Mapping[str, Any]) -> list[str]:
     rows = data.get("rows", [])
     if not rows:
@@ -399,6 +421,8 @@ def render(results: Path = RESULTS, history: Path = HISTORY) -> str:
             lines += fanout_section(found["fanout"])
         if "conversation" in found:
             lines += conversation_section(found["conversation"])
+        if "quotas" in found:
+            lines += quotas_section(found["quotas"])
         if "micro" in found:
             lines += micro_section(found["micro"])
         for name in sorted(found):

@@ -1,4 +1,5 @@
-"""FASTCTX_TENANT_RATE: each tenant's requests a second, across the deployment."""
+"""FASTCTX_TENANT_RATE and FASTCTX_TENANT_BYTES: each tenant's requests a second and the bytes
+it keeps stored, across the deployment."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+import fastctx
 from fastctx.backends import Backend
 from fastctx.config import Settings
 from support.backends import backend_url, started_backend
@@ -38,14 +40,23 @@ def anyio_backend() -> str:
         ("acme=5", (0, {"acme": 5})),
     ],
 )
-def test_the_setting_is_a_rate_and_overrides(text: str, parsed: tuple[int, dict[str, int]]) -> None:
+def test_each_setting_is_a_bound_and_overrides(
+    text: str, parsed: tuple[int, dict[str, int]]
+) -> None:
     assert Settings(tenant_rate=text).tenant_rates() == parsed
+    assert Settings(tenant_bytes=text).tenant_quotas() == parsed
 
 
 @pytest.mark.parametrize("text", ["fast", "-1", "1.5", "acme=", "=5", "bad tenant=5", "99999999"])
 def test_a_malformed_rate_is_refused_at_start(text: str) -> None:
     with pytest.raises(ValueError, match="TENANT_RATE"):
         Settings(tenant_rate=text)
+
+
+@pytest.mark.parametrize("text", ["big", "-1", "1e6", "acme=", "=5", "bad tenant=5", str(1 << 51)])
+def test_a_malformed_storage_quota_is_refused_at_start(text: str) -> None:
+    with pytest.raises(ValueError, match="TENANT_BYTES"):
+        Settings(tenant_bytes=text)
 
 
 @pytest.fixture(params=["memory", "redis", "cluster", "valkey"])
@@ -140,3 +151,171 @@ def test_two_nodes_share_one_rate(kind: str, server_pool: ServerPool, tmp_path: 
     assert admitted <= rate + rate * seconds + rate * 0.2  # burst + rate x time (+ clock slack)
     assert admitted >= 0.7 * rate * seconds  # leases left unspent cost little
     assert set(other) == {404}  # the tenant under its rate was never refused
+
+
+@pytest.mark.anyio
+async def test_a_tenants_kept_bytes_are_counted_context_by_context(backend: Backend) -> None:
+    tenant = f"t{time.monotonic_ns()}"
+    keep = backend.quotas.keep
+    now = 1_000_000
+    later = now + 60_000
+    assert await keep(tenant, 100, [("a", 60, later)], now) == (True, 60)
+    assert await keep(tenant, 100, [("b", 50, later)], now) == (False, 60)  # would be 110
+    assert await keep(tenant, 100, [("a", 70, later)], now) == (True, 70)  # a grows by 10
+    assert await keep(tenant, 100, [("b", 30, later)], now) == (True, 100)  # exactly the quota
+    assert await keep(tenant, 100, [("b", 31, later)], now) == (False, 100)
+    assert await keep(tenant, 100, [("a", 10, later)], now) == (True, 40)  # shrinking passes
+    # Over the quota already (it was lowered): what adds is refused, what shrinks passes.
+    assert await keep(tenant, 20, [("b", 31, later)], now) == (False, 40)
+    assert await keep(tenant, 20, [("b", 29, later)], now) == (True, 39)
+    assert await keep(tenant, 0, [("a", 0, 0), ("b", 0, 0)], now) == (True, 0)  # deleted
+    # A context stops counting when it expires; another one, written again, counts once.
+    assert await keep(tenant, 100, [("c", 40, now + 10)], now) == (True, 40)
+    assert await keep(tenant, 100, [("d", 50, later)], now) == (True, 90)
+    assert await keep(tenant, 100, [("d", 50, later)], now) == (True, 90)
+    assert await keep(tenant, 100, [("e", 50, later)], now + 10) == (True, 100)
+    assert await keep(tenant + "-other", 100, [("a", 100, later)], now) == (True, 100)
+    # A delete of a context never counted changes nothing.
+    assert await keep(tenant, 100, [("z", 0, 0)], now + 10) == (True, 100)
+
+
+BYTES_DB = 13  # a DB of its own, so that the counts start from nothing
+BIG = {"pad": "x" * 300}  # about 310 bytes of JSON
+
+
+def _problem(response: httpx.Response) -> str:
+    assert response.headers["content-type"] == "application/problem+json"
+    return str(response.json()["type"]).removeprefix("urn:fastctx:problem:")
+
+
+def test_over_its_storage_quota_a_write_is_refused_and_changes_nothing(
+    start_app: Callable[..., httpx.Client], redis_server: RedisServer
+) -> None:
+    for transport, backend in (("asgi", "memory://"), ("granian", redis_server.url(BYTES_DB))):
+        if backend != "memory://":
+            redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+        client = start_app(transport, backend, api_keys=KEYS, tenant_bytes="0,acme=1000")
+        tokens = []
+        for _ in range(3):  # three of about 310 bytes fit in 1000
+            created = client.post("/v1/contexts", json=BIG, headers=ACME)
+            assert created.status_code == 201
+            tokens.append(created.json()["token"])
+        refused = client.post("/v1/contexts", json=BIG, headers=ACME)
+        assert refused.status_code == 413
+        assert _problem(refused) == "storage-quota-exceeded"
+        assert "1000" in refused.json()["detail"]
+        # A patch that grows a context is refused, and the context is as it was.
+        grow = {"more": "y" * 200}
+        patched = client.patch(
+            f"/v1/contexts/{tokens[0]}",
+            json=grow,
+            headers={**ACME, "Content-Type": "application/merge-patch+json"},
+        )
+        assert patched.status_code == 413
+        assert _problem(patched) == "storage-quota-exceeded"
+        kept = client.get(f"/v1/contexts/{tokens[0]}", headers=ACME)
+        assert kept.json() == BIG
+        assert kept.headers["etag"] == '"1"'
+        put = client.put(f"/v1/contexts/{tokens[1]}", json={**BIG, **grow}, headers=ACME)
+        assert put.status_code == 413
+        # A tenant without a quota is not held back by acme's.
+        for _ in range(5):
+            assert client.post("/v1/contexts", json=BIG, headers=GLOBEX).status_code == 201
+        # Writes that shrink pass; so does a delete, which makes room.
+        small = client.put(f"/v1/contexts/{tokens[1]}", json={"n": 1}, headers=ACME)
+        assert small.status_code == 200
+        assert client.delete(f"/v1/contexts/{tokens[2]}", headers=ACME).status_code == 204
+        for _ in range(2):  # 310 + 310 + a few bytes
+            assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 201
+        assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 413
+        # MCP writes are the same tenant's.
+        result = _mcp_create(client, BIG)
+        assert result["isError"] is True
+        assert "storage quota exceeded" in result["content"][0]["text"]
+
+
+def _mcp_create(client: httpx.Client, document: object) -> dict[str, Any]:
+    """tools/call context_create, in the 2026-07-28 era (no session)."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "context_create",
+            "arguments": {"data": document},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {
+        **ACME,
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "context_create",
+    }
+    response = client.post("/mcp", json=call, headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["result"])
+
+
+def test_contexts_that_expire_or_leave_with_their_session_make_room(
+    start_app: Callable[..., httpx.Client], redis_server: RedisServer
+) -> None:
+    for transport, backend in (("asgi", "memory://"), ("granian", redis_server.url(BYTES_DB))):
+        if backend != "memory://":
+            redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+        client = start_app(transport, backend, api_keys=KEYS, tenant_bytes="700")
+        session = client.post("/v1/sessions", json={}, headers=ACME).json()["session"]
+        in_session = f"/v1/contexts?session={session}"
+        assert client.post(in_session, json=BIG, headers=ACME).status_code == 201
+        assert client.post("/v1/contexts?ttl=1", json=BIG, headers=ACME).status_code == 201
+        assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 413
+        time.sleep(1.2)  # the second one expires
+        assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 201
+        assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 413
+        assert client.delete(f"/v1/sessions/{session}", headers=ACME).status_code == 204
+        assert client.post("/v1/contexts", json=BIG, headers=ACME).status_code == 201
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_two_nodes_share_one_storage_quota(
+    kind: str, server_pool: ServerPool, tmp_path: Any
+) -> None:
+    """What one node stores counts on the other: the quota is the tenant's, not a node's."""
+    url = server_pool.redis.url(BYTES_DB) if kind == "redis" else server_pool.cluster.url
+    tenant = f"q{time.monotonic_ns()}"  # counted from nothing on a shared server
+    keys = f"{tenant}:key-{tenant}"
+    headers = {"Authorization": f"Bearer key-{tenant}"}
+    with (
+        two_nodes(tmp_path, url, api_keys=keys, tenant_bytes="1000") as (a, b),
+        httpx.Client(headers=headers) as client,
+    ):
+        statuses = [
+            client.post(f"{node.base_url}/v1/contexts", json=BIG).status_code
+            for node in (a, b, a, b)
+        ]
+        assert statuses == [201, 201, 201, 413]
+        # What is left (about 70 bytes) still takes a small context, through either node.
+        assert client.post(f"{b.base_url}/v1/contexts", json={"n": 1}).status_code == 201
+
+
+def test_the_client_raises_what_the_quotas_answer(
+    start_app: Callable[..., httpx.Client], redis_server: RedisServer
+) -> None:
+    redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+    settings = {"api_keys": KEYS, "tenant_rate": "0,globex=1", "tenant_bytes": "0,acme=400"}
+    served = start_app("granian", redis_server.url(BYTES_DB), **settings)
+    with fastctx.Client(str(served.base_url), api_key="key-acme") as acme:
+        token = acme.create(BIG)
+        with pytest.raises(fastctx.StorageQuotaExceeded) as refused:
+            acme.create(BIG)
+        assert refused.value.status == 413
+        assert acme.get(token) == BIG  # nothing changed
+    with fastctx.Client(str(served.base_url), api_key="key-globex") as globex:
+        globex.create({"n": 1})  # its burst: one
+        with pytest.raises(fastctx.RateLimited) as limited:
+            globex.create({"n": 2})
+        assert limited.value.retry_after == 1

@@ -27,8 +27,10 @@ DEFAULT_TENANT = "default"
 MIN_HEADER_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 DEFAULT_HEADER_BYTES = 64 * 1024
-# The highest FASTCTX_TENANT_RATE: far past what a deployment serves, so a typo is caught.
+# The highest FASTCTX_TENANT_RATE and FASTCTX_TENANT_BYTES: far past what a deployment serves
+# or keeps, so that a typo is caught.
 MAX_RATE = 10_000_000
+MAX_TENANT_BYTES = 1 << 50
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class Settings:
     # Requests a second each tenant may make across the deployment (a burst of as many), and
     # per-tenant overrides: "100,acme=500,globex=0" (0: no bound); "" or "0": off.
     tenant_rate: str = ""
+    # Bytes of contexts each tenant may keep stored, with overrides as for tenant_rate.
+    tenant_bytes: str = ""
 
     def __post_init__(self) -> None:
         positive = (
@@ -165,6 +169,7 @@ class Settings:
         self.tenants()  # validates the key list at start, not on the first request
         self.oauth_issuers()
         self.tenant_rates()
+        self.tenant_quotas()
         self.oauth_audiences()
 
     @classmethod
@@ -208,27 +213,11 @@ class Settings:
 
     def tenant_rates(self) -> tuple[int, dict[str, int]]:
         """The requests a second a tenant may make (0: no bound), and the tenants that differ."""
-        default, overrides = 0, {}
-        for position, item in enumerate(self.tenant_rate.split(","), 1):
-            item = item.strip()
-            if not item:
-                continue
-            tenant, sep, rate = item.rpartition("=")
-            if (
-                not rate.isdigit()
-                or int(rate) > MAX_RATE
-                or (sep and not TENANT_PATTERN.match(tenant))
-            ):
-                raise ValueError(
-                    f"{ENV_PREFIX}TENANT_RATE is a rate and tenant=rate entries, each rate a whole"
-                    f" number of requests a second up to {MAX_RATE} (0: no bound); entry"
-                    f" {position} is not"
-                )
-            if sep:
-                overrides[tenant] = int(rate)
-            else:
-                default = int(rate)
-        return default, overrides
+        return _tenant_limits(self.tenant_rate, "TENANT_RATE", "requests a second", MAX_RATE)
+
+    def tenant_quotas(self) -> tuple[int, dict[str, int]]:
+        """The bytes a tenant may keep stored (0: no bound), and the tenants that differ."""
+        return _tenant_limits(self.tenant_bytes, "TENANT_BYTES", "bytes", MAX_TENANT_BYTES)
 
     def oauth_issuers(self) -> list[str]:
         """The trusted authorization servers; empty when OAuth is off."""
@@ -342,3 +331,27 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
     except ValueError:
         raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
     return raw
+
+
+def _tenant_limits(value: str, name: str, unit: str, highest: int) -> tuple[int, dict[str, int]]:
+    """ "N,tenant=N,...": the bound every tenant has (0: none), and the tenants that differ."""
+    default, overrides = 0, {}
+    for position, item in enumerate(value.split(","), 1):
+        item = item.strip()
+        if not item:
+            continue
+        tenant, sep, limit = item.rpartition("=")
+        if (
+            not limit.isdigit()
+            or int(limit) > highest
+            or (sep and not TENANT_PATTERN.match(tenant))
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}{name} is a bound and tenant=bound entries, each a whole number of"
+                f" {unit} up to {highest} (0: no bound); entry {position} is not"
+            )
+        if sep:
+            overrides[tenant] = int(limit)
+        else:
+            default = int(limit)
+    return default, overrides

@@ -113,6 +113,14 @@ class PayloadTooLarge(FastctxError):
     title = "Payload too large"
 
 
+class StorageQuotaExceeded(PayloadTooLarge):
+    """The write would take the tenant past the bytes it may keep stored (FASTCTX_TENANT_BYTES);
+    nothing was changed. Writes that shrink what it keeps, and deletes, still pass."""
+
+    slug = "storage-quota-exceeded"
+    title = "Storage quota exceeded"
+
+
 class RateLimited(FastctxError):
     """The tenant is over its FASTCTX_TENANT_RATE; `retry_after` is in seconds."""
 

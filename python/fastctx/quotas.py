@@ -1,12 +1,23 @@
-"""Per-tenant request rates across the deployment (FASTCTX_TENANT_RATE), in leases.
+"""Per-tenant quotas across the deployment: request rates (FASTCTX_TENANT_RATE), in leases, and
+the bytes a tenant's contexts keep stored (FASTCTX_TENANT_BYTES).
 
-A tenant's budget is a token bucket in the backend, shared by every node: it holds at most one
-second's worth of the tenant's rate (its burst) and fills at that rate. Asking the backend on
-every request would add a round trip to each, even to reads this node answers from its cache;
-so a node takes tokens a tenth of a second's worth at a time (a lease) and spends them
-locally, for at most LEASE_SECONDS. The deployment never admits more than the bucket grants
-(burst + rate x seconds); what a lease leaves unspent when it lapses is lost, so a tenant
-spread over many nodes may be held below its rate by up to one lease a node.
+A tenant's request budget is a token bucket in the backend, shared by every node: it holds at
+most one second's worth of the tenant's rate (its burst) and fills at that rate. Asking the
+backend on every request would add a round trip to each, even to reads this node answers from
+its cache; so a node takes tokens a tenth of a second's worth at a time (a lease) and spends
+them locally, for at most LEASE_SECONDS. When the bucket cannot fill a lease, the node refuses
+the tenant without asking again until a lease's worth has come in: a tenant far over its rate
+costs the backend a call a tenth of a second per node, not one per request. The deployment
+never admits more than the bucket grants (burst + rate x seconds); what a lease leaves unspent
+when it lapses is lost, so a tenant spread over many nodes may be held below its rate by up to
+one lease a node.
+
+A tenant's stored bytes are counted context by context in the backend, each context as its
+base document and its patch log (what a write leaves stored), until it is deleted or expires.
+A write is counted before it is made, and refused when it would add bytes past the quota: a
+tenant never keeps more than its quota, except by writes to one context that race each other
+from several nodes (each counted against the size the other replaces) and by contexts written
+before the quota was set, which count from their next write.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ import time
 from collections import OrderedDict
 
 from fastctx.backends import Quotas
-from fastctx.errors import RateLimited
+from fastctx.clock import now_ms
+from fastctx.errors import RateLimited, StorageQuotaExceeded
 
 #: Tokens a lease holds: this fraction of a second's worth of the rate (at least one).
 LEASE_SHARE = 0.1
@@ -68,12 +80,18 @@ class RateLimits:
             if lease.tokens and now < lease.until:  # another request took a lease meanwhile
                 lease.tokens -= 1
                 return
+            if now < lease.refused_until:  # ... or was refused one
+                raise self._refusal(rate, lease.refused_until - now)
             want = max(1, int(rate * LEASE_SHARE))
             granted, wait_ms = await self.quotas.take(tenant, want, rate, rate)
             now = time.monotonic()
+            if granted < want:
+                # The bucket is drained: ask again once a lease's worth has come in, not at
+                # its next token (every node would ask for each one).
+                lease.refused_until = now + max(wait_ms / 1000, want / rate)
             if not granted:
-                lease.tokens, lease.refused_until = 0, now + wait_ms / 1000
-                raise self._refusal(rate, wait_ms / 1000)
+                lease.tokens = 0
+                raise self._refusal(rate, lease.refused_until - now)
             lease.tokens, lease.until = granted - 1, now + LEASE_SECONDS
 
     @staticmethod
@@ -89,3 +107,34 @@ class RateLimits:
             retry_after=seconds,
             headers=headers,
         )
+
+
+class StorageQuotas:
+    """Counts the bytes each context of a bounded tenant keeps, refusing what would pass the
+    tenant's bound with StorageQuotaExceeded (413)."""
+
+    def __init__(self, quotas: Quotas, default: int, overrides: dict[str, int]) -> None:
+        self.quotas = quotas
+        self.default = default
+        self.overrides = overrides
+
+    async def keep(self, tenant: str, token: str, size: int, expires_at: int) -> None:
+        """Count `token` as keeping `size` bytes until `expires_at`, before the write that makes
+        it so: raises StorageQuotaExceeded, and counts nothing, if that would add bytes past
+        the tenant's quota."""
+        quota = self.overrides.get(tenant, self.default)
+        if not quota:
+            return
+        counted, total = await self.quotas.keep(
+            tenant, quota, [(token, size, expires_at)], now_ms()
+        )
+        if not counted:
+            raise StorageQuotaExceeded(
+                f"this tenant keeps {total} bytes of the {quota} it may; the write would keep"
+                f" {size} bytes in this context. Deletes, and writes that shrink a context, pass"
+            )
+
+    async def release(self, tenant: str, tokens: list[str]) -> None:
+        """The contexts are gone: they keep nothing."""
+        if tokens and self.overrides.get(tenant, self.default):
+            await self.quotas.keep(tenant, 0, [(token, 0, 0) for token in tokens], now_ms())

@@ -33,6 +33,7 @@ from fastctx.errors import (
     VersionConflict,
     VersionGone,
 )
+from fastctx.quotas import StorageQuotas
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -135,6 +136,11 @@ class Registry:
         self.max_bytes = settings.max_context_bytes
         self.max_document_bytes = settings.max_document_bytes
         self.max_age_ms = settings.cache_max_age_ms
+        default_quota, quotas = settings.tenant_quotas()
+        #: Counts what each bounded tenant keeps stored (FASTCTX_TENANT_BYTES); None: no bound.
+        self.storage: StorageQuotas | None = None
+        if default_quota or any(quotas.values()):
+            self.storage = StorageQuotas(backend.quotas, default_quota, quotas)
         self.cache: _core.Cache | None = None
         if settings.cache_bytes > 0:
             self.cache = _core.Cache(settings.cache_bytes)
@@ -221,7 +227,11 @@ class Registry:
         expires_at = now + ttl_ms
         token = _core.new_token()
         frame = _core.encode_frame(document, 1, now, now, expires_at, session)
+        if self.storage is not None:
+            await self.storage.keep(tenant, token, len(document), expires_at)
         if not await self.contexts.insert(tenant, token, frame, expires_at, session):
+            if self.storage is not None:
+                await self.storage.release(tenant, [token])
             raise NotFound("no such session")
         current = Current(document, 1, now, expires_at, session, 1, 0, len(document))
         self._remember(context_id(tenant, token), current)
@@ -372,6 +382,8 @@ class Registry:
         async def remove(expected: bytes, current: Current) -> tuple[Outcome, None]:
             outcome = await self.contexts.remove(tenant, token, expected, current.session)
             self._forget(context_id(tenant, token))
+            if outcome is Outcome.DONE and self.storage is not None:
+                await self.storage.release(tenant, [token])
             return outcome, None
 
         await self._conditional(tenant, token, if_version, remove)
@@ -449,8 +461,11 @@ class Registry:
             version, now = old.version + 1, now_ms()
             new: Current | None
             if patch is None:
+                whole = document_bytes(document)
+                if self.storage is not None:
+                    await self.storage.keep(tenant, token, len(whole), old.expires_at)
                 frame = _core.encode_frame(
-                    document_bytes(document),
+                    whole,
                     version,
                     old.created_at,
                     now,
@@ -499,10 +514,15 @@ class Registry:
         if patchlog.fold_at(old.base_size, log_size, version - old.base):
             return await self._fold(tenant, token, expected, old, document, record, shown)
         head = b"".join(n.to_bytes(8, "little") for n in (version, old.created_at, now))
+        if self.storage is not None:
+            await self.storage.keep(tenant, token, old.base_size + log_size, old.expires_at)
         outcome, size = await self.contexts.append(tenant, token, head, old.session, patch)
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
+            whole = document_bytes(document)
+            if self.storage is not None:
+                await self.storage.keep(tenant, token, len(whole), old.expires_at)
             frame = _core.encode_frame(
-                document_bytes(document), version, old.created_at, now, old.expires_at, old.session
+                whole, version, old.created_at, now, old.expires_at, old.session
             )
             outcome = await self.contexts.swap(
                 tenant, token, expected, frame, old.expires_at, old.session, b"", shown
@@ -559,6 +579,8 @@ class Registry:
             base_document, version, old.created_at, now, old.expires_at, old.session
         )
         log = patchlog.encode(new_base, kept)
+        if self.storage is not None:
+            await self.storage.keep(tenant, token, len(base_document) + len(log), old.expires_at)
         outcome = await self.contexts.swap(
             tenant, token, expected, new_frame, old.expires_at, old.session, log, shown
         )
@@ -618,6 +640,8 @@ class Registry:
                     continue  # the cached copy was behind: read the backend's
                 if outcome is Outcome.MISSING:
                     self._forget(key)
+                    if self.storage is not None:  # what the attempt counted
+                        await self.storage.release(tenant, [token])
                     raise NotFound("no such context")
                 if if_version is not None:
                     raise VersionConflict("context changed by another writer")

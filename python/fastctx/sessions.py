@@ -64,6 +64,8 @@ class SessionManager:
             raise NotFound("no such session")
         for token in deleted:
             self.registry.forget(tenant, token)
+        if self.registry.storage is not None:
+            await self.registry.storage.release(tenant, deleted)
 
     async def open_mcp(self, tenant: str, record: bytes, idle_ms: int) -> str:
         """A new MCP session holding `record`; its id is 128 bits from the OS CSPRNG."""

@@ -319,7 +319,17 @@ class McpState(abc.ABC):
 
 
 class Quotas(abc.ABC):
-    """Each tenant's request budget, shared by every node: a token bucket per tenant."""
+    """What each tenant may use, shared by every node: its request budget, a token bucket
+    (FASTCTX_TENANT_RATE), and the bytes its contexts keep (FASTCTX_TENANT_BYTES)."""
+
+    @abc.abstractmethod
+    async def keep(
+        self, tenant: str, quota: int, kept: Sequence[tuple[str, int, int]], now: int
+    ) -> tuple[bool, int]:
+        """Count each (token, bytes, expires_at) of `kept` as keeping that many bytes until it
+        expires (0 bytes: the context is gone), unless together they add bytes and that would
+        take the tenant past `quota`: (whether they were counted, the tenant's bytes after).
+        Contexts whose expiry is past `now` are no longer counted."""
 
     @abc.abstractmethod
     async def take(self, tenant: str, want: int, rate: int, burst: int) -> tuple[int, int]:

@@ -19,6 +19,8 @@ MCP_SESSION_PREFIX = "fc:mcp:"  # an MCP session's record
 MCP_SUBSCRIPTIONS_PREFIX = "fc:mq:"  # an MCP session's subscriptions: token -> cursor
 MCP_STREAM_PREFIX = "fc:n:"  # an MCP session's notifications
 RATE_PREFIX = "fc:r:"  # a tenant's request budget (FASTCTX_TENANT_RATE)
+KEPT_PREFIX = "fc:k:"  # the bytes each of a tenant's contexts keeps (FASTCTX_TENANT_BYTES)
+KEPT_EXPIRY_PREFIX = "fc:kx:"  # when each of them expires
 
 #: The change streams a node follows (on a cluster, by tracking these prefixes).
 STREAM_PREFIXES = (CONTEXT_STREAM_PREFIX, SESSION_STREAM_PREFIX)
@@ -110,3 +112,8 @@ def expired_target(key: bytes) -> tuple[str, str, str] | None:
 def rate_key(tenant: str) -> str:
     """A tenant's token bucket, in a slot of its own tenant."""
     return f"{RATE_PREFIX}{{{tenant}}}"
+
+
+def kept_keys(tenant: str) -> list[str]:
+    """A tenant's stored bytes, context by context, and their expiries: in its rate key's slot."""
+    return [f"{KEPT_PREFIX}{{{tenant}}}", f"{KEPT_EXPIRY_PREFIX}{{{tenant}}}"]

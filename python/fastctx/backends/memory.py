@@ -425,11 +425,50 @@ class MemoryMcp(McpState):
         self._store.events.keep(mcp_stream(tenant, session), now_ms() + idle)
 
 
+@dataclasses.dataclass(slots=True)
+class _Kept:
+    """The bytes one tenant's contexts keep: token -> (bytes, expires_at), their total, and
+    their expiries in order (an entry whose token has since been counted anew is skipped)."""
+
+    total: int = 0
+    contexts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    expiries: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    def expire(self, now: int) -> None:
+        while self.expiries and self.expiries[0][0] <= now:
+            expires_at, token = heapq.heappop(self.expiries)
+            kept = self.contexts.get(token)
+            if kept is not None and kept[1] == expires_at:
+                self.total -= kept[0]
+                del self.contexts[token]
+
+
 class MemoryQuotas(Quotas):
-    """The token buckets of one process: tenant -> (tokens, when they were counted, in ms)."""
+    """The token buckets of one process, tenant -> (tokens, when they were counted, in ms), and
+    the bytes each tenant's contexts keep."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, int]] = {}
+        self._kept: dict[str, _Kept] = {}
+
+    async def keep(
+        self, tenant: str, quota: int, kept: Sequence[tuple[str, int, int]], now: int
+    ) -> tuple[bool, int]:
+        usage = self._kept.setdefault(tenant, _Kept())
+        usage.expire(now)
+        change = sum(size - usage.contexts.get(token, (0, 0))[0] for token, size, _ in kept)
+        if change > 0 and quota and usage.total + change > quota:
+            return False, usage.total
+        for token, size, expires_at in kept:
+            if size:
+                before = usage.contexts.get(token)
+                usage.contexts[token] = (size, expires_at)
+                if before is None or before[1] != expires_at:  # one heap entry per expiry
+                    heapq.heappush(usage.expiries, (expires_at, token))
+            else:
+                usage.contexts.pop(token, None)
+        usage.total += change
+        return True, usage.total
 
     async def take(self, tenant: str, want: int, rate: int, burst: int) -> tuple[int, int]:
         now = now_ms()

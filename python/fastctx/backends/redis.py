@@ -34,6 +34,7 @@ from fastctx.backends.commands import (
     CATCH_UP_SCRIPT,
     CREATE_SCRIPT,
     INSERT_SCRIPT,
+    KEEP_SCRIPT,
     MCP_NOTIFY_SCRIPT,
     MCP_SUBSCRIBE_SCRIPT,
     MCP_UNSUBSCRIBE_SCRIPT,
@@ -52,6 +53,7 @@ from fastctx.backends.keys import (
     CONTEXT_PREFIX,
     context_key,
     context_stream,
+    kept_keys,
     log_key,
     mcp_session_key,
     mcp_stream,
@@ -251,6 +253,15 @@ class RedisQuotas(Quotas):
             RATE_TAKE_SCRIPT, [rate_key(tenant)], [want, rate, burst]
         )
         return int(granted), int(wait)
+
+    async def keep(
+        self, tenant: str, quota: int, kept: Sequence[tuple[str, int, int]], now: int
+    ) -> tuple[bool, int]:
+        args: list[Arg] = [now, quota]
+        for token, size, expires_at in kept:
+            args += (token, size, expires_at)
+        counted, total = await self._script(KEEP_SCRIPT, kept_keys(tenant), args)
+        return bool(counted), int(total)
 
 
 class RedisMcp(McpState):

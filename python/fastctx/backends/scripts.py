@@ -368,3 +368,40 @@ local wait = 0
 if granted < want then wait = math.ceil((1 - tokens) * 1000 / rate) end
 return {granted, wait}
 """
+
+
+# The bytes a tenant's contexts keep: a hash token -> bytes, with the total under '#' (no token
+# is one character long), and a sorted set token -> expires_at, by which contexts that expired
+# stop counting. Counts each (token, bytes, expires_at) triple unless together they add bytes
+# and that would take the total past ARGV[2] (0: no bound). Returns {counted, total}.
+# KEYS: bytes, expiries  ARGV: now_ms, quota, then token, bytes, expires_at for each context
+KEEP = """
+local now, quota = tonumber(ARGV[1]), tonumber(ARGV[2])
+local total = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, token in ipairs(expired) do
+  total = total - tonumber(redis.call('HGET', KEYS[1], token) or '0')
+  redis.call('HDEL', KEYS[1], token)
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+local change = 0
+for i = 3, #ARGV, 3 do
+  change = change + tonumber(ARGV[i + 1]) - tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+end
+if change > 0 and quota > 0 and total + change > quota then
+  redis.call('HSET', KEYS[1], '#', total)
+  return {0, total}
+end
+for i = 3, #ARGV, 3 do
+  if ARGV[i + 1] == '0' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
+  end
+end
+total = total + change
+redis.call('HSET', KEYS[1], '#', total)
+return {1, total}
+"""

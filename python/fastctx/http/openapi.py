@@ -62,8 +62,9 @@ _ERRORS: dict[int, tuple[str, str, dict[str, Any]]] = {
     413: (
         "ContentTooLarge",
         "The body is over `FASTCTX_MAX_CONTEXT_BYTES`, a patch would grow the document past"
-        f" `FASTCTX_MAX_DOCUMENT_BYTES` (nothing changed), or an mget asks for over"
-        f" {shapes.MGET_LIMIT} tokens.",
+        f" `FASTCTX_MAX_DOCUMENT_BYTES` (nothing changed), an mget asks for over"
+        f" {shapes.MGET_LIMIT} tokens, or (type `storage-quota-exceeded`) a write would take"
+        " the tenant past the bytes `FASTCTX_TENANT_BYTES` lets it keep (nothing changed).",
         {},
     ),
     415: (

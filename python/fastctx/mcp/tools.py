@@ -12,7 +12,14 @@ from fastctx.asgi import shapes
 from fastctx.asgi.selection import selection
 from fastctx.clock import rfc3339
 from fastctx.deltas import document_bytes
-from fastctx.errors import BadRequest, InvalidPatch, NotFound, PayloadTooLarge, VersionConflict
+from fastctx.errors import (
+    BadRequest,
+    InvalidPatch,
+    NotFound,
+    PayloadTooLarge,
+    StorageQuotaExceeded,
+    VersionConflict,
+)
 from fastctx.mcp.jsonrpc import INVALID_PARAMS, Era, RpcError
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
@@ -248,6 +255,8 @@ class Tools:
             return tool_error(f"not found: {exc}", era)
         except VersionConflict as exc:
             return tool_error(f"version conflict: {exc.detail}", era)
+        except StorageQuotaExceeded as exc:
+            return tool_error(f"storage quota exceeded: {exc.detail}", era)
         except PayloadTooLarge as exc:
             return tool_error(f"too large: {exc.detail}", era)
         except (BadRequest, InvalidPatch) as exc:
