@@ -15,11 +15,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from fastctx import tracing
 from fastctx.asgi.exchange import Exchange
 from fastctx.asgi.guard import Guard, StreamLimit
 from fastctx.asgi.problems import as_problem
@@ -49,10 +50,15 @@ from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 TENANT_SCOPE_KEY = "fastctx.tenant"
 MCP_PATH = "/mcp"
 # The REST routes that read though they are POSTs: what an access token needs for them.
 _READING_POSTS = ("/v1/contexts/mget",)
+# Probes and scrapes come every few seconds from machines, not from anyone's requests.
+_UNTRACED = frozenset(("/healthz", "/readyz", "/metrics"))
 OPENAPI = document(MCP_PATHS)
 """The OpenAPI document /openapi.json serves: the REST operations and /mcp's."""
 logger = logging.getLogger("fastctx")
@@ -119,6 +125,29 @@ class Front:
 
     async def _serve(self, ex: Exchange, path: str, method: str) -> None:
         started = time.perf_counter()
+        tracer = tracing.TRACER
+        if tracer is None or path in _UNTRACED:
+            label, status = await self._handle(ex, path, method)
+        else:
+            label, status = await self._traced(tracer, ex, path, method)
+        self.stats.observe(label, method, status, time.perf_counter() - started)
+
+    async def _traced(
+        self, tracer: Tracer, ex: Exchange, path: str, method: str
+    ) -> tuple[str, int]:
+        from opentelemetry.trace import use_span
+
+        span = tracing.start_request(tracer, method, ex.scope["headers"])
+        label, status = "unmatched", 500
+        try:
+            with use_span(span, end_on_exit=False):
+                label, status = await self._handle(ex, path, method)
+        finally:
+            tracing.end_request(span, method, label, status)
+        return label, status
+
+    async def _handle(self, ex: Exchange, path: str, method: str) -> tuple[str, int]:
+        """Serve the request: (its route's template, the status answered)."""
         scope = ex.scope
         # Templates, not paths: one series per route however many tokens there are.
         label = "unmatched"
@@ -136,9 +165,7 @@ class Front:
                     await self.rates.admit(tenant)
                 if path == MCP_PATH:
                     label = MCP_PATH
-                    status = await self.mcp(ex, tenant)
-                    self.stats.observe(label, method, status, time.perf_counter() - started)
-                    return
+                    return label, await self.mcp(ex, tenant)
             found = self._first(path) or self._other(path)
             if found is None:
                 raise NotFound("no such route")
@@ -152,10 +179,9 @@ class Front:
                 require_scope(grant, READ_SCOPE if reads else WRITE_SCOPE)
             if scope["query_string"]:
                 ex.check_query(parameters)
-            status = await handler(ex, tenant, ident)
+            return label, await handler(ex, tenant, ident)
         except Exception as exc:
-            status = await self._failed(ex, exc, label)
-        self.stats.observe(label, method, status, time.perf_counter() - started)
+            return label, await self._failed(ex, exc, label)
 
     async def _failed(self, ex: Exchange, exc: Exception, label: str) -> int:
         """Answer with the problem `exc` stands for; returns the status sent."""
@@ -182,6 +208,7 @@ def _check_headers(headers: list[tuple[bytes, bytes]], bound: int) -> None:
 def create_app(settings: Settings | None = None) -> Front:
     """A fresh app with its own backend, registry, cache and metrics."""
     settings = settings or Settings.from_env()
+    tracing.configure()  # before the backend: its commands are traced from the start
     backend = open_backend(settings)
     registry = Registry(backend, settings)
     sessions = SessionManager(backend, registry)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from fastctx import tracing
 from fastctx._core import __version__
 from fastctx.config import (
     HTTP_MODES,
@@ -186,6 +187,10 @@ def serve(settings: Settings) -> int:
             f"fastctx serve needs the server's packages, and {', '.join(missing)} "
             "is not installed: pip install 'fastctx[server]'"
         )
+    if tracing.wanted():  # before the workers start, which would each fail on it
+        unavailable = tracing.missing_packages()
+        if unavailable is not None:
+            raise StartupError(unavailable)
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings, HTTP2Settings

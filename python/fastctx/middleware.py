@@ -12,6 +12,12 @@ import msgspec
 from fastctx import _core
 from fastctx.client.aio import AsyncClient
 from fastctx.errors import BadGateway, BadRequest, FastctxError, NotFound, Unavailable
+from fastctx.tracecontext import (
+    current_trace_headers,
+    incoming_trace_headers,
+    reset_incoming,
+    set_incoming,
+)
 from fastctx.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -38,17 +44,24 @@ def current_token() -> str | None:
 
 
 def propagation_headers() -> dict[str, str]:
-    """Headers that carry the current token to the next service; empty when there is none."""
+    """Headers that carry the current token, and the current trace (`traceparent`, see
+    fastctx.tracecontext), to the next service; empty when there is neither."""
+    headers = current_trace_headers()
     token = _token.get()
-    return {HEADER: token} if token is not None else {}
+    if token is not None:
+        headers[HEADER] = token
+    return headers
 
 
 def propagate(request: httpx.Request) -> None:
     """An httpx.Client request hook: `event_hooks={"request": [propagate]}`."""
-    # An explicit header wins: the caller may deliberately hand on another context.
+    # An explicit header wins: the caller may deliberately hand on another context or trace.
     token = _token.get()
     if token is not None and HEADER not in request.headers:
         request.headers[HEADER] = token
+    if "traceparent" not in request.headers:
+        for name, value in current_trace_headers().items():
+            request.headers.setdefault(name, value)
 
 
 async def apropagate(request: httpx.Request) -> None:
@@ -126,6 +139,13 @@ class ContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        trace = set_incoming(incoming_trace_headers(scope["headers"]))  # the load carries it
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            reset_incoming(trace)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = token_from_headers(scope["headers"])
         context: Any = None
         if token is None:

@@ -195,7 +195,7 @@ async def test_errors_say_whether_the_command_can_have_run(own_redis: RedisServe
 async def test_scripts_reload_after_script_flush(
     own_redis: RedisServer, pipeline: Pipeline
 ) -> None:
-    script = Script("return ARGV[1] .. KEYS[1]")
+    script = Script("return ARGV[1] .. KEYS[1]", "echo")
     assert await script(pipeline, ["k"], ["v"]) == b"vk"
     own_redis.cli("SCRIPT", "FLUSH")
     assert await script(pipeline, ["k"], ["w"]) == b"wk"

@@ -91,6 +91,7 @@ redis.call('PEXPIRE', KEYS[2], pttl)
 session_event(KEYS[3], KEYS[1], 'created', 1, ARGV[1], ARGV[2])
 return 1
 """,
+    "join",
     writes=True,
 )
 
@@ -100,7 +101,8 @@ _DISCARD = Script(
     """
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
-"""
+""",
+    "discard",
 )
 
 # KEYS: session, session stream[, members]
@@ -115,7 +117,8 @@ for i = 3, #ARGV, 3 do
   if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[i]) end
 end
 return 1
-"""
+""",
+    "note",
 )
 
 # KEYS: session, members  ->  {existed, token...}
@@ -127,6 +130,7 @@ redis.call('DEL', KEYS[2])
 table.insert(tokens, 1, existed)
 return tokens
 """,
+    "session_drop",
     writes=True,
 )
 
@@ -142,6 +146,7 @@ local now = event(KEYS[3], 'deleted', version, ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[3], now + {EVENTS_MAX_AGE_MS})
 return version
 """,
+    "drop",
     writes=True,
 )
 

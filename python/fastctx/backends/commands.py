@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import hiredis
 
+from fastctx import tracing
 from fastctx.backends import Event
 from fastctx.backends.scripts import (
     APPEND,
@@ -67,8 +68,10 @@ def event(entry: list[Any]) -> Event:
 class Script:
     """A Lua script run by its SHA1, loaded on the first NOSCRIPT (e.g. after a restart)."""
 
-    def __init__(self, source: str, *, writes: bool = False) -> None:
+    def __init__(self, source: str, name: str, *, writes: bool = False) -> None:
         self.source = source.encode()
+        #: What it does, for traces (a span is named by it, never by its keys).
+        self.name = name
         self.sha = hashlib.sha1(self.source).hexdigest()
         #: It changes what a client is told is stored: with FASTCTX_WRITE_REPLICAS, it waits
         #: for the replicas.
@@ -107,6 +110,9 @@ class Commands:
     ) -> None:
         self.connection = connection
         self.run = connection.execute
+        if tracing.TRACER is not None:  # decided once: untraced, `run` stays the bound method
+            self.run = tracing.traced_command(connection.execute, "redis")
+            self.script = tracing.traced_script(self.script, "redis")  # type: ignore[method-assign]
         self.timeout = timeout
         self.write_replicas = write_replicas
         self.writer = writer or connection
@@ -161,20 +167,20 @@ def ignore_result(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-CREATE_SCRIPT = Script(CREATE, writes=True)
-INSERT_SCRIPT = Script(INSERT, writes=True)
-SWAP_SCRIPT = Script(SWAP, writes=True)
-APPEND_SCRIPT = Script(APPEND, writes=True)
-CATCH_UP_SCRIPT = Script(CATCH_UP)
-REMOVE_SCRIPT = Script(REMOVE, writes=True)
-SESSION_CREATE_SCRIPT = Script(SESSION_CREATE, writes=True)
-SESSION_TOUCH_SCRIPT = Script(SESSION_TOUCH)
-SESSION_MEMBERS_SCRIPT = Script(SESSION_MEMBERS)
-SESSION_DELETE_SCRIPT = Script(SESSION_DELETE, writes=True)
-MCP_SUBSCRIBE_SCRIPT = Script(MCP_SUBSCRIBE)
-MCP_UNSUBSCRIBE_SCRIPT = Script(MCP_UNSUBSCRIBE)
-MCP_NOTIFY_SCRIPT = Script(MCP_NOTIFY)
-EXPIRED_SCRIPT = Script(EXPIRED)
-RATE_TAKE_SCRIPT = Script(RATE_TAKE)
-KEEP_SCRIPT = Script(KEEP)
-SESSION_EXPIRED_SCRIPT = Script(SESSION_EXPIRED)
+CREATE_SCRIPT = Script(CREATE, "create", writes=True)
+INSERT_SCRIPT = Script(INSERT, "insert", writes=True)
+SWAP_SCRIPT = Script(SWAP, "swap", writes=True)
+APPEND_SCRIPT = Script(APPEND, "append", writes=True)
+CATCH_UP_SCRIPT = Script(CATCH_UP, "catch_up")
+REMOVE_SCRIPT = Script(REMOVE, "remove", writes=True)
+SESSION_CREATE_SCRIPT = Script(SESSION_CREATE, "session_create", writes=True)
+SESSION_TOUCH_SCRIPT = Script(SESSION_TOUCH, "session_touch")
+SESSION_MEMBERS_SCRIPT = Script(SESSION_MEMBERS, "session_members")
+SESSION_DELETE_SCRIPT = Script(SESSION_DELETE, "session_delete", writes=True)
+MCP_SUBSCRIBE_SCRIPT = Script(MCP_SUBSCRIBE, "mcp_subscribe")
+MCP_UNSUBSCRIBE_SCRIPT = Script(MCP_UNSUBSCRIBE, "mcp_unsubscribe")
+MCP_NOTIFY_SCRIPT = Script(MCP_NOTIFY, "mcp_notify")
+EXPIRED_SCRIPT = Script(EXPIRED, "expired")
+RATE_TAKE_SCRIPT = Script(RATE_TAKE, "rate_take")
+KEEP_SCRIPT = Script(KEEP, "keep")
+SESSION_EXPIRED_SCRIPT = Script(SESSION_EXPIRED, "session_expired")

@@ -23,6 +23,7 @@ from fastctx.errors import (
     Unavailable,
     VersionGone,
 )
+from fastctx.tracecontext import current_trace_headers
 
 T = TypeVar("T")
 Slice = str | slice
@@ -89,8 +90,12 @@ class Call(Generic[T]):
     observe: Callable[[httpx.Response], None] | None = None
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        headers = self.headers
+        trace = current_trace_headers()  # the caller's trace, which fastctx's spans join
+        if trace:
+            headers = {**trace, **headers}
         return http.build_request(
-            self.method, self.path, params=self.params, headers=self.headers, content=self.content
+            self.method, self.path, params=self.params, headers=headers, content=self.content
         )
 
 

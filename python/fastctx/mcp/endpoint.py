@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fastctx import tracing
 from fastctx.asgi.body import JSON, require_media_type
 from fastctx.asgi.exchange import EVENT_STREAM, STREAM_HEADERS, Exchange, Headers
 from fastctx.asgi.guard import StreamLimit
@@ -295,6 +296,8 @@ class McpEndpoint:
         primed: str | None = None,
     ) -> int:
         assert isinstance(message.method, str)
+        if tracing.TRACER is not None:
+            tracing.annotate(mcp_attributes(message.method, message.params))
         try:
             result = await self.methods.call(tenant, message.method, message.params, era)
         except RpcError as exc:
@@ -417,3 +420,16 @@ def _same(kind: str, value: Any, text: str) -> bool:
             return False
         return int(text.partition(".")[0]) == int(value)
     return isinstance(value, str | int | float) and text == str(value)
+
+
+MAX_TRACED_NAME = 128
+
+
+def mcp_attributes(method: str, params: Any) -> dict[str, str]:
+    """What a request's span says of an MCP call: its method and, for tools/call, the tool."""
+    # The client names both: a bound keeps a span small whatever it sends.
+    attributes = {"mcp.method.name": method[:MAX_TRACED_NAME]}
+    name = params.get("name") if isinstance(params, dict) else None
+    if method == "tools/call" and isinstance(name, str):
+        attributes["gen_ai.tool.name"] = name[:MAX_TRACED_NAME]
+    return attributes
