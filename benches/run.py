@@ -189,6 +189,9 @@ ROWS = [
     ),
     # Last for its server: it leaves a few hundred thousand contexts behind.
     Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT),
+    # With traces on, one request in ten sampled: what tracing costs a hit and a create.
+    Row("fastctx-redis-get-hit-traced", "fastctx-redis-traced", path=TOKEN_PATH),
+    Row("fastctx-redis-post-traced", "fastctx-redis-traced", "POST", "/v1/contexts", JSON, CONTEXT),
     Row("peer-fastapi-get", "peer-fastapi", path=TOKEN_PATH),
     Row("peer-fastapi-post", "peer-fastapi", "POST", "/v1/contexts", JSON, CONTEXT),
     Row("fastctx-mcp-get-stateless", "fastctx-mcp", "POST", "/mcp", MCP_MODERN, MCP_GET_MODERN),
@@ -272,6 +275,16 @@ TARGETS = [
         times("fastctx-mcp-get-session", "peer-fastmcp-get"),
         20,
         unit="x",
+    ),
+    Target(
+        "GET hit traced (10%) / untraced",
+        times("fastctx-redis-get-hit-traced", "fastctx-redis-get-hit"),
+        0.9,
+    ),
+    Target(
+        "POST traced (10%) / untraced",
+        times("fastctx-redis-post-traced", "fastctx-redis-post"),
+        0.9,
     ),
     Target("GET p99 at half the max rate", p99("fastctx-redis-get-half-rate"), 2, True, " ms"),
     Target("RSS growth / payload, 1 KiB contexts", ratio(MEMORY), 2, at_most=True),

@@ -22,6 +22,7 @@ BIN = Path(sys.executable).parent
 sys.path.append(str(BENCHES.parent / "tests"))
 # The resource the OAuth rows' tokens are for; the server need not be reachable under it.
 OAUTH_PUBLIC_URL = "https://ctx.example.com"
+TRACED_SHARE = 0.1  # the share of requests the traced rows sample
 
 
 def granian(target: str, http: str = "1", *extra: str) -> list[str]:
@@ -51,6 +52,9 @@ SERVERS: dict[str, tuple[list[str], str]] = {
     "fastctx-mcp": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # The same again with OAuth on (Stack.server adds the settings): a JWT on every request.
     "fastctx-mcp-oauth": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
+    # The same server with traces on (Stack.server adds the OTEL_* variables): one request in
+    # ten sampled, exported over OTLP/HTTP to a receiver in this process.
+    "fastctx-redis-traced": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # uvicorn's fastest documented set-up: uvloop, httptools, no access log, one worker.
     "peer-fastapi": (
         [
@@ -154,6 +158,7 @@ class Stack:
         ]
         self.redis = Process("redis", pinned(redis_cores, command), dict(os.environ), workdir)
         self._authorization: Any = None  # support.oidc.AuthorizationServer, once a row needs it
+        self._otlp: Any = None  # support.otlp.OtlpReceiver, once a row needs it
         deadline = time.monotonic() + 10
         while self.redis_cli("PING") != "PONG":
             if time.monotonic() > deadline or self.redis.popen.poll() is not None:
@@ -184,6 +189,12 @@ class Stack:
             "FASTCTX_LOG_LEVEL": "warning",
             "PEER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
         }
+        if kind.endswith("-traced"):
+            env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_receiver().endpoint,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(TRACED_SHARE),
+            }
         if kind.endswith("-oauth"):
             env |= {
                 "FASTCTX_PUBLIC_URL": OAUTH_PUBLIC_URL,
@@ -225,6 +236,14 @@ class Stack:
             self._authorization.start()
         return self._authorization
 
+    def otlp_receiver(self) -> Any:
+        """An OTLP/HTTP receiver (the tests'), started the first time a traced row needs it."""
+        if self._otlp is None:
+            from support.otlp import OtlpReceiver
+
+            self._otlp = OtlpReceiver().start()
+        return self._otlp
+
     def access_token(self) -> str:
         """A JWT for the MCP endpoint of OAUTH_PUBLIC_URL, by client credentials."""
         return str(self.authorization_server().token(resource=OAUTH_PUBLIC_URL + "/mcp"))
@@ -232,6 +251,8 @@ class Stack:
     def close(self) -> None:
         if self._authorization is not None:
             self._authorization.stop()
+        if self._otlp is not None:
+            self._otlp.stop()
         self.redis.stop()
 
 

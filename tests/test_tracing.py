@@ -299,3 +299,38 @@ def test_tracing_without_the_sdk_stops_the_server_at_start(
 @pytest.fixture
 def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     return backend_url(request, redis_server, TRACING_DB)
+
+
+def test_the_head_sampling_decision_is_the_samplers_own() -> None:
+    """A request the sampler would drop makes no span at all; one it keeps is recorded, with
+    the trace id drawn for it, so the share kept is the sampler's ratio."""
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=ParentBasedTraceIdRatio(0.25), id_generator=tracing.preset_ids()
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        tracer = tracing.TRACER
+        assert tracer is not None
+        started = [tracing.start_request(tracer, "GET", []) for _ in range(4000)]
+        kept = [span for span in started if span is not None]
+        assert all(span.is_recording() for span in kept)  # the SDK decided the same
+        assert 800 <= len(kept) <= 1200  # a quarter, give or take
+        for span in kept:
+            tracing.end_request(span, "GET", "/v1/contexts/{token}", 200)
+        assert len(exporter.get_finished_spans()) == len(kept)
+        # A caller's decision stands: its unsampled traceparent makes no span, a sampled one
+        # is always recorded, as the span's parent.
+        unsampled = [(b"traceparent", f"00-{TRACE_ID}-{PARENT_ID}-00".encode())]
+        sampled = [(b"traceparent", TRACEPARENT.encode())]
+        assert all(tracing.start_request(tracer, "GET", unsampled) is None for _ in range(50))
+        for _ in range(50):
+            span = tracing.start_request(tracer, "GET", sampled)
+            assert span is not None
+            assert span.is_recording()
+            assert format(span.get_span_context().trace_id, "032x") == TRACE_ID
+    finally:
+        tracing.install(None)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
@@ -50,9 +50,6 @@ from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from fastctx.streams import ChangeStream
 
-if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
-
 TENANT_SCOPE_KEY = "fastctx.tenant"
 MCP_PATH = "/mcp"
 # The REST routes that read though they are POSTs: what an access token needs for them.
@@ -82,6 +79,10 @@ class Front:
         self.guard = guard or Guard(0)
         self.tenants = tenants
         self.stats = stats
+        self.tracer = tracing.TRACER
+        if self.tracer is not None:  # decided once: untraced, requests go straight to _serve
+            self.stats = tracing.NamingStats(stats)  # type: ignore[assignment]
+            self._serve = self._serve_traced  # type: ignore[method-assign]
         self.routes = routes
         self._first, *self._rest = routes
         self.mcp = mcp
@@ -125,29 +126,6 @@ class Front:
 
     async def _serve(self, ex: Exchange, path: str, method: str) -> None:
         started = time.perf_counter()
-        tracer = tracing.TRACER
-        if tracer is None or path in _UNTRACED:
-            label, status = await self._handle(ex, path, method)
-        else:
-            label, status = await self._traced(tracer, ex, path, method)
-        self.stats.observe(label, method, status, time.perf_counter() - started)
-
-    async def _traced(
-        self, tracer: Tracer, ex: Exchange, path: str, method: str
-    ) -> tuple[str, int]:
-        from opentelemetry.trace import use_span
-
-        span = tracing.start_request(tracer, method, ex.scope["headers"])
-        label, status = "unmatched", 500
-        try:
-            with use_span(span, end_on_exit=False):
-                label, status = await self._handle(ex, path, method)
-        finally:
-            tracing.end_request(span, method, label, status)
-        return label, status
-
-    async def _handle(self, ex: Exchange, path: str, method: str) -> tuple[str, int]:
-        """Serve the request: (its route's template, the status answered)."""
         scope = ex.scope
         # Templates, not paths: one series per route however many tokens there are.
         label = "unmatched"
@@ -165,7 +143,9 @@ class Front:
                     await self.rates.admit(tenant)
                 if path == MCP_PATH:
                     label = MCP_PATH
-                    return label, await self.mcp(ex, tenant)
+                    status = await self.mcp(ex, tenant)
+                    self.stats.observe(label, method, status, time.perf_counter() - started)
+                    return
             found = self._first(path) or self._other(path)
             if found is None:
                 raise NotFound("no such route")
@@ -179,9 +159,25 @@ class Front:
                 require_scope(grant, READ_SCOPE if reads else WRITE_SCOPE)
             if scope["query_string"]:
                 ex.check_query(parameters)
-            return label, await handler(ex, tenant, ident)
+            status = await handler(ex, tenant, ident)
         except Exception as exc:
-            return label, await self._failed(ex, exc, label)
+            status = await self._failed(ex, exc, label)
+        self.stats.observe(label, method, status, time.perf_counter() - started)
+
+    async def _serve_traced(self, ex: Exchange, path: str, method: str) -> None:
+        """`_serve` in a server span (see fastctx.tracing): the span is the current one while
+        the request is served, and `stats` names it once the route is known."""
+        from opentelemetry.trace import use_span
+
+        assert self.tracer is not None
+        span = None
+        if path not in _UNTRACED:
+            span = tracing.start_request(self.tracer, method, ex.scope["headers"])
+        if span is None:  # a probe, or not sampled
+            await Front._serve(self, ex, path, method)
+            return
+        with use_span(span, end_on_exit=True):
+            await Front._serve(self, ex, path, method)
 
     async def _failed(self, ex: Exchange, exc: Exception, label: str) -> int:
         """Answer with the problem `exc` stands for; returns the status sent."""
