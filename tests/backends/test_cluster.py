@@ -246,6 +246,70 @@ def test_writes_resume_after_a_master_fails_over(replicated_cluster: RedisCluste
     asyncio.run(scenario())
 
 
+def _kill(node: RedisServer) -> None:
+    os.kill(node.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    node.proc.wait()  # type: ignore[union-attr]
+    node.proc = None
+
+
+def _the_replica_of(cluster: RedisCluster, master: RedisServer) -> RedisServer:
+    for node in cluster.nodes:
+        if node.proc is not None and _replica_of(node) == master.port:
+            return node
+    raise AssertionError(f"no replica of {master.port}")
+
+
+def test_a_wait_that_cannot_be_met_holds_up_no_other_write(
+    replicated_cluster: RedisCluster,
+) -> None:
+    """One master loses its replica: each write there is answered write-not-durable at its
+    own WAIT's deadline, all at once (not one after another, then as a lost connection), and
+    writes to the other masters are acknowledged meanwhile."""
+    cluster = replicated_cluster
+    tenant = "hol"
+
+    async def scenario() -> None:
+        durable = ClusterBackend(cluster.url, timeout=1.0, write_replicas=1)
+        await durable.start()
+        try:
+            probe = _core.new_token()
+            assert await durable.contexts.insert(tenant, probe, _frame(b"{}"), _later(), None)
+            orphaned = _master_of(cluster, key_slot(context_key(tenant, probe)))
+            _kill(_the_replica_of(cluster, orphaned))
+            served = _slots_of(orphaned)
+            there, elsewhere = [], []
+            while len(there) < 12 or len(elsewhere) < 12:
+                token = _core.new_token()
+                if any(key_slot(context_key(tenant, token)) in r for r in served):
+                    there.append(token)
+                else:
+                    elsewhere.append(token)
+            finished: list[tuple[str, str]] = []
+
+            async def write(token: str, where: str) -> None:
+                try:
+                    await durable.contexts.insert(tenant, token, _frame(b"{}"), _later(), None)
+                    finished.append((where, "acknowledged"))
+                except NotDurable:
+                    finished.append((where, "not durable"))
+                except BackendError as exc:
+                    finished.append((where, f"backend error: {exc.detail}"))
+
+            await asyncio.gather(
+                *(write(t, "there") for t in there[:12]),
+                *(write(t, "elsewhere") for t in elsewhere[:12]),
+            )
+        finally:
+            await durable.close()
+        assert sorted(finished) == sorted(
+            [("elsewhere", "acknowledged")] * 12 + [("there", "not durable")] * 12
+        )
+        # The other masters' writes were not held behind the WAITs that could not be met.
+        assert finished[:12] == [("elsewhere", "acknowledged")] * 12
+
+    asyncio.run(scenario())
+
+
 def test_cache_misses_read_from_replicas_and_stay_coherent(
     replicated_cluster: RedisCluster,
 ) -> None:

@@ -74,6 +74,7 @@ from fastctx.backends.keys import (
 from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.redis import RedisMcp, RedisQuotas, RedisSessions, appended, since
 from fastctx.backends.scripts import EVENTS_LUA
+from fastctx.backends.writers import Writers
 from fastctx.errors import BackendError
 
 logger = logging.getLogger("fastctx")
@@ -457,14 +458,17 @@ class ClusterBackend(Backend):
         self._cluster = connect(
             tracking_prefixes=[CONTEXT_PREFIX], on_topology=self._masters_changed
         )
-        # As on one Redis: writes that WAIT get connections of their own.
-        writer = connect() if write_replicas else None
+        # As on one Redis: a write that WAITs gets a connection to its master of its own,
+        # routed (and redirected, and retried through a failover) by the shared slot map.
+        writer = (
+            Writers(self._cluster.master_of, self._cluster, timeout) if write_replicas else None
+        )
         self.commands = commands = Commands(
             self._cluster,
             timeout=timeout,
             write_replicas=write_replicas,
             writer=writer,
-            retry=writer.retry if writer is not None else None,
+            retry=self._cluster.retry if writer is not None else None,
         )
         self.contexts = ClusterContexts(commands, self._cluster, read_from == "replicas")
         self.sessions = ClusterSessions(commands)

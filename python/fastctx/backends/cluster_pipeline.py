@@ -192,6 +192,15 @@ class ClusterPipeline:
         node = await self._node_for(key_slot(key if isinstance(key, bytes) else str(key)))
         return await node.execute_together(*commands, block=block)
 
+    async def master_of(
+        self, command: tuple[bytes | str | int | float, ...]
+    ) -> tuple[Address, Breaker]:
+        """Where `command` goes (its first key's master, by the slot map this knows), and the
+        breaker of that master's calls: what `Writers` needs to open a connection of its own."""
+        key = command[3] if command[0] in _SCRIPTED else command[1]
+        node = await self._node_for(key_slot(key if isinstance(key, bytes) else str(key)))
+        return node.address, node.breaker
+
     async def replica_for(self, slot: int) -> Pipeline | None:
         """A READONLY connection to a replica of `slot`'s master (each in turn), if it has one.
 

@@ -290,6 +290,11 @@ class Pipeline:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (one is made on the next command if not)."""
+        return self._protocol is not None and not self._protocol.closed
+
     def execute(self, *args: bytes | str | int | float) -> Awaitable[Any]:
         """Send a command; await the result for its reply.
 

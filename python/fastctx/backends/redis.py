@@ -68,6 +68,7 @@ from fastctx.backends.keys import (
 )
 from fastctx.backends.notifications import ExpiryListener
 from fastctx.backends.pipeline import Address, Breaker, Pipeline
+from fastctx.backends.writers import Writers
 from fastctx.errors import BackendError
 
 
@@ -353,11 +354,15 @@ class RedisBackend(Backend):
         self._pipeline = Pipeline(
             address, timeout=timeout, tracking_prefixes=[CONTEXT_PREFIX], breaker=self.breaker
         )
-        # A WAIT for replicas would hold up every reply queued behind it on the shared
-        # pipeline: writes that wait get a connection of their own.
-        writer = (
-            Pipeline(address, timeout=timeout, breaker=self.breaker) if write_replicas else None
-        )
+        # A WAIT for replicas would hold up every reply queued behind it: a write that waits
+        # gets a connection of its own (see writers.py).
+        writer = None
+        if write_replicas:
+
+            async def route(_: tuple[Any, ...]) -> tuple[Address, Breaker]:
+                return address, self.breaker
+
+            writer = Writers(route, self._pipeline, timeout)
         self.commands = commands = Commands(
             self._pipeline, timeout=timeout, write_replicas=write_replicas, writer=writer
         )
