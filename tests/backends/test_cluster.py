@@ -310,6 +310,111 @@ def test_a_wait_that_cannot_be_met_holds_up_no_other_write(
     asyncio.run(scenario())
 
 
+def _slot_master_port(node: RedisServer, slot: int) -> int | None:
+    """The master port CLUSTER SLOTS on `node` names for `slot` (None: it cannot be asked)."""
+    try:
+        reply = node.cli("--json", "CLUSTER", "SLOTS")
+        for start, end, master, *_ in json.loads(reply):
+            if start <= slot <= end:
+                return int(master[1])
+    except (ValueError, TypeError, OSError):
+        return None
+    return None
+
+
+def test_a_master_fails_over_under_concurrent_writers(
+    replicated_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """FASTCTX_WRITE_REPLICAS=1, two nodes, writers on every master, one master killed: no
+    acknowledged write is lost; the dead master's contexts are answered again within a second
+    of its replica's promotion showing in CLUSTER SLOTS (write-not-durable, as the promoted
+    master has no replica), and only with 503s that say what happened meanwhile; the other
+    masters' writes go on being acknowledged."""
+    cluster = replicated_cluster
+    settings = {"write_replicas": 1, "backend_timeout": 1.0}
+    with two_nodes(tmp_path, cluster.url, **settings) as (a, b):
+        with httpx.Client(base_url=a.base_url, timeout=10) as client:
+            tokens = [client.post("/v1/contexts", json={}).json()["token"] for _ in range(24)]
+        slot = key_slot(context_key("default", tokens[0]))
+        victim = _master_of(cluster, slot)
+        served = _slots_of(victim)
+        doomed = {
+            t for t in tokens if any(key_slot(context_key("default", t)) in r for r in served)
+        }
+        survivor = next(n for n in cluster.nodes if n is not victim and _replica_of(n) is None)
+        answers: list[tuple[float, str, int, int, str]] = []  # when, token, worker, n, outcome
+        moments: dict[str, float] = {}
+
+        async def writer(worker: int, base_url: str, stop: asyncio.Event) -> None:
+            async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+                n = 0
+                while not stop.is_set():
+                    token = tokens[(worker * 7 + n) % len(tokens)]
+                    n += 1
+                    response = await http.patch(
+                        f"/v1/contexts/{token}", json={f"w{worker}": n}, headers=MERGE
+                    )
+                    if response.status_code == 200:
+                        outcome = "acknowledged"
+                    else:
+                        problem = response.json()
+                        outcome = f"{response.status_code} {problem['type'].rsplit(':', 1)[1]}"
+                        if "connection" in problem.get("detail", ""):
+                            outcome += " (connection)"
+                    answers.append((time.monotonic(), token, worker, n, outcome))
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            writers = [
+                asyncio.ensure_future(writer(w, (a, b)[w % 2].base_url, stop)) for w in range(8)
+            ]
+            await asyncio.sleep(1.0)
+            moments["killed"] = time.monotonic()
+            _kill(victim)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                port = await asyncio.to_thread(_slot_master_port, survivor, slot)
+                if port is not None and port != victim.port:
+                    moments["promoted"] = time.monotonic()
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(3.0)
+            stop.set()
+            await asyncio.gather(*writers)
+
+        asyncio.run(scenario())
+        assert "promoted" in moments, "no replica took over"
+        with httpx.Client(base_url=b.base_url, timeout=10) as client:
+            stored = {t: client.get(f"/v1/contexts/{t}").json() for t in tokens}
+    killed, promoted = moments["killed"], moments["promoted"]
+    # No acknowledged write lost: each worker's last acknowledged value is there, or a later.
+    for _, token, worker, n, outcome in answers:
+        if outcome == "acknowledged":
+            assert stored[token].get(f"w{worker}", 0) >= n, (token, worker, n)
+    after = [answer for answer in answers if answer[0] > killed]
+    doomed_after = [answer for answer in after if answer[1] in doomed]
+    others_after = [answer for answer in after if answer[1] not in doomed]
+    # The other masters' contexts were written throughout.
+    assert {outcome for *_, outcome in others_after} == {"acknowledged"}
+    # The dead master's: only 503s that say what happened, until writes were answered again.
+    assert {outcome for *_, outcome in doomed_after} <= {
+        "503 backend-unavailable",
+        "503 backend-unavailable (connection)",
+        "503 write-not-durable",
+        "acknowledged",
+    }
+    # A write-not-durable answer comes when its WAIT gives up (the backend timeout) after
+    # the write was applied: the first one was applied this long after the promotion showed.
+    resumed = [when for when, *_, outcome in doomed_after if outcome == "503 write-not-durable"]
+    assert resumed, "no write to the promoted master was answered"
+    applied = resumed[0] - settings["backend_timeout"]
+    assert applied - promoted <= 1.0, f"{applied - promoted:.2f} s after the promotion"
+    # Once it was, none took its connection for lost.
+    late = [o for when, *_, o in doomed_after if when > promoted + 1.0]
+    assert late
+    assert set(late) == {"503 write-not-durable"}
+
+
 def test_cache_misses_read_from_replicas_and_stay_coherent(
     replicated_cluster: RedisCluster,
 ) -> None:
