@@ -402,6 +402,11 @@ def test_write_replicas_wait_for_a_real_replica(
             assert_unavailable(r, "write-not-durable")
             assert "may be lost" in r.json()["detail"]
             assert_unavailable(client.post("/v1/contexts", json={"x": 1}), "write-not-durable")
+            # Many at once: each is answered at its own WAIT's deadline, none is held behind
+            # another's WAIT until its connection is taken for lost.
+            many = asyncio.run(_many_creates(str(client.base_url), 12))
+            for answer in many:
+                assert_unavailable(answer, "write-not-durable")
             # The write stands on the primary: what the problem says it may not survive.
             r = client.get(f"/v1/contexts/{token}", headers={"cache-control": "no-cache"})
             assert r.json() == {"copies": 2, "more": 1, "unsure": True}
@@ -413,6 +418,15 @@ def test_write_replicas_wait_for_a_real_replica(
             assert r.status_code == 200, r.text
     finally:
         replica.stop()
+
+
+async def _many_creates(base_url: str, count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
+        return list(
+            await asyncio.gather(
+                *(client.post("/v1/contexts", json={"i": i}) for i in range(count))
+            )
+        )
 
 
 # --- overload --------------------------------------------------------------------------------
