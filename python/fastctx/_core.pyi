@@ -16,6 +16,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "JsonError",
+    "Keyring",
     "PatchError",
     "PatchTestFailed",
     "PathNotFound",
@@ -30,6 +31,7 @@ __all__ = [
     "merge_patch",
     "new_token",
     "patched",
+    "sealed_key_id",
     "select",
     "validate_json",
 ]
@@ -124,13 +126,16 @@ def encode_frame(
     updated_at: int,
     expires_at: int,
     session: str | None = None,
+    keyring: Keyring | None = None,
+    aad: bytes | None = None,
 ) -> bytes:
     """Build a stored frame: a versioned header with a crc32, then the payload.
 
     The payload is stored as given (it is not validated) and compressed from
-    COMPRESS_THRESHOLD bytes on. Integers must fit in 64 bits unsigned (OverflowError
-    otherwise). Raises ValueError for a payload over 64 MiB or a session id that is empty,
-    not ASCII or longer than 255 bytes.
+    COMPRESS_THRESHOLD bytes on; with `keyring`, what is stored of it is sealed under the
+    ring's first key, bound to `aad` (the header stays in the clear). Integers must fit in 64
+    bits unsigned (OverflowError otherwise). Raises ValueError for a payload over 64 MiB or a
+    session id that is empty, not ASCII or longer than 255 bytes.
     """
 
 @final
@@ -173,10 +178,16 @@ class Frame:
     def compressed(self) -> bool:
         """Whether the payload is stored compressed."""
 
-def decode_frame(frame: bytes) -> Frame:
-    """Decode and verify a frame (magic, format, flags, lengths, crc32, decompression).
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key a sealed frame was sealed with; None for a frame in the clear."""
 
-    Raises FrameError on anything wrong; never reads or allocates past sane bounds.
+def decode_frame(frame: bytes, keyring: Keyring | None = None, aad: bytes | None = None) -> Frame:
+    """Decode and verify a frame (magic, format, flags, lengths, crc32, decompression),
+    opening a sealed one with `keyring` and the `aad` it was sealed with.
+
+    Raises FrameError on anything wrong (a sealed frame without its ring or with other
+    associated data included); never reads or allocates past sane bounds.
     """
 
 def frame_version(frame: bytes) -> int:
@@ -336,3 +347,31 @@ class Cache:
 
     def clear(self) -> None:
         """Drop every entry; the counters keep counting."""
+
+# seal
+
+@final
+class Keyring:
+    """Named AES-256-GCM keys (RustCrypto's aes-gcm): the first seals, every one opens.
+
+    A sealed value is b"FE", format 1, the key id, a random 96-bit nonce, the ciphertext and
+    its 16-byte tag; it opens only with the associated data it was sealed with.
+    """
+
+    def __new__(cls, keys: list[tuple[str, bytes]]) -> Self:
+        """A ring of (id, 32-byte key) pairs; ValueError for none, a bad id or length, or an
+        id given twice."""
+
+    @property
+    def primary(self) -> str:
+        """The id of the key that seals."""
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """`plaintext` sealed under the first key, bound to `aad`."""
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        """What `sealed` holds; FrameError when its key is not in the ring, or it was altered
+        or sealed with other associated data."""
+
+def sealed_key_id(value: bytes) -> str | None:
+    """The key id a sealed value names; None for bytes that are not a sealed value."""

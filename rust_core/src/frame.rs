@@ -6,7 +6,8 @@
 //! offset  size  field
 //!      0     2  magic b"FX"
 //!      2     1  format version = 2 (1 is read too)
-//!      3     1  flags: bits 0-1 codec (0 none, 1 lz4; 2 zstd is reserved), other bits 0
+//!      3     1  flags: bits 0-1 codec (0 none, 1 lz4; 2 zstd is reserved), bit 2 sealed,
+//!                 other bits 0
 //!      4     8  context version                      (VERSION_OFFSET)
 //!     12     8  created_at, ms since the Unix epoch
 //!     20     8  updated_at, ms
@@ -19,6 +20,11 @@
 //!                 stored payload
 //!   49+s     -  stored payload
 //! ```
+//!
+//! A sealed frame (bit 2) stores the codec's output sealed with AES-256-GCM (`crate::seal`):
+//! the key id, a nonce, the ciphertext and its tag, bound to associated data the caller names
+//! (a context's tenant and token). The header stays in the clear, so that Redis's scripts
+//! read and move the version as they do in any frame; the raw length is the payload's.
 //!
 //! The version and updated_at are left out of the checksum from format 2 on: a patch that
 //! Redis appends to the context's log (see `fastctx.backends.scripts`) moves them forward in
@@ -41,6 +47,7 @@ use pyo3::types::PyBytes;
 
 use crate::errors::Error;
 use crate::gil::maybe_detach;
+use crate::seal::{PyKeyring, Ring, split};
 
 pub const MAGIC: &[u8; 2] = b"FX";
 pub const FORMAT_VERSION: u8 = 2;
@@ -60,6 +67,7 @@ pub const MAX_PAYLOAD_LEN: usize = 64 * 1024 * 1024;
 pub const MAX_SESSION_LEN: usize = u8::MAX as usize;
 
 const CODEC_MASK: u8 = 0b11;
+const SEALED: u8 = 0b100;
 const CODEC_NONE: u8 = 0;
 const CODEC_LZ4: u8 = 1;
 /// An lz4 block expands at most about 255-fold; a larger claimed raw length is a forgery.
@@ -80,6 +88,8 @@ pub struct Meta<'a> {
 pub struct Header<'a> {
     pub meta: Meta<'a>,
     pub codec: u8,
+    /// The stored payload is sealed (see `crate::seal`).
+    pub sealed: bool,
     pub raw_len: usize,
     /// Offset of the stored payload (the header size).
     pub payload_offset: usize,
@@ -87,6 +97,16 @@ pub struct Header<'a> {
 
 /// Builds a frame; compresses the payload when it is long enough and compression pays off.
 pub fn encode(payload: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, Error> {
+    encode_sealed(payload, meta, None)
+}
+
+/// As `encode`, and with `seal` (a key ring and the associated data) the stored payload is
+/// sealed under the ring's first key.
+pub fn encode_sealed(
+    payload: &[u8],
+    meta: &Meta<'_>,
+    seal: Option<(&Ring, &[u8])>,
+) -> Result<Vec<u8>, Error> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(Error::Argument(format!(
             "payload of {} bytes exceeds the {MAX_PAYLOAD_LEN}-byte frame limit",
@@ -141,6 +161,12 @@ pub fn encode(payload: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, Error> {
         frame.extend_from_slice(payload);
     }
     frame[3] = codec;
+    if let Some((ring, aad)) = seal {
+        let sealed = ring.seal(&frame[offset..], aad)?;
+        frame.truncate(offset);
+        frame.extend_from_slice(&sealed);
+        frame[3] |= SEALED;
+    }
     let stored_len = len_u32(frame.len() - offset);
     frame[40..44].copy_from_slice(&stored_len.to_le_bytes());
     let crc = checksum(FORMAT_VERSION, &frame[..crc_at], &frame[offset..]);
@@ -195,7 +221,7 @@ pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, Error> {
         )));
     }
     let flags = frame[3];
-    if flags & !CODEC_MASK != 0 {
+    if flags & !(CODEC_MASK | SEALED) != 0 {
         return Err(Error::Frame(format!("unknown frame flags {flags:#04x}")));
     }
     let codec = flags & CODEC_MASK;
@@ -218,7 +244,10 @@ pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, Error> {
             "payload length {raw_len} exceeds the {MAX_PAYLOAD_LEN}-byte limit"
         )));
     }
+    let sealed = flags & SEALED != 0;
     let plausible = match codec {
+        // A sealed payload is its codec's output and the seal's own bytes (checked on open).
+        _ if sealed => raw_len <= stored_len.saturating_mul(LZ4_MAX_RATIO),
         CODEC_NONE => stored_len == raw_len,
         _ => raw_len <= stored_len.saturating_mul(LZ4_MAX_RATIO),
     };
@@ -244,6 +273,7 @@ pub fn parse_header(frame: &[u8]) -> Result<Header<'_>, Error> {
     Ok(Header {
         meta,
         codec,
+        sealed,
         raw_len,
         payload_offset,
     })
@@ -281,10 +311,52 @@ pub fn decompress_into(codec: u8, stored: &[u8], out: &mut [u8]) -> Result<(), E
 
 /// Decodes a frame into its metadata and payload (pure Rust; the Python path avoids the copy).
 pub fn decode(frame: &[u8]) -> Result<(Meta<'_>, Vec<u8>), Error> {
+    decode_sealed(frame, None)
+}
+
+/// As `decode`, opening a sealed frame with `seal` (its key ring and associated data).
+pub fn decode_sealed<'a>(
+    frame: &'a [u8],
+    seal: Option<(&Ring, &[u8])>,
+) -> Result<(Meta<'a>, Vec<u8>), Error> {
     let (header, stored) = verify(frame)?;
     let mut payload = vec![0; header.raw_len];
-    decompress_into(header.codec, stored, &mut payload)?;
+    let opened = open_stored(&header, stored, seal)?;
+    decompress_into(
+        header.codec,
+        opened.as_deref().unwrap_or(stored),
+        &mut payload,
+    )?;
     Ok((header.meta, payload))
+}
+
+/// The codec's output of a sealed frame, opened (None: the frame is not sealed).
+fn open_stored(
+    header: &Header<'_>,
+    stored: &[u8],
+    seal: Option<(&Ring, &[u8])>,
+) -> Result<Option<Vec<u8>>, Error> {
+    if !header.sealed {
+        return Ok(None);
+    }
+    let Some((ring, aad)) = seal else {
+        return Err(Error::Frame(
+            "the frame is sealed, and no key ring was given to open it".to_owned(),
+        ));
+    };
+    let opened = ring.open(stored, aad)?;
+    let plausible = match header.codec {
+        CODEC_NONE => opened.len() == header.raw_len,
+        _ => header.raw_len <= opened.len().saturating_mul(LZ4_MAX_RATIO),
+    };
+    if !plausible {
+        return Err(Error::Frame(format!(
+            "payload length {} impossible for {} opened bytes",
+            header.raw_len,
+            opened.len()
+        )));
+    }
+    Ok(Some(opened))
 }
 
 /// A decoded frame: the context's metadata and its JSON payload.
@@ -299,6 +371,8 @@ pub struct Frame {
     size: usize,
     stored_size: usize,
     compressed: bool,
+    /// The id of the key a sealed frame was sealed with; None for a frame in the clear.
+    key_id: Option<String>,
 }
 
 #[pymethods]
@@ -316,9 +390,14 @@ impl Frame {
     }
 }
 
-/// Build a frame: header, crc32, and the payload (lz4-compressed from COMPRESS_THRESHOLD bytes).
+/// Build a frame: header, crc32, and the payload (lz4-compressed from COMPRESS_THRESHOLD bytes),
+/// sealed with `keyring` and `aad` when a key ring is given.
 #[pyfunction]
-#[pyo3(signature = (payload, version, created_at, updated_at, expires_at, session = None))]
+#[pyo3(signature = (
+    payload, version, created_at, updated_at, expires_at, session = None, keyring = None,
+    aad = None
+))]
+#[allow(clippy::too_many_arguments)]
 fn encode_frame<'py>(
     py: Python<'py>,
     payload: &[u8],
@@ -327,6 +406,8 @@ fn encode_frame<'py>(
     updated_at: u64,
     expires_at: u64,
     session: Option<&str>,
+    keyring: Option<&PyKeyring>,
+    aad: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let meta = Meta {
         version,
@@ -335,18 +416,29 @@ fn encode_frame<'py>(
         expires_at,
         session,
     };
-    let frame = maybe_detach(py, payload.len(), || encode(payload, &meta))?;
+    let seal = keyring.map(|ring| (ring.ring(), aad.unwrap_or_default()));
+    let frame = maybe_detach(py, payload.len(), || encode_sealed(payload, &meta, seal))?;
     Ok(PyBytes::new(py, &frame))
 }
 
-/// Decode and verify a frame; FrameError on anything wrong.
+/// Decode and verify a frame, opening a sealed one with `keyring` and `aad`; FrameError on
+/// anything wrong.
 #[pyfunction]
-fn decode_frame(py: Python<'_>, frame: &[u8]) -> PyResult<Frame> {
+#[pyo3(signature = (frame, keyring = None, aad = None))]
+fn decode_frame(
+    py: Python<'_>,
+    frame: &[u8],
+    keyring: Option<&PyKeyring>,
+    aad: Option<&[u8]>,
+) -> PyResult<Frame> {
     let (header, stored) = verify(frame)?;
     let raw_len = header.raw_len;
+    let seal = keyring.map(|ring| (ring.ring(), aad.unwrap_or_default()));
+    let opened = maybe_detach(py, raw_len, || open_stored(&header, stored, seal))?;
+    let source = opened.as_deref().unwrap_or(stored);
     let payload = PyBytes::new_with(py, raw_len, |out| {
         Ok(maybe_detach(py, raw_len, || {
-            decompress_into(header.codec, stored, out)
+            decompress_into(header.codec, source, out)
         })?)
     })?;
     Ok(Frame {
@@ -359,6 +451,10 @@ fn decode_frame(py: Python<'_>, frame: &[u8]) -> PyResult<Frame> {
         size: raw_len,
         stored_size: frame.len(),
         compressed: header.codec != CODEC_NONE,
+        key_id: header
+            .sealed
+            .then(|| split(stored).ok().map(|(id, _)| id.to_owned()))
+            .flatten(),
     })
 }
 
@@ -512,6 +608,53 @@ mod tests {
         let crc = checksum(frame[2], &frame[..crc_at], &frame[crc_at + CRC_LEN..]);
         frame[crc_at..crc_at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
         frame
+    }
+
+    fn ring(ids: &[(&str, u8)]) -> Ring {
+        let keys: Vec<(String, Vec<u8>)> = ids
+            .iter()
+            .map(|(id, fill)| ((*id).to_owned(), vec![*fill; 32]))
+            .collect();
+        Ring::new(&keys).unwrap()
+    }
+
+    #[test]
+    fn sealed_frames_round_trip_and_open_only_as_sealed() {
+        let keys = ring(&[("k1", 7)]);
+        for len in [0, 100, COMPRESS_THRESHOLD, 300_000] {
+            let payload = document(len);
+            let frame = encode_sealed(&payload, &META, Some((&keys, b"acme/tok"))).unwrap();
+            assert_eq!(frame[3] & SEALED, SEALED);
+            let needle = &payload[..payload.len().min(12)];
+            if len > 0 {
+                assert!(!frame.windows(needle.len()).any(|w| w == needle));
+            }
+            let (meta, opened) = decode_sealed(&frame, Some((&keys, b"acme/tok"))).unwrap();
+            assert_eq!((meta, opened), (META, payload.clone()));
+            // Neither without the ring, nor bound to another name, nor with another ring.
+            assert!(matches!(decode(&frame), Err(Error::Frame(_))));
+            assert!(decode_sealed(&frame, Some((&keys, b"acme/other"))).is_err());
+            assert!(decode_sealed(&frame, Some((&ring(&[("k2", 8)]), b"acme/tok"))).is_err());
+        }
+    }
+
+    #[test]
+    fn a_ring_reads_frames_in_the_clear_and_the_header_stays_readable() {
+        let keys = ring(&[("k1", 7)]);
+        let clear = encode(b"{\"a\":1}", &META).unwrap();
+        assert_eq!(
+            decode_sealed(&clear, Some((&keys, b"x"))).unwrap().1,
+            b"{\"a\":1}"
+        );
+        let mut sealed = encode_sealed(b"{\"a\":1}", &META, Some((&keys, b"x"))).unwrap();
+        assert_eq!(parse_header(&sealed).unwrap().meta, META);
+        // The version and updated_at move in place, as Redis's scripts move them.
+        sealed[VERSION_OFFSET..VERSION_OFFSET + 8].copy_from_slice(&9u64.to_le_bytes());
+        let (meta, _) = decode_sealed(&sealed, Some((&keys, b"x"))).unwrap();
+        assert_eq!(meta.version, 9);
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(decode_sealed(&sealed, Some((&keys, b"x"))).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod merge;
 pub mod patch;
 pub mod pointer;
 pub mod scan;
+pub mod seal;
 pub mod select;
 pub mod token;
 
@@ -30,5 +31,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     document::init(m)?;
     select::init(m)?;
     cache::init(m)?;
+    seal::init(m)?;
     Ok(())
 }

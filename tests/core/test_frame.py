@@ -199,7 +199,7 @@ def test_every_single_byte_flip_is_rejected(payload: bytes) -> None:
         (1, ord("Y"), "magic"),
         (2, 0, "format version"),
         (2, 3, "format version"),
-        (3, 0x04, "flags"),
+        (3, 0x08, "flags"),  # bit 2 (0x04) says the payload is sealed: see test_seal.py
         (3, 0x81, "flags"),
         (3, 2, "codec"),
         (3, 3, "codec"),
@@ -212,6 +212,16 @@ def test_bad_header_is_rejected(offset: int, value: int, message: str) -> None:
     for function in (_core.decode_frame, _core.frame_version):
         with pytest.raises(FrameError, match=message):
             function(forged)
+
+
+def test_a_frame_in_the_clear_flagged_as_sealed_is_rejected() -> None:
+    frame = bytearray(frame_of(document(3000)))
+    frame[3] |= 0x04
+    forged = recrc(frame)
+    with pytest.raises(FrameError, match="sealed"):
+        _core.decode_frame(forged)
+    with pytest.raises(FrameError, match="not a sealed value"):
+        _core.decode_frame(forged, _core.Keyring([("k1", bytes(32))]), b"a/b")
 
 
 def test_forged_lengths_are_rejected() -> None:
