@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import gc
@@ -94,7 +95,46 @@ def _parser() -> argparse.ArgumentParser:
         help="one line per request: method, route template, status, duration "
         "(FASTCTX_ACCESS_LOG, default off)",
     )
+    rekey = commands.add_parser(
+        "rekey",
+        help="seal every stored context under the first of FASTCTX_ENCRYPTION_KEYS",
+        description="Write again, under the first key of FASTCTX_ENCRYPTION_KEYS, every context"
+        " that has a part sealed under another key or stored in the clear. Each is folded into"
+        " one base at its version (its earlier versions are no longer kept); serving nodes go"
+        " on serving meanwhile.",
+    )
+    rekey.add_argument(
+        "--backend", help="redis://host:port/db or redis+cluster://… (FASTCTX_BACKEND)"
+    )
     return parser
+
+
+def rekey(settings: Settings) -> int:
+    """`fastctx rekey`: every context of the backend sealed under the first key."""
+    if not settings.encryption_ring():
+        raise StartupError("fastctx rekey seals under FASTCTX_ENCRYPTION_KEYS, which is not set")
+    if urlsplit(settings.backend).scheme == "memory":
+        raise StartupError("memory:// keeps contexts inside the serving process: nothing to rekey")
+    from fastctx.backends import open_backend
+    from fastctx.registry import Registry
+
+    async def run() -> tuple[int, int]:
+        backend = open_backend(settings)
+        await backend.start()
+        registry = Registry(backend, settings)
+        rewritten = seen = 0
+        try:
+            async for tenant, token in backend.contexts.tokens():
+                seen += 1
+                rewritten += await registry.reseal(tenant, token)
+        finally:
+            await backend.close()
+        return seen, rewritten
+
+    seen, rewritten = asyncio.run(run())
+    primary = settings.encryption_ring()[0][0]
+    print(f"fastctx rekey: {rewritten} of {seen} contexts written again under key {primary}")
+    return 0
 
 
 def _is_loopback(host: str) -> bool:
@@ -251,6 +291,14 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "rekey":
+        try:
+            settings = Settings.from_env(backend=args.backend)
+            logging.config.dictConfig(logging_config(settings))
+            return rekey(settings)
+        except (ValueError, StartupError) as exc:
+            print(f"fastctx: {exc}", file=sys.stderr)
+            return 2
     try:
         settings = Settings.from_env(
             backend=args.backend,

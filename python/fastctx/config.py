@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import re
@@ -98,6 +100,9 @@ class Settings:
     tenant_rate: str = ""
     # Bytes of contexts each tenant may keep stored, with overrides as for tenant_rate.
     tenant_bytes: str = ""
+    # Keys that seal what is stored: "kid:base64key,..." (32-byte AES-256 keys); the first
+    # seals new writes, every one opens. "": nothing is sealed.
+    encryption_keys: str = dataclasses.field(default="", repr=False)  # never in a log line
 
     def __post_init__(self) -> None:
         positive = (
@@ -170,6 +175,7 @@ class Settings:
         self.oauth_issuers()
         self.tenant_rates()
         self.tenant_quotas()
+        self.encryption_ring()
         self.oauth_audiences()
 
     @classmethod
@@ -218,6 +224,30 @@ class Settings:
     def tenant_quotas(self) -> tuple[int, dict[str, int]]:
         """The bytes a tenant may keep stored (0: no bound), and the tenants that differ."""
         return _tenant_limits(self.tenant_bytes, "TENANT_BYTES", "bytes", MAX_TENANT_BYTES)
+
+    def encryption_ring(self) -> list[tuple[str, bytes]]:
+        """The (key id, key) pairs of FASTCTX_ENCRYPTION_KEYS, the sealing one first; empty
+        when nothing is sealed. Errors name an entry by its position, never its key."""
+        ring: list[tuple[str, bytes]] = []
+        for position, item in enumerate(self.encryption_keys.split(","), 1):
+            item = item.strip()
+            if not item:
+                continue
+            kid, sep, encoded = item.partition(":")
+            try:
+                key = base64.b64decode(encoded.strip(), validate=True)
+            except binascii.Error:
+                key = b""
+            if not sep or not TENANT_PATTERN.match(kid) or len(key) != 32:
+                raise ValueError(
+                    f"{ENV_PREFIX}ENCRYPTION_KEYS is id:key entries, each id of"
+                    f" {TENANT_PATTERN.pattern} and each key 32 bytes in base64 (AES-256);"
+                    f" entry {position} is not"
+                )
+            if any(kid == seen for seen, _ in ring):
+                raise ValueError(f"{ENV_PREFIX}ENCRYPTION_KEYS names key {kid!r} twice")
+            ring.append((kid, key))
+        return ring
 
     def oauth_issuers(self) -> list[str]:
         """The trusted authorization servers; empty when OAuth is off."""

@@ -11,6 +11,7 @@ import msgspec
 from fastctx import _core
 from fastctx.backends import Stored, patchlog
 from fastctx.errors import BackendError, InvalidPatch
+from fastctx.sealing import PLAIN, Sealing
 
 _KINDS = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "null"}
 
@@ -44,9 +45,10 @@ Extra = tuple[int, str | None, int, int, int]
 base_size (see Current)."""
 
 
-def materialize(stored: Stored) -> Current:
-    """The newest document of a stored context: its base with the log's patches applied."""
-    frame = _core.decode_frame(stored.frame)
+def materialize(stored: Stored, sealing: Sealing = PLAIN, name: bytes = b"") -> Current:
+    """The newest document of a stored context: its base with the log's patches applied
+    (opened with `sealing`, for the context `name`, when they are sealed)."""
+    frame = _core.decode_frame(stored.frame, sealing.ring, name)
     if not stored.log:
         return Current(
             frame.payload,
@@ -62,7 +64,7 @@ def materialize(stored: Stored) -> Current:
     entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE)
     check_sequence(entries, base, frame.version)
     return Current(
-        _core.apply_patches(frame.payload, [entry.patch for entry in entries]),
+        _core.apply_patches(frame.payload, opened(entries, sealing, name)),
         frame.version,
         frame.created_at,
         frame.expires_at,
@@ -78,14 +80,21 @@ def check_sequence(entries: list[patchlog.Entry], after: int, last: int) -> None
         raise BackendError(f"a context's patch log does not lead from version {after} to {last}")
 
 
-def caught_up(held: Current, tail: bytes) -> Current | None:
+def opened(entries: list[patchlog.Entry], sealing: Sealing, name: bytes) -> list[bytes]:
+    """The entries' patches, opened when they are sealed (FrameError without the key ring)."""
+    return [sealing.open_patch(entry.patch, name, entry.version) for entry in entries]
+
+
+def caught_up(
+    held: Current, tail: bytes, sealing: Sealing = PLAIN, name: bytes = b""
+) -> Current | None:
     """`held` with the log entries written since (`tail`) applied; None when they do not lead
     on from its version (the caller then reads the whole context)."""
     entries = patchlog.entries(tail)
     version = held.version + len(entries)
     if [e.version for e in entries] != list(range(held.version + 1, version + 1)):
         return None
-    payload = _core.apply_patches(held.payload, [entry.patch for entry in entries])
+    payload = _core.apply_patches(held.payload, opened(entries, sealing, name))
     log_size = max(held.log_size, patchlog.HEADER_SIZE) + len(tail)
     return held._replace(payload=payload, version=version, log_size=log_size)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from fastctx.deltas import (
     check_sequence,
     document_bytes,
     materialize,
+    opened,
 )
 from fastctx.errors import (
     BackendError,
@@ -34,6 +36,7 @@ from fastctx.errors import (
     VersionGone,
 )
 from fastctx.quotas import StorageQuotas
+from fastctx.sealing import SEALED_TEXT, Sealing
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -136,6 +139,9 @@ class Registry:
         self.max_bytes = settings.max_context_bytes
         self.max_document_bytes = settings.max_document_bytes
         self.max_age_ms = settings.cache_max_age_ms
+        ring = settings.encryption_ring()
+        #: Seals what is stored (FASTCTX_ENCRYPTION_KEYS); its ring is None when nothing is.
+        self.sealing = Sealing(_core.Keyring(ring) if ring else None)
         default_quota, quotas = settings.tenant_quotas()
         #: Counts what each bounded tenant keeps stored (FASTCTX_TENANT_BYTES); None: no bound.
         self.storage: StorageQuotas | None = None
@@ -226,7 +232,16 @@ class Registry:
             ttl_ms = min(ttl_ms, record.ttl)  # a session's contexts never outlive it
         expires_at = now + ttl_ms
         token = _core.new_token()
-        frame = _core.encode_frame(document, 1, now, now, expires_at, session)
+        frame = _core.encode_frame(
+            document,
+            1,
+            now,
+            now,
+            expires_at,
+            session,
+            self.sealing.ring,
+            f"{tenant}/{token}".encode(),
+        )
         if self.storage is not None:
             await self.storage.keep(tenant, token, len(document), expires_at)
         if not await self.contexts.insert(tenant, token, frame, expires_at, session):
@@ -269,7 +284,8 @@ class Registry:
         if held is not None and held.version == version:
             return Read(held.payload, version, "hit")
         stored = await self._load(tenant, token)
-        frame = _core.decode_frame(stored.frame)
+        name = Sealing.name(tenant, token)
+        frame = _core.decode_frame(stored.frame, self.sealing.ring, name)
         if version > frame.version:
             raise NotFound(f"no version {version}: the context is at version {frame.version}")
         if not stored.log:
@@ -280,7 +296,7 @@ class Registry:
             check_sequence(entries, oldest, frame.version)
         if version < oldest:
             raise VersionGone(f"version {version} is no longer kept; the oldest is {oldest}")
-        patches = [entry.patch for entry in entries[: version - oldest]]
+        patches = opened(entries[: version - oldest], self.sealing, name)
         return Read(document_bytes(_core.apply_patches(frame.payload, patches)), version, "miss")
 
     async def mget(self, tenant: str, tokens: Sequence[str]) -> list[tuple[bytes, int] | None]:
@@ -302,15 +318,16 @@ class Registry:
             if stored is None:
                 found[token] = None
                 continue
-            current = materialize(stored)
+            current = materialize(stored, self.sealing, Sealing.name(tenant, token))
             self._remember(context_id(tenant, token), current)
             found[token] = (document_bytes(current.payload), current.version)
         return [found[token] for token in tokens]
 
     async def meta(self, tenant: str, token: str) -> Meta:
         stored = await self._load(tenant, token)
-        frame = _core.decode_frame(stored.frame)
-        current = materialize(stored)
+        name = Sealing.name(tenant, token)
+        frame = _core.decode_frame(stored.frame, self.sealing.ring, name)
+        current = materialize(stored, self.sealing, name)
         self._remember(context_id(tenant, token), current)
         return Meta(
             token,
@@ -388,6 +405,43 @@ class Registry:
 
         await self._conditional(tenant, token, if_version, remove)
 
+    async def reseal(self, tenant: str, token: str) -> bool:
+        """Write the context again under the sealing key (`fastctx rekey`), at its version, as
+        one base: its log folded in, so that no part of it stays under another key or in the
+        clear. False when all of it is under that key already, or it is gone. Earlier versions
+        are no longer kept after it (`?version=` answers 410 for them)."""
+        ring = self.sealing.ring
+        assert ring is not None, "reseal needs FASTCTX_ENCRYPTION_KEYS"
+        name = Sealing.name(tenant, token)
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            stored = await self.contexts.load(tenant, token)
+            if stored is None:
+                return False
+            frame = _core.decode_frame(stored.frame, ring, name)
+            entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE) if stored.log else []
+            if frame.key_id == ring.primary and all(
+                _patch_key_id(entry.patch) == ring.primary for entry in entries
+            ):
+                return False
+            current = materialize(stored, self.sealing, name)
+            resealed = _core.encode_frame(
+                document_bytes(current.payload),
+                current.version,
+                frame.created_at,
+                frame.updated_at,
+                frame.expires_at,
+                frame.session,
+                ring,
+                name,
+            )
+            expected = current.version.to_bytes(8, "little")
+            outcome = await self.contexts.reseal(tenant, token, expected, resealed)
+            if outcome is not Outcome.CONFLICT:
+                self._forget(context_id(tenant, token))
+                return outcome is Outcome.DONE
+            await _backoff()  # written meanwhile: read it again
+        raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
     def _check_size(self, document: Document, limit: int, setting: str) -> None:
         # The HTTP layer refuses bodies over FASTCTX_MAX_CONTEXT_BYTES before reading them; this
         # holds for every way in (MCP tools too). A document sent whole is bounded by what one
@@ -428,18 +482,18 @@ class Registry:
                 self._forget(key)
                 return None
             if since.stored is not None:
-                current = materialize(since.stored)
+                current = materialize(since.stored, self.sealing, Sealing.name(tenant, token))
             elif not since.tail:
                 current = held
             else:
-                current = caught_up(held, since.tail)
+                current = caught_up(held, since.tail, self.sealing, Sealing.name(tenant, token))
         if current is None:
             load = self.contexts.load_relaxed if relaxed else self.contexts.load
             stored = await load(tenant, token)
             if stored is None:
                 self._forget(key)
                 return None
-            current = materialize(stored)
+            current = materialize(stored, self.sealing, Sealing.name(tenant, token))
         self._remember(key, current)
         return current
 
@@ -471,6 +525,8 @@ class Registry:
                     now,
                     old.expires_at,
                     old.session,
+                    self.sealing.ring,
+                    Sealing.name(tenant, token),
                 )
                 outcome = await self.contexts.swap(
                     tenant, token, expected, frame, old.expires_at, old.session
@@ -508,6 +564,7 @@ class Registry:
         """Append `patch` (which made `document` of `old`) to the log; fold the log into a new
         base instead when it has grown past its bounds (patchlog.fold_at)."""
         version = old.version + 1
+        patch = self.sealing.seal_patch(patch, Sealing.name(tenant, token), version)
         shown = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
         record = patchlog.entry(version, now, patch)
         log_size = max(old.log_size, patchlog.HEADER_SIZE) + len(record)
@@ -522,7 +579,14 @@ class Registry:
             if self.storage is not None:
                 await self.storage.keep(tenant, token, len(whole), old.expires_at)
             frame = _core.encode_frame(
-                whole, version, old.created_at, now, old.expires_at, old.session
+                whole,
+                version,
+                old.created_at,
+                now,
+                old.expires_at,
+                old.session,
+                self.sealing.ring,
+                Sealing.name(tenant, token),
             )
             outcome = await self.contexts.swap(
                 tenant, token, expected, frame, old.expires_at, old.session, b"", shown
@@ -564,19 +628,27 @@ class Registry:
         stored = await self.contexts.load(tenant, token)
         if stored is None:
             return Outcome.MISSING, None
-        frame = _core.decode_frame(stored.frame)
+        name = Sealing.name(tenant, token)
+        frame = _core.decode_frame(stored.frame, self.sealing.ring, name)
         if frame.version != old.version:
             return Outcome.CONFLICT, None
         base = patchlog.base_version(stored.log) if stored.log else frame.version
         entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE) if stored.log else []
         entries += patchlog.entries(record)
         kept = entries[-patchlog.KEPT_VERSIONS :]
-        folded = [entry.patch for entry in entries[: len(entries) - len(kept)]]
+        folded = opened(entries[: len(entries) - len(kept)], self.sealing, name)
         new_base = kept[0].version - 1
         base_document = document_bytes(_core.apply_patches(frame.payload, folded))
         version, now = kept[-1].version, kept[-1].updated_at
         new_frame = _core.encode_frame(
-            base_document, version, old.created_at, now, old.expires_at, old.session
+            base_document,
+            version,
+            old.created_at,
+            now,
+            old.expires_at,
+            old.session,
+            self.sealing.ring,
+            name,
         )
         log = patchlog.encode(new_base, kept)
         if self.storage is not None:
@@ -647,6 +719,13 @@ class Registry:
                     raise VersionConflict("context changed by another writer")
                 await _backoff()
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+
+def _patch_key_id(stored: bytes) -> str | None:
+    """The key a stored patch is sealed under; None for one in the clear."""
+    if not stored.startswith(SEALED_TEXT):
+        return None
+    return _core.sealed_key_id(base64.b64decode(stored))
 
 
 async def _backoff() -> None:

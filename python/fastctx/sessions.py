@@ -43,7 +43,8 @@ class SessionManager:
         session = _core.new_token()
         now = now_ms()
         ttl_ms = (ttl or self.registry.default_ttl) * 1000
-        await self.sessions.create(tenant, session, now, ttl_ms, meta)
+        stored = self.registry.sealing.seal_meta(meta, tenant, session)
+        await self.sessions.create(tenant, session, now, ttl_ms, stored)
         return session, now + ttl_ms
 
     async def get(self, tenant: str, session: str) -> SessionView:
@@ -53,7 +54,8 @@ class SessionManager:
         if record is None:
             raise NotFound("no such session")
         contexts = await self.sessions.members(tenant, session)
-        return SessionView(session, record.created_at, record.expires_at, record.meta, contexts)
+        meta = self.registry.sealing.open_meta(record.meta, tenant, session)
+        return SessionView(session, record.created_at, record.expires_at, meta, contexts)
 
     async def delete(self, tenant: str, session: str) -> None:
         """Delete the session and every context in it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -216,6 +216,17 @@ class Contexts(abc.ABC):
         self, tenant: str, token: str, expected: bytes, session: str | None
     ) -> Outcome:
         """Delete the context (and its session membership) if its version equals `expected`."""
+
+    @abc.abstractmethod
+    async def reseal(self, tenant: str, token: str, expected: bytes, frame: bytes) -> Outcome:
+        """Replace the frame, and drop the log, if the version is still `expected`: the same
+        version written again (under another key, `fastctx rekey`), so no event and no new
+        expiry."""
+
+    @abc.abstractmethod
+    def tokens(self) -> AsyncIterator[tuple[str, str]]:
+        """Every stored context, (tenant, token), each at least once (a scan: some may be
+        seen twice, and ones written meanwhile may be missed)."""
 
 
 class Sessions(abc.ABC):

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,6 +54,7 @@ from fastctx.backends.commands import (
     CREATE_SCRIPT,
     EXPIRED_SCRIPT,
     REMOVE_SCRIPT,
+    RESEAL_SCRIPT,
     SWAP_SCRIPT,
     Arg,
     Commands,
@@ -64,6 +65,7 @@ from fastctx.backends.commands import (
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
     STREAM_PREFIXES,
+    context_id_of,
     context_key,
     context_stream,
     log_key,
@@ -72,7 +74,14 @@ from fastctx.backends.keys import (
     session_stream,
 )
 from fastctx.backends.notifications import ExpiryListener
-from fastctx.backends.redis import RedisMcp, RedisQuotas, RedisSessions, appended, since
+from fastctx.backends.redis import (
+    RedisMcp,
+    RedisQuotas,
+    RedisSessions,
+    appended,
+    scan_keys,
+    since,
+)
 from fastctx.backends.scripts import EVENTS_LUA
 from fastctx.backends.writers import Writers
 from fastctx.errors import BackendError
@@ -294,6 +303,16 @@ class ClusterContexts(Contexts):
         if outcome is Outcome.DONE and session is not None:
             await _note(self._commands, tenant, session, "deleted", [(token, version, b"")], True)
         return outcome
+
+    async def reseal(self, tenant: str, token: str, expected: bytes, frame: bytes) -> Outcome:
+        keys = [context_key(tenant, token), log_key(tenant, token)]
+        return Outcome(await self._script(RESEAL_SCRIPT, keys, [expected, frame]))
+
+    async def tokens(self) -> AsyncIterator[tuple[str, str]]:
+        for master in await self._cluster.master_connections():
+            async for key in scan_keys(master.execute, CONTEXT_PREFIX + "*"):
+                tenant, _, token = context_id_of(key).rpartition("/")
+                yield tenant, token
 
 
 class ClusterSessions(RedisSessions):

@@ -201,6 +201,12 @@ class ClusterPipeline:
         node = await self._node_for(key_slot(key if isinstance(key, bytes) else str(key)))
         return node.address, node.breaker
 
+    async def master_connections(self) -> list[Pipeline]:
+        """A connection to each master (for what must ask every one of them: a SCAN)."""
+        if self._slots is None:
+            await self.refresh()
+        return [self._nodes[node] for node in sorted(self.masters)]
+
     async def replica_for(self, slot: int) -> Pipeline | None:
         """A READONLY connection to a replica of `slot`'s master (each in turn), if it has one.
 

@@ -28,6 +28,7 @@ from fastctx.backends.scripts import (
     MCP_UNSUBSCRIBE,
     RATE_TAKE,
     REMOVE,
+    RESEAL,
     SESSION_CREATE,
     SESSION_DELETE,
     SESSION_EXPIRED,
@@ -183,4 +184,5 @@ MCP_NOTIFY_SCRIPT = Script(MCP_NOTIFY, "mcp_notify")
 EXPIRED_SCRIPT = Script(EXPIRED, "expired")
 RATE_TAKE_SCRIPT = Script(RATE_TAKE, "rate_take")
 KEEP_SCRIPT = Script(KEEP, "keep")
+RESEAL_SCRIPT = Script(RESEAL, "reseal", writes=True)
 SESSION_EXPIRED_SCRIPT = Script(SESSION_EXPIRED, "session_expired")

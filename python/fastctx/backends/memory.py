@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from fastctx import _core
 from fastctx.backends import (
@@ -241,6 +241,25 @@ class MemoryContexts(Contexts):
             store.logs.pop(key, None)
         store.changed(tenant, token, "updated", _version(frame), expires_at, member_of, patch)
         return Outcome.DONE
+
+    async def reseal(self, tenant: str, token: str, expected: bytes, frame: bytes) -> Outcome:
+        store = self._store
+        key = (tenant, token)
+        current = store.live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        if current[_VERSION] != expected:
+            return Outcome.CONFLICT
+        _, expires_at, member_of = store.frames[key]
+        store.frames[key] = (bytearray(frame), expires_at, member_of)
+        store.logs.pop(key, None)
+        return Outcome.DONE
+
+    async def tokens(self) -> AsyncIterator[tuple[str, str]]:
+        now = now_ms()
+        for key in list(self._store.frames):
+            if self._store.live_frame(key, now) is not None:
+                yield key
 
     async def append(
         self,

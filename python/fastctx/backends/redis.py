@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastctx import _core
@@ -40,6 +40,7 @@ from fastctx.backends.commands import (
     MCP_UNSUBSCRIBE_SCRIPT,
     RATE_TAKE_SCRIPT,
     REMOVE_SCRIPT,
+    RESEAL_SCRIPT,
     SESSION_CREATE_SCRIPT,
     SESSION_DELETE_SCRIPT,
     SESSION_MEMBERS_SCRIPT,
@@ -51,6 +52,7 @@ from fastctx.backends.commands import (
 )
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
+    context_id_of,
     context_key,
     context_stream,
     kept_keys,
@@ -176,6 +178,26 @@ class RedisContexts(Contexts):
         version = int.from_bytes(expected, "little")
         args: list[Arg] = [expected, token, version, session or ""]
         return Outcome(await self._script(REMOVE_SCRIPT, keys, args))
+
+    async def reseal(self, tenant: str, token: str, expected: bytes, frame: bytes) -> Outcome:
+        keys = [context_key(tenant, token), log_key(tenant, token)]
+        return Outcome(await self._script(RESEAL_SCRIPT, keys, [expected, frame]))
+
+    async def tokens(self) -> AsyncIterator[tuple[str, str]]:
+        async for key in scan_keys(self._run, CONTEXT_PREFIX + "*"):
+            tenant, _, token = context_id_of(key).rpartition("/")
+            yield tenant, token
+
+
+async def scan_keys(run: Callable[..., Any], match: str) -> AsyncIterator[bytes]:
+    """The keys of one Redis that `match`, by SCAN (each at least once)."""
+    cursor = b"0"
+    while True:
+        cursor, found = await run(b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
+        for key in found:
+            yield key
+        if cursor in (b"0", 0, "0"):
+            return
 
 
 def _u64(value: int) -> bytes:

@@ -405,3 +405,16 @@ total = total + change
 redis.call('HSET', KEYS[1], '#', total)
 return {1, total}
 """
+
+
+# The same version of a context written again (sealed under another key by `fastctx rekey`):
+# the frame replaced as it expires, the log dropped (the frame's base is the newest version),
+# no event. KEYS: context, log  ARGV: expected version bytes, frame
+RESEAL = f"""
+local current = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
+if current == '' then return 0 end
+if current ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('DEL', KEYS[2])
+return 1
+"""

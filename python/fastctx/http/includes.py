@@ -19,6 +19,7 @@ from fastctx.backends import Event
 from fastctx.deltas import document_bytes
 from fastctx.errors import BadRequest, NotFound
 from fastctx.registry import Registry
+from fastctx.sealing import Sealing
 
 # What the made members may hold once made, in bytes; the newest is kept whatever its size.
 KEPT_BYTES = 16 * 1024 * 1024
@@ -135,6 +136,9 @@ class Includes:
         include: Include,
     ) -> bytes:
         patch = fields.get("patch") if kind == "updated" else None
+        if patch:  # as the log holds it: sealed, with FASTCTX_ENCRYPTION_KEYS
+            name = Sealing.name(tenant, token)
+            patch = self.registry.sealing.open_patch(patch.encode(), name, version).decode()
         if patch is not None and include == Include(patch=True):
             return b',"patch":' + data_lines(patch.encode())  # no read needed
         payload, now_at = await self._document(tenant, token, version)
