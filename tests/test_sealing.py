@@ -187,9 +187,9 @@ def test_keys_rotate_and_rekey_seals_everything_under_the_new_one(
     url = own_backend
     # Written in the clear, then under k1: a log of patches and a session meta of each.
     client = served(url, "")
-    plain, _ = _exercise(client)
+    plain, plain_session = _exercise(client)
     client = served(url, K1)
-    under_k1, _ = _exercise(client)
+    under_k1, k1_session = _exercise(client)
     # k2 in front: everything still reads, new writes are sealed under k2.
     client = served(url, f"{K2},{K1}")
     assert client.get(f"/v1/contexts/{plain}").json()["c"] == CANARY
@@ -197,11 +197,10 @@ def test_keys_rotate_and_rekey_seals_everything_under_the_new_one(
     before = client.get(f"/v1/contexts/{under_k1}").headers["etag"]
     done = _rekey(url, f"{K2},{K1}")
     assert done.returncode == 0, done.stderr
-    # Both contexts; each session meta stays as it was written (see the docs).
-    assert "2 of 2 contexts written again under key k2" in done.stdout
+    assert "2 of 2 contexts and 2 of 2 session metas written again under key k2" in done.stdout
     again = _rekey(url, f"{K2},{K1}")
     assert again.returncode == 0, again.stderr
-    assert "0 of 2 contexts" in again.stdout  # nothing was left to do
+    assert "0 of 2 contexts and 0 of 2 session metas" in again.stdout  # nothing left to do
     # k1 gone: what it sealed was written again under k2, at the same version.
     client = served(url, K2)
     for token in (plain, under_k1):
@@ -209,6 +208,8 @@ def test_keys_rotate_and_rekey_seals_everything_under_the_new_one(
         assert read.status_code == 200, read.text
         assert read.json() == {"b": CANARY, "c": CANARY, "d": [CANARY, {"n": CANARY}]}
     assert client.get(f"/v1/contexts/{under_k1}").headers["etag"] == before
+    for session in (plain_session, k1_session):
+        assert client.get(f"/v1/sessions/{session}").json()["meta"] == {"who": CANARY}
 
 
 def test_a_sealed_value_copied_under_another_name_does_not_open(

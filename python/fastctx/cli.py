@@ -117,23 +117,31 @@ def rekey(settings: Settings) -> int:
         raise StartupError("memory:// keeps contexts inside the serving process: nothing to rekey")
     from fastctx.backends import open_backend
     from fastctx.registry import Registry
+    from fastctx.sessions import SessionManager
 
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[int, int, int, int]:
         backend = open_backend(settings)
         await backend.start()
         registry = Registry(backend, settings)
-        rewritten = seen = 0
+        sessions = SessionManager(backend, registry)
+        rewritten = seen = metas = resealed = 0
         try:
             async for tenant, token in backend.contexts.tokens():
                 seen += 1
                 rewritten += await registry.reseal(tenant, token)
+            async for tenant, session, meta in backend.sessions.metas():
+                metas += 1
+                resealed += await sessions.reseal(tenant, session, meta)
         finally:
             await backend.close()
-        return seen, rewritten
+        return seen, rewritten, metas, resealed
 
-    seen, rewritten = asyncio.run(run())
+    seen, rewritten, metas, resealed = asyncio.run(run())
     primary = settings.encryption_ring()[0][0]
-    print(f"fastctx rekey: {rewritten} of {seen} contexts written again under key {primary}")
+    print(
+        f"fastctx rekey: {rewritten} of {seen} contexts and {resealed} of {metas} session metas"
+        f" written again under key {primary}"
+    )
     return 0
 
 

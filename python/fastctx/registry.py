@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,7 +35,7 @@ from fastctx.errors import (
     VersionGone,
 )
 from fastctx.quotas import StorageQuotas
-from fastctx.sealing import SEALED_TEXT, Sealing
+from fastctx.sealing import Sealing, key_id
 
 T = TypeVar("T")
 CacheState = Literal["hit", "miss", "stale"]
@@ -420,7 +419,7 @@ class Registry:
             frame = _core.decode_frame(stored.frame, ring, name)
             entries = patchlog.entries(stored.log, patchlog.HEADER_SIZE) if stored.log else []
             if frame.key_id == ring.primary and all(
-                _patch_key_id(entry.patch) == ring.primary for entry in entries
+                key_id(entry.patch) == ring.primary for entry in entries
             ):
                 return False
             current = materialize(stored, self.sealing, name)
@@ -719,13 +718,6 @@ class Registry:
                     raise VersionConflict("context changed by another writer")
                 await _backoff()
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
-
-
-def _patch_key_id(stored: bytes) -> str | None:
-    """The key a stored patch is sealed under; None for one in the clear."""
-    if not stored.startswith(SEALED_TEXT):
-        return None
-    return _core.sealed_key_id(base64.b64decode(stored))
 
 
 async def _backoff() -> None:

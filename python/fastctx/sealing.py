@@ -72,5 +72,12 @@ class Sealing:
         return self.ring.open(sealed, f"{tenant}/session/{session}".encode())
 
 
+def key_id(stored: bytes) -> str | None:
+    """The key a stored patch or meta is sealed under; None for one in the clear."""
+    if not stored.startswith(SEALED_TEXT):
+        return None
+    return _core.sealed_key_id(base64.b64decode(stored))
+
+
 #: Nothing sealed.
 PLAIN = Sealing(None)

@@ -9,6 +9,7 @@ from fastctx.backends import Backend, context_stream
 from fastctx.clock import now_ms
 from fastctx.errors import NotFound
 from fastctx.registry import Registry
+from fastctx.sealing import key_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +69,17 @@ class SessionManager:
             self.registry.forget(tenant, token)
         if self.registry.storage is not None:
             await self.registry.storage.release(tenant, deleted)
+
+    async def reseal(self, tenant: str, session: str, stored: bytes) -> bool:
+        """Write the session's meta (`stored`, as read) again under the sealing key, unless it
+        is under that key already (`fastctx rekey`); False when there was nothing to do."""
+        sealing = self.registry.sealing
+        assert sealing.ring is not None, "reseal needs FASTCTX_ENCRYPTION_KEYS"
+        if key_id(stored) == sealing.ring.primary:
+            return False
+        meta = sealing.open_meta(stored, tenant, session)
+        resealed = sealing.seal_meta(meta, tenant, session)
+        return await self.sessions.replace_meta(tenant, session, stored, resealed)
 
     async def open_mcp(self, tenant: str, record: bytes, idle_ms: int) -> str:
         """A new MCP session holding `record`; its id is 128 bits from the OS CSPRNG."""

@@ -246,6 +246,15 @@ class Sessions(abc.ABC):
         """Tokens of the session's contexts that still exist."""
 
     @abc.abstractmethod
+    def metas(self) -> AsyncIterator[tuple[str, str, bytes]]:
+        """Every stored session, (tenant, session, meta as stored), by a scan as
+        `Contexts.tokens` is."""
+
+    @abc.abstractmethod
+    async def replace_meta(self, tenant: str, session: str, old: bytes, new: bytes) -> bool:
+        """Store `new` as the session's meta if it is still `old` (its life unchanged)."""
+
+    @abc.abstractmethod
     async def delete(self, tenant: str, session: str) -> list[str] | None:
         """Delete the session and every context in it; the tokens deleted, None if no session."""
 

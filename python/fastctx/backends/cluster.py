@@ -318,9 +318,15 @@ class ClusterContexts(Contexts):
 class ClusterSessions(RedisSessions):
     """A session's record is one slot's, as on one Redis; its members are spread over many."""
 
-    def __init__(self, commands: Commands) -> None:
+    def __init__(self, commands: Commands, cluster: ClusterPipeline) -> None:
         super().__init__(commands)
         self._commands = commands
+        self._cluster = cluster
+
+    async def _scan(self, match: str) -> AsyncIterator[bytes]:
+        for master in await self._cluster.master_connections():
+            async for key in scan_keys(master.execute, match):
+                yield key
 
     async def members(self, tenant: str, session: str) -> list[str]:
         members = members_key(tenant, session)
@@ -490,7 +496,7 @@ class ClusterBackend(Backend):
             retry=self._cluster.retry if writer is not None else None,
         )
         self.contexts = ClusterContexts(commands, self._cluster, read_from == "replicas")
-        self.sessions = ClusterSessions(commands)
+        self.sessions = ClusterSessions(commands, self._cluster)
         self.changes = ClusterChangeLog(commands, connect(tracking_prefixes=STREAM_PREFIXES))
         self.mcp = RedisMcp(commands)
         self.quotas = RedisQuotas(commands)

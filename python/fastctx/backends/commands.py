@@ -28,6 +28,7 @@ from fastctx.backends.scripts import (
     MCP_UNSUBSCRIBE,
     RATE_TAKE,
     REMOVE,
+    REPLACE_META,
     RESEAL,
     SESSION_CREATE,
     SESSION_DELETE,
@@ -185,4 +186,5 @@ EXPIRED_SCRIPT = Script(EXPIRED, "expired")
 RATE_TAKE_SCRIPT = Script(RATE_TAKE, "rate_take")
 KEEP_SCRIPT = Script(KEEP, "keep")
 RESEAL_SCRIPT = Script(RESEAL, "reseal", writes=True)
+REPLACE_META_SCRIPT = Script(REPLACE_META, "replace_meta", writes=True)
 SESSION_EXPIRED_SCRIPT = Script(SESSION_EXPIRED, "session_expired")

@@ -336,6 +336,20 @@ class MemorySessions(Sessions):
             return []
         return sorted(t for t in list(record.members) if store.live_frame((tenant, t), now))
 
+    async def metas(self) -> AsyncIterator[tuple[str, str, bytes]]:
+        now = now_ms()
+        for key in list(self._store.sessions):
+            record = self._store.live_session(key, now)
+            if record is not None:
+                yield key[0], key[1], record.meta
+
+    async def replace_meta(self, tenant: str, session: str, old: bytes, new: bytes) -> bool:
+        record = self._store.live_session((tenant, session), now_ms())
+        if record is None or record.meta != old:
+            return False
+        record.meta = new
+        return True
+
     async def delete(self, tenant: str, session: str) -> list[str] | None:
         store = self._store
         key = (tenant, session)

@@ -40,6 +40,7 @@ from fastctx.backends.commands import (
     MCP_UNSUBSCRIBE_SCRIPT,
     RATE_TAKE_SCRIPT,
     REMOVE_SCRIPT,
+    REPLACE_META_SCRIPT,
     RESEAL_SCRIPT,
     SESSION_CREATE_SCRIPT,
     SESSION_DELETE_SCRIPT,
@@ -52,6 +53,7 @@ from fastctx.backends.commands import (
 )
 from fastctx.backends.keys import (
     CONTEXT_PREFIX,
+    SESSION_PREFIX,
     context_id_of,
     context_key,
     context_stream,
@@ -246,6 +248,20 @@ class RedisSessions(Sessions):
             SESSION_MEMBERS_SCRIPT, [members_key(tenant, session)], [tenant_context_prefix(tenant)]
         )
         return sorted(token.decode() for token in reply)
+
+    async def metas(self) -> AsyncIterator[tuple[str, str, bytes]]:
+        async for key in self._scan(SESSION_PREFIX + "*"):
+            tenant, _, session = key[len(SESSION_PREFIX) + 1 : -1].decode().rpartition("/")
+            meta = await self._run(b"HGET", key, b"meta")
+            if meta is not None:
+                yield tenant, session, bytes(meta)
+
+    def _scan(self, match: str) -> AsyncIterator[bytes]:
+        return scan_keys(self._run, match)
+
+    async def replace_meta(self, tenant: str, session: str, old: bytes, new: bytes) -> bool:
+        keys = [session_key(tenant, session)]
+        return bool(await self._script(REPLACE_META_SCRIPT, keys, [old, new]))
 
     async def delete(self, tenant: str, session: str) -> list[str] | None:
         existed, *tokens = await self._script(

@@ -418,3 +418,12 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('DEL', KEYS[2])
 return 1
 """
+
+
+# A session's meta written again (sealed under another key), if it is still what was read.
+# KEYS: session  ARGV: meta as read, meta to store
+REPLACE_META = """
+if redis.call('HGET', KEYS[1], 'meta') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[2])
+return 1
+"""
