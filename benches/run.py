@@ -189,6 +189,18 @@ ROWS = [
     ),
     # Last for its server: it leaves a few hundred thousand contexts behind.
     Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT),
+    # With encryption at rest: a create and a merge patch, which seal what they store (a
+    # cache hit opens nothing; what opening a frame costs is in the micro benchmarks).
+    Row(
+        "fastctx-redis-patch-sealed",
+        "fastctx-redis-sealed",
+        "PATCH",
+        TOKEN_PATH,
+        MERGE_PATCH,
+        b'{"status":"paid","step":{step}}',
+        steps=2,
+    ),
+    Row("fastctx-redis-post-sealed", "fastctx-redis-sealed", "POST", "/v1/contexts", JSON, CONTEXT),
     # With traces on, one request in ten sampled: what tracing costs a hit and a create.
     Row("fastctx-redis-get-hit-traced", "fastctx-redis-traced", path=TOKEN_PATH),
     Row("fastctx-redis-post-traced", "fastctx-redis-traced", "POST", "/v1/contexts", JSON, CONTEXT),
@@ -275,6 +287,12 @@ TARGETS = [
         times("fastctx-mcp-get-session", "peer-fastmcp-get"),
         20,
         unit="x",
+    ),
+    Target("POST sealed / clear", times("fastctx-redis-post-sealed", "fastctx-redis-post"), 0.9),
+    Target(
+        "merge PATCH sealed / clear",
+        times("fastctx-redis-patch-sealed", "fastctx-redis-patch"),
+        0.9,
     ),
     Target(
         "GET hit traced (10%) / untraced",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import os
@@ -55,6 +56,8 @@ SERVERS: dict[str, tuple[list[str], str]] = {
     # The same server with traces on (Stack.server adds the OTEL_* variables): one request in
     # ten sampled, exported over OTLP/HTTP to a receiver in this process.
     "fastctx-redis-traced": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
+    # The same server with encryption at rest (FASTCTX_ENCRYPTION_KEYS, one AES-256 key).
+    "fastctx-redis-sealed": (_fastctx("redis://127.0.0.1:{redis}/0"), "/healthz"),
     # uvicorn's fastest documented set-up: uvloop, httptools, no access log, one worker.
     "peer-fastapi": (
         [
@@ -195,6 +198,8 @@ class Stack:
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                 "OTEL_TRACES_SAMPLER_ARG": str(TRACED_SHARE),
             }
+        if kind.endswith("-sealed"):
+            env["FASTCTX_ENCRYPTION_KEYS"] = f"bench:{base64.b64encode(os.urandom(32)).decode()}"
         if kind.endswith("-oauth"):
             env |= {
                 "FASTCTX_PUBLIC_URL": OAUTH_PUBLIC_URL,

@@ -275,6 +275,42 @@ def test_frame_decode(benchmark: BenchmarkFixture, context: str, impl: str) -> N
     assert (decoded.payload if impl == "rust" else decoded[-1]) == body
 
 
+# --- sealed frames (FASTCTX_ENCRYPTION_KEYS): what AES-256-GCM adds to a write and a miss ---
+
+RING = _core.Keyring([("bench", bytes(range(32)))])
+AAD = b"tenant/0123456789ABCDEFGHIJKL"
+
+
+def sealed_write(body: bytes) -> bytes:
+    _core.validate_json(body)
+    return _core.encode_frame(body, 3, NOW, NOW + 1, NOW + 86_400_000, SESSION, RING, AAD)
+
+
+def sealed_read(frame: bytes) -> _core.Frame:
+    return _core.decode_frame(frame, RING, AAD)
+
+
+@pytest.mark.parametrize("sealed", ["clear", "sealed"])
+@pytest.mark.parametrize("context", CONTEXT_IDS)
+def test_sealed_frame_encode(benchmark: BenchmarkFixture, context: str, sealed: str) -> None:
+    benchmark.group = f"sealed-encode-{context}"
+    body = CONTEXTS[context][0]
+    frame = benchmark(sealed_write if sealed == "sealed" else rust_write, body)
+    benchmark.extra_info["stored_size"] = len(frame)
+
+
+@pytest.mark.parametrize("sealed", ["clear", "sealed"])
+@pytest.mark.parametrize("context", CONTEXT_IDS)
+def test_sealed_frame_decode(benchmark: BenchmarkFixture, context: str, sealed: str) -> None:
+    benchmark.group = f"sealed-decode-{context}"
+    body = CONTEXTS[context][0]
+    if sealed == "sealed":
+        decoded = benchmark(sealed_read, sealed_write(body))
+    else:
+        decoded = benchmark(_core.decode_frame, rust_write(body))
+    assert decoded.payload == body
+
+
 # --- validation alone (the first step of every write) --------------------------------------
 
 # Python can only validate by parsing into objects; the Rust validator builds nothing.
