@@ -17,7 +17,7 @@ from fastctx.config import Settings
 from support.backends import backend_url, started_backend
 from support.pool import ServerPool
 from support.redis import RedisServer
-from support.servers import two_nodes
+from support.servers import GranianServer, two_nodes
 
 QUOTAS_DB = 12  # a DB no other test uses
 KEYS = "acme:key-acme,globex:key-globex"
@@ -319,3 +319,26 @@ def test_the_client_raises_what_the_quotas_answer(
         with pytest.raises(fastctx.RateLimited) as limited:
             globex.create({"n": 2})
         assert limited.value.retry_after == 1
+
+
+def test_with_redis_gone_a_bounded_tenant_still_gets_its_stale_reads(
+    own_redis: RedisServer, tmp_path: Any
+) -> None:
+    """The bucket is out of reach with Redis: the node holds the tenant to its rate by itself
+    rather than refuse what it can still serve."""
+    server = GranianServer.start(
+        tmp_path, own_redis.url(), api_keys=KEYS, tenant_rate="1000", backend_timeout=0.5
+    )
+    try:
+        with httpx.Client(base_url=server.base_url, headers=ACME, timeout=10) as client:
+            token = client.post("/v1/contexts", json={"n": 1}).json()["token"]
+            assert client.get(f"/v1/contexts/{token}").status_code == 200
+            own_redis.stop()
+            time.sleep(1.1)  # the lease has lapsed: the next request would ask the bucket
+            answers = [client.get(f"/v1/contexts/{token}") for _ in range(5)]
+            assert [r.status_code for r in answers] == [200] * 5
+            assert {r.headers["x-cache"] for r in answers} == {"stale"}
+            # What needs Redis is 503 as ever, not a 429.
+            assert client.post("/v1/contexts", json={"n": 2}).status_code == 503
+    finally:
+        server.stop()

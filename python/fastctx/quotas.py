@@ -7,10 +7,12 @@ backend on every request would add a round trip to each, even to reads this node
 its cache; so a node takes tokens a tenth of a second's worth at a time (a lease) and spends
 them locally, for at most LEASE_SECONDS. When the bucket cannot fill a lease, the node refuses
 the tenant without asking again until a lease's worth has come in: a tenant far over its rate
-costs the backend a call a tenth of a second per node, not one per request. The deployment
-never admits more than the bucket grants (burst + rate x seconds); what a lease leaves unspent
-when it lapses is lost, so a tenant spread over many nodes may be held below its rate by up to
-one lease a node.
+costs the backend a call a tenth of a second per node, not one per request. While the backend
+answers, the deployment never admits more than the bucket grants (burst + rate x seconds);
+what a lease leaves unspent when it lapses is lost, so a tenant spread over many nodes may be
+held below its rate by up to one lease a node. While it cannot be reached, each node holds a
+tenant to its rate by itself (a lease's worth each time one would have come in), so that what
+a node can still serve (stale reads) is not refused for the bucket's sake.
 
 A tenant's stored bytes are counted context by context in the backend, each context as its
 base document and its patch log (what a write leaves stored), until it is deleted or expires.
@@ -29,7 +31,7 @@ from collections import OrderedDict
 
 from fastctx.backends import Quotas
 from fastctx.clock import now_ms
-from fastctx.errors import RateLimited, StorageQuotaExceeded
+from fastctx.errors import BackendError, RateLimited, StorageQuotaExceeded
 
 #: Tokens a lease holds: this fraction of a second's worth of the rate (at least one).
 LEASE_SHARE = 0.1
@@ -83,7 +85,13 @@ class RateLimits:
             if now < lease.refused_until:  # ... or was refused one
                 raise self._refusal(rate, lease.refused_until - now)
             want = max(1, int(rate * LEASE_SHARE))
-            granted, wait_ms = await self.quotas.take(tenant, want, rate, rate)
+            try:
+                granted, wait_ms = await self.quotas.take(tenant, want, rate, rate)
+            except BackendError:
+                # The bucket cannot be reached: the request may still be served (a stale read,
+                # say), so the node holds the tenant to its rate by itself meanwhile.
+                lease.tokens, lease.until = want - 1, time.monotonic() + want / rate
+                return
             now = time.monotonic()
             if granted < want:
                 # The bucket is drained: ask again once a lease's worth has come in, not at
