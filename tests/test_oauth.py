@@ -118,14 +118,17 @@ def test_tokens_that_do_not_verify_are_refused(authorization_server: Authorizati
 
 
 def test_an_expired_token_is_refused(tmp_path: Any) -> None:
-    server = AuthorizationServer(tmp_path, token_ttl=1)
+    # Three seconds: the first check must come before the expiry however slow the machine
+    # (it fetches the issuer's keys first); the second waits for the token's own `exp`.
+    server = AuthorizationServer(tmp_path, token_ttl=3)
     server.start()
     try:
         token = server.token(resource=RESOURCE)
+        expires = jwt.decode(token, options={"verify_signature": False})["exp"]
 
         async def check(tokens: AccessTokens) -> None:
             assert (await tokens.verify(token)).tenant == "service"
-            await asyncio.sleep(2.2)
+            await asyncio.sleep(max(0.0, expires - time.time()) + 1.2)
             with pytest.raises(InvalidAccessToken, match="expired"):
                 await tokens.verify(token)  # the verified copy expires with the token
 
