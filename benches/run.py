@@ -151,6 +151,24 @@ MCP_GET_MODERN = rpc_body(
 
 
 TOKEN_PATH = "/v1/contexts/{token}"
+GET_HIT_ROW = Row("fastctx-redis-get-hit", "fastctx-redis", path=TOKEN_PATH)
+POST_ROW = Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT)
+PATCH_ROW = Row(
+    "fastctx-redis-patch",
+    "fastctx-redis",
+    "PATCH",
+    TOKEN_PATH,
+    MERGE_PATCH,
+    b'{"status":"paid","step":{step}}',
+    steps=2,
+)
+
+
+def _beside(row: Row, variant: str) -> Row:
+    """`row` against the server of the same name with one setting turned on (`-sealed`, ...)."""
+    return dataclasses.replace(row, name=f"{row.name}-{variant}", server=f"{row.server}-{variant}")
+
+
 ROWS = [
     Row("floor-bare", "floor-bare"),
     # For scale: the same floor with the scheduler free to place everything.
@@ -165,7 +183,7 @@ ROWS = [
     # row's: what wrk's pacing and granian leave of the p99 target before fastctx does anything.
     Row("floor-bare-half-rate", "floor-bare", paced_from="floor-bare"),
     Row("fastctx-memory-get", "fastctx-memory", path=TOKEN_PATH),
-    Row("fastctx-redis-get-hit", "fastctx-redis", path=TOKEN_PATH),
+    GET_HIT_ROW,
     Row(
         "fastctx-redis-get-half-rate",
         "fastctx-redis",
@@ -178,33 +196,17 @@ ROWS = [
         path=TOKEN_PATH,
         headers={"Cache-Control": "no-cache"},
     ),
-    Row(
-        "fastctx-redis-patch",
-        "fastctx-redis",
-        "PATCH",
-        TOKEN_PATH,
-        MERGE_PATCH,
-        b'{"status":"paid","step":{step}}',
-        steps=2,
-    ),
+    PATCH_ROW,
     # Last for its server: it leaves a few hundred thousand contexts behind.
-    Row("fastctx-redis-post", "fastctx-redis", "POST", "/v1/contexts", JSON, CONTEXT),
+    POST_ROW,
     # With encryption at rest: a create and a merge patch, which seal what they store (a
     # cache hit opens nothing; what opening a frame costs is in the micro benchmarks).
-    Row(
-        "fastctx-redis-patch-sealed",
-        "fastctx-redis-sealed",
-        "PATCH",
-        TOKEN_PATH,
-        MERGE_PATCH,
-        b'{"status":"paid","step":{step}}',
-        steps=2,
-    ),
-    Row("fastctx-redis-post-sealed", "fastctx-redis-sealed", "POST", "/v1/contexts", JSON, CONTEXT),
+    _beside(PATCH_ROW, "sealed"),
+    _beside(POST_ROW, "sealed"),
     # With traces on, one request in ten sampled: what tracing costs a hit and a create (rows
     # to read beside the untraced ones; docs/operations/tracing.md says where the cost goes).
-    Row("fastctx-redis-get-hit-traced", "fastctx-redis-traced", path=TOKEN_PATH),
-    Row("fastctx-redis-post-traced", "fastctx-redis-traced", "POST", "/v1/contexts", JSON, CONTEXT),
+    _beside(GET_HIT_ROW, "traced"),
+    _beside(POST_ROW, "traced"),
     Row("peer-fastapi-get", "peer-fastapi", path=TOKEN_PATH),
     Row("peer-fastapi-post", "peer-fastapi", "POST", "/v1/contexts", JSON, CONTEXT),
     Row("fastctx-mcp-get-stateless", "fastctx-mcp", "POST", "/mcp", MCP_MODERN, MCP_GET_MODERN),

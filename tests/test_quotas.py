@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ import fastctx
 from fastctx.backends import Backend
 from fastctx.config import Settings
 from support.backends import backend_url, started_backend
+from support.mcp_calls import tool_call
 from support.pool import ServerPool
 from support.redis import RedisServer
 from support.servers import GranianServer, two_nodes
@@ -185,6 +186,13 @@ BYTES_DB = 13  # a DB of its own, so that the counts start from nothing
 BIG = {"pad": "x" * 300}  # about 310 bytes of JSON
 
 
+def _empty_nodes(redis_server: RedisServer) -> Iterator[tuple[str, str]]:
+    """In process on memory://, then through granian on Redis, each with nothing counted yet."""
+    yield "asgi", "memory://"
+    redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+    yield "granian", redis_server.url(BYTES_DB)
+
+
 def _problem(response: httpx.Response) -> str:
     assert response.headers["content-type"] == "application/problem+json"
     return str(response.json()["type"]).removeprefix("urn:fastctx:problem:")
@@ -193,9 +201,7 @@ def _problem(response: httpx.Response) -> str:
 def test_over_its_storage_quota_a_write_is_refused_and_changes_nothing(
     start_app: Callable[..., httpx.Client], redis_server: RedisServer
 ) -> None:
-    for transport, backend in (("asgi", "memory://"), ("granian", redis_server.url(BYTES_DB))):
-        if backend != "memory://":
-            redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+    for transport, backend in _empty_nodes(redis_server):
         client = start_app(transport, backend, api_keys=KEYS, tenant_bytes="0,acme=1000")
         tokens = []
         for _ in range(3):  # three of about 310 bytes fit in 1000
@@ -238,27 +244,8 @@ def test_over_its_storage_quota_a_write_is_refused_and_changes_nothing(
 
 def _mcp_create(client: httpx.Client, document: object) -> dict[str, Any]:
     """tools/call context_create, in the 2026-07-28 era (no session)."""
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {
-            "name": "context_create",
-            "arguments": {"data": document},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
-    headers = {
-        **ACME,
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "context_create",
-    }
-    response = client.post("/mcp", json=call, headers=headers)
+    call, headers = tool_call("context_create", {"data": document})
+    response = client.post("/mcp", json=call, headers={**ACME, **headers})
     assert response.status_code == 200, response.text
     return dict(response.json()["result"])
 
@@ -266,9 +253,7 @@ def _mcp_create(client: httpx.Client, document: object) -> dict[str, Any]:
 def test_contexts_that_expire_or_leave_with_their_session_make_room(
     start_app: Callable[..., httpx.Client], redis_server: RedisServer
 ) -> None:
-    for transport, backend in (("asgi", "memory://"), ("granian", redis_server.url(BYTES_DB))):
-        if backend != "memory://":
-            redis_server.cli("-n", str(BYTES_DB), "FLUSHDB")
+    for transport, backend in _empty_nodes(redis_server):
         client = start_app(transport, backend, api_keys=KEYS, tenant_bytes="700")
         session = client.post("/v1/sessions", json={}, headers=ACME).json()["session"]
         in_session = f"/v1/contexts?session={session}"

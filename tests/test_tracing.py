@@ -18,6 +18,7 @@ import fastctx
 from fastctx import tracing
 from fastctx.middleware import ContextMiddleware, propagation_headers
 from support.backends import backend_url
+from support.mcp_calls import tool_call
 from support.otlp import OtlpReceiver
 from support.ports import free_port
 from support.redis import RedisServer
@@ -127,25 +128,7 @@ def test_mcp_requests_carry_the_method_and_tool(
     exported: InMemorySpanExporter, start_app: Callable[..., httpx.Client]
 ) -> None:
     client = start_app("asgi", "memory://")
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {
-            "name": "context_create",
-            "arguments": {"data": {"n": 1}},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "context_create",
-    }
+    call, headers = tool_call("context_create", {"data": {"n": 1}})
     assert client.post("/mcp", json=call, headers=headers).status_code == 200
     (span,) = _server_spans(list(exported.get_finished_spans()))
     assert span.name == "POST /mcp"

@@ -239,7 +239,7 @@ class Registry:
             expires_at,
             session,
             self.sealing.ring,
-            f"{tenant}/{token}".encode(),
+            Sealing.name(tenant, token),
         )
         if self.storage is not None:
             await self.storage.keep(tenant, token, len(document), expires_at)
@@ -514,32 +514,7 @@ class Registry:
             version, now = old.version + 1, now_ms()
             new: Current | None
             if patch is None:
-                whole = document_bytes(document)
-                if self.storage is not None:
-                    await self.storage.keep(tenant, token, len(whole), old.expires_at)
-                frame = _core.encode_frame(
-                    whole,
-                    version,
-                    old.created_at,
-                    now,
-                    old.expires_at,
-                    old.session,
-                    self.sealing.ring,
-                    Sealing.name(tenant, token),
-                )
-                outcome = await self.contexts.swap(
-                    tenant, token, expected, frame, old.expires_at, old.session
-                )
-                new = Current(
-                    document,
-                    version,
-                    old.created_at,
-                    old.expires_at,
-                    old.session,
-                    version,
-                    0,
-                    len(document),
-                )
+                outcome, new = await self._write_whole(tenant, token, expected, old, document, now)
             else:
                 outcome, new = await self._append(
                     tenant, token, expected, old, document, patch, now
@@ -574,32 +549,7 @@ class Registry:
             await self.storage.keep(tenant, token, old.base_size + log_size, old.expires_at)
         outcome, size = await self.contexts.append(tenant, token, head, old.session, patch)
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
-            whole = document_bytes(document)
-            if self.storage is not None:
-                await self.storage.keep(tenant, token, len(whole), old.expires_at)
-            frame = _core.encode_frame(
-                whole,
-                version,
-                old.created_at,
-                now,
-                old.expires_at,
-                old.session,
-                self.sealing.ring,
-                Sealing.name(tenant, token),
-            )
-            outcome = await self.contexts.swap(
-                tenant, token, expected, frame, old.expires_at, old.session, b"", shown
-            )
-            return outcome, Current(
-                document,
-                version,
-                old.created_at,
-                old.expires_at,
-                old.session,
-                version,
-                0,
-                len(document),
-            )
+            return await self._write_whole(tenant, token, expected, old, document, now, shown)
         new = Current(
             document,
             version,
@@ -609,6 +559,40 @@ class Registry:
             old.base,
             size,
             old.base_size,
+        )
+        return outcome, new
+
+    async def _write_whole(
+        self,
+        tenant: str,
+        token: str,
+        expected: bytes,
+        old: Current,
+        document: Document,
+        now: int,
+        shown: bytes = b"",
+    ) -> tuple[Outcome, Current]:
+        """Store `document` whole as the version after `old`, in place of its base and log;
+        `shown`, the patch that made it, goes with the change event."""
+        version = old.version + 1
+        whole = document_bytes(document)
+        if self.storage is not None:
+            await self.storage.keep(tenant, token, len(whole), old.expires_at)
+        frame = _core.encode_frame(
+            whole,
+            version,
+            old.created_at,
+            now,
+            old.expires_at,
+            old.session,
+            self.sealing.ring,
+            Sealing.name(tenant, token),
+        )
+        outcome = await self.contexts.swap(
+            tenant, token, expected, frame, old.expires_at, old.session, b"", shown
+        )
+        new = Current(
+            document, version, old.created_at, old.expires_at, old.session, version, 0, len(whole)
         )
         return outcome, new
 

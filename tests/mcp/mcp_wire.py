@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-ACCEPT = "application/json, text/event-stream"
+from support.mcp_calls import ACCEPT, ENVELOPE, MODERN
+
+__all__ = [
+    "ACCEPT",
+    "BASE",
+    "ENVELOPE",
+    "LEGACY",
+    "MODERN",
+    "UNKNOWN",
+    "in_session",
+    "modern",
+    "rpc",
+]
+
 BASE = {"Content-Type": "application/json", "Accept": ACCEPT}
 LEGACY = "2025-11-25"
-MODERN = "2026-07-28"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 # Shaped like a session id and a token, and neither.
 UNKNOWN = "0AbCdEfGhIjKlMnOpQrStU"
 

@@ -228,11 +228,9 @@ class MemoryContexts(Contexts):
     ) -> Outcome:
         store = self._store
         key = (tenant, token)
-        current = store.live_frame(key, now_ms())
-        if current is None:
-            return Outcome.MISSING
-        if current[_VERSION] != expected:
-            return Outcome.CONFLICT
+        refused = self._refused(key, expected)
+        if refused is not None:
+            return refused
         member_of = store.frames[key][2]
         store.frames[key] = (bytearray(frame), expires_at, member_of)
         if log:
@@ -242,14 +240,20 @@ class MemoryContexts(Contexts):
         store.changed(tenant, token, "updated", _version(frame), expires_at, member_of, patch)
         return Outcome.DONE
 
+    def _refused(self, key: tuple[str, str], expected: bytes) -> Outcome | None:
+        """Why a conditional write of the context may not go ahead (MISSING, CONFLICT); None
+        when its version is still `expected`."""
+        current = self._store.live_frame(key, now_ms())
+        if current is None:
+            return Outcome.MISSING
+        return Outcome.CONFLICT if current[_VERSION] != expected else None
+
     async def reseal(self, tenant: str, token: str, expected: bytes, frame: bytes) -> Outcome:
         store = self._store
         key = (tenant, token)
-        current = store.live_frame(key, now_ms())
-        if current is None:
-            return Outcome.MISSING
-        if current[_VERSION] != expected:
-            return Outcome.CONFLICT
+        refused = self._refused(key, expected)
+        if refused is not None:
+            return refused
         _, expires_at, member_of = store.frames[key]
         store.frames[key] = (bytearray(frame), expires_at, member_of)
         store.logs.pop(key, None)
@@ -294,11 +298,9 @@ class MemoryContexts(Contexts):
     ) -> Outcome:
         store = self._store
         key = (tenant, token)
-        current = store.live_frame(key, now_ms())
-        if current is None:
-            return Outcome.MISSING
-        if current[_VERSION] != expected:
-            return Outcome.CONFLICT
+        refused = self._refused(key, expected)
+        if refused is not None:
+            return refused
         frame, expires_at, member_of = store.frames[key]
         store.drop_frame(key, member_of)
         store.changed(tenant, token, "deleted", _version(frame), expires_at, member_of)
