@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -414,27 +415,41 @@ async def test_a_cached_copy_that_is_behind_costs_a_retry_not_an_update(
         await b_backend.close()
 
 
+@contextlib.asynccontextmanager
+async def _holding(locks: _KeyedLocks, key: str) -> AsyncIterator[None]:
+    """What Registry._conditional does around a write."""
+    if not locks.take(key):
+        await locks.wait(key)
+    try:
+        yield
+    finally:
+        locks.release(key)
+
+
 async def test_a_keys_lock_lets_one_writer_in_and_is_gone_when_nobody_holds_it() -> None:
     locks = _KeyedLocks()
     inside: list[str] = []
+    order: list[int] = []
     most = 0
 
-    async def write(key: str) -> None:
+    async def write(key: str, number: int = 0) -> None:
         nonlocal most
-        async with locks.hold(key):
+        async with _holding(locks, key):
             inside.append(key)
+            order.append(number)
             most = max(most, inside.count(key))
             await asyncio.sleep(0)
             inside.remove(key)
 
-    await asyncio.gather(*(write(key) for key in ["a", "b"] * 20))
+    await asyncio.gather(*(write(key, n) for n, key in enumerate(["a", "b"] * 20)))
     assert most == 1  # one writer a key at a time, however many wait
-    assert locks._locks == {}
+    assert [n for n in order if n % 2 == 0] == list(range(0, 40, 2))  # in the order they came
+    assert locks._waiting == {}
 
     entered = asyncio.Event()
 
     async def hold_a() -> None:
-        async with locks.hold("a"):
+        async with _holding(locks, "a"):
             entered.set()
             await asyncio.sleep(3600)
 
@@ -447,6 +462,27 @@ async def test_a_keys_lock_lets_one_writer_in_and_is_gone_when_nobody_holds_it()
     for task in (waiter, holder):
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert locks._locks == {}
+    assert locks._waiting == {}
     await write("a")  # and the key can be held again
-    assert locks._locks == {}
+    assert locks._waiting == {}
+
+
+async def test_a_writer_cancelled_as_it_is_handed_the_key_hands_it_on() -> None:
+    locks = _KeyedLocks()
+    assert locks.take("a")
+    handed = asyncio.create_task(locks.wait("a"))
+    last_done = asyncio.Event()
+
+    async def last() -> None:
+        async with _holding(locks, "a"):
+            last_done.set()
+
+    behind = asyncio.create_task(last())
+    await asyncio.sleep(0)  # both wait, in that order
+    locks.release("a")  # the turn is handed to `handed`...
+    handed.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    await asyncio.wait_for(last_done.wait(), 1)  # the turn went on to the next writer
+    await behind
+    assert locks._waiting == {}

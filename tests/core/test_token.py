@@ -1,6 +1,8 @@
 """Tokens: 22 base62 characters carrying 128 bits from the OS CSPRNG."""
 
+import os
 import string
+import threading
 from collections import Counter
 
 import pytest
@@ -65,6 +67,40 @@ def test_characters_are_uniform(tokens: list[str]) -> None:
 def test_tokens_are_not_sequential() -> None:
     a, b = decode(_core.new_token()), decode(_core.new_token())
     assert abs(a - b) > 2**64
+
+
+def test_a_forked_child_never_hands_out_its_parents_tokens() -> None:
+    # Randomness is fetched in batches: the parent's unused part must not reach the child.
+    _core.new_token()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.write(write, "".join(_core.new_token() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    assert status == 0
+    with os.fdopen(read) as pipe:
+        in_child = pipe.read()
+    in_parent = "".join(_core.new_token() for _ in range(8))
+    assert len(in_child) == len(in_parent) == 8 * 22
+    assert {in_child[i : i + 22] for i in range(0, 176, 22)}.isdisjoint(
+        {in_parent[i : i + 22] for i in range(0, 176, 22)}
+    )
+
+
+def test_threads_never_share_tokens() -> None:
+    found: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(into: list[str]) -> None:
+        into.extend(_core.new_token() for _ in range(5_000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in found]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({token for tokens in found for token in tokens}) == 20_000
 
 
 @pytest.mark.parametrize(
