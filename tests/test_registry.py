@@ -390,6 +390,10 @@ async def test_a_cached_copy_that_is_behind_costs_a_retry_not_an_update(
     a_backend, b_backend = open_backend(Settings(backend=url)), open_backend(Settings(backend=url))
     a, b = make_registry(a_backend), make_registry(b_backend)
     try:
+        # What A caches in the millisecond its connection opens is not fresh (it may predate
+        # the connection's tracking): connect first, and let that millisecond pass.
+        await a_backend.ping()
+        await asyncio.sleep(0.002)
         created = await a.create("t", b'{"n": 1}')
         key = f"t/{created.token}"
         stale = a.cache.peek(key)  # type: ignore[union-attr]
