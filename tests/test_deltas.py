@@ -16,7 +16,7 @@ from fastctx.backends.memory import MemoryBackend
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
-from fastctx.errors import NotFound, VersionGone
+from fastctx.errors import BackendError, NotFound, VersionGone
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
@@ -400,3 +400,24 @@ async def _log_exists(backend: Backend, token: str) -> bool:
         return ("t", token) in backend.store.logs
     commands = backend.commands  # type: ignore[attr-defined]
     return bool(await commands.run(b"EXISTS", log_key("t", token)))
+
+
+def test_a_log_reads_back_as_written_and_a_cut_one_is_refused() -> None:
+    patches = [b'[{"op":"add","path":"/a","value":1}]', b"", b"[]"]
+    log = patchlog.header(4) + b"".join(
+        patchlog.entry(5 + n, 1_000 + n, patch) for n, patch in enumerate(patches)
+    )
+    entries = patchlog.entries(log, patchlog.HEADER_SIZE)
+    assert [(e.version, e.updated_at, e.patch) for e in entries] == [
+        (5, 1_000, patches[0]),
+        (6, 1_001, patches[1]),
+        (7, 1_002, patches[2]),
+    ]
+    assert patchlog.encode(4, entries) == log
+    assert patchlog.entries(log, len(log)) == []
+    whole = {patchlog.HEADER_SIZE + sum(20 + len(p) for p in patches[:n]) for n in range(4)}
+    for cut in range(patchlog.HEADER_SIZE + 1, len(log)):
+        if cut in whole:
+            continue
+        with pytest.raises(BackendError, match="patch log is corrupted: truncated"):
+            patchlog.entries(log[:cut], patchlog.HEADER_SIZE)

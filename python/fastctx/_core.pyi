@@ -17,6 +17,7 @@ __all__ = [
     "FrameError",
     "JsonError",
     "Keyring",
+    "LogEntry",
     "PatchError",
     "PatchTestFailed",
     "PathNotFound",
@@ -27,6 +28,7 @@ __all__ = [
     "frame_version",
     "is_token",
     "json_patch",
+    "log_entries",
     "merge_as_json_patch",
     "merge_patch",
     "new_token",
@@ -137,6 +139,25 @@ def encode_frame(
     bits unsigned (OverflowError otherwise). Raises ValueError for a payload over 64 MiB or a
     session id that is empty, not ASCII or longer than 255 bytes.
     """
+
+@final
+class LogEntry:
+    """One entry of a context's patch log. Immutable."""
+
+    @property
+    def version(self) -> int:
+        """The version its patch made."""
+
+    @property
+    def updated_at(self) -> int:
+        """When it was written (ms)."""
+
+    @property
+    def patch(self) -> bytes:
+        """The JSON Patch, as stored (base64 text when sealed)."""
+
+def log_entries(data: bytes, offset: int = 0) -> list[LogEntry]:
+    """The entries of a patch log from `offset` on; ValueError when one is cut short."""
 
 @final
 class Frame:

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod frame;
 pub mod gil;
 pub mod json;
+pub mod log;
 pub mod merge;
 pub mod patch;
 pub mod pointer;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m)?;
     token::init(m)?;
     json::init(m)?;
+    log::init(m)?;
     frame::init(m)?;
     merge::init(m)?;
     patch::init(m)?;

@@ -15,8 +15,8 @@ base version and its length at N reads only what was appended since (`Contexts.c
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
+from fastctx import _core
 from fastctx.errors import BackendError
 
 MAGIC = b"FL\x01"
@@ -36,10 +36,8 @@ MAX_ENTRIES = 16_384
 KEPT_VERSIONS = 16
 
 
-class Entry(NamedTuple):
-    version: int
-    updated_at: int
-    patch: bytes
+# One entry: `.version`, `.updated_at` and `.patch` (as stored), cut out in Rust.
+Entry = _core.LogEntry
 
 
 def header(base_version: int) -> bytes:
@@ -60,23 +58,15 @@ def base_version(log: bytes) -> int:
 
 def entries(data: bytes, offset: int = 0) -> list[Entry]:
     """The entries of `data` from `offset` on (a whole log: from HEADER_SIZE)."""
-    found: list[Entry] = []
-    unpack, size, end = _ENTRY.unpack_from, _ENTRY.size, len(data)
-    while offset < end:
-        if offset + size > end:
-            raise BackendError("a context's patch log is corrupted: truncated entry")
-        length, version, updated_at = unpack(data, offset)
-        offset += size
-        if offset + length > end:
-            raise BackendError("a context's patch log is corrupted: truncated patch")
-        found.append(Entry(version, updated_at, data[offset : offset + length]))
-        offset += length
-    return found
+    try:
+        return _core.log_entries(data, offset)
+    except ValueError as exc:
+        raise BackendError(f"a context's patch log is corrupted: {exc}") from None
 
 
 def encode(base: int, kept: list[Entry]) -> bytes:
     """A whole log: `kept` after a header naming `base`."""
-    return header(base) + b"".join(entry(*kept_entry) for kept_entry in kept)
+    return header(base) + b"".join(entry(e.version, e.updated_at, e.patch) for e in kept)
 
 
 def fold_at(base_size: int, log_size: int, count: int) -> bool:
