@@ -102,11 +102,9 @@ class _KeyedLocks:
         return True
 
     async def wait(self, key: str) -> None:
-        """Wait for the key's turn, which `release` hands on; the key is held on return."""
-        waiting = self._waiting.get(key)
-        if waiting is None:  # released since `take` said no
-            self._waiting[key] = deque()
-            return
+        """Wait for the key's turn, which `release` hands on; the key is held on return. Await
+        it right after `take` said no, with nothing awaited in between (so the key is held)."""
+        waiting = self._waiting[key]
         turn = asyncio.get_running_loop().create_future()
         waiting.append(turn)
         try:
