@@ -9,7 +9,7 @@ import re
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import msgspec
 
@@ -82,17 +82,59 @@ class Meta(msgspec.Struct, frozen=True):
     oldest_version: int
 
 
+Change = Callable[[Document], tuple[Document, bytes | None]]
+"""What a write makes of the document: (the new document, the JSON Patch that made it) for a
+change appended to the log, or (the new document, None) for one stored whole."""
+
+
+class _Job(NamedTuple):
+    """A patch waiting for its key's turn, which the writer ahead of it may write for it, in
+    the same append as its own (see Registry._append)."""
+
+    change: Change
+    if_version: int | None
+
+
+class _Batch:
+    """What one append writes: the patches, the writer's own first, then the jobs it took; the
+    document and the log's size they make; and the answers to give those jobs' writers (the
+    version each was written as, or the error its change raised) once it is written."""
+
+    __slots__ = ("answers", "document", "log_size", "patches")
+
+    def __init__(self, patch: bytes, document: Document, log_size: int) -> None:
+        self.patches = [patch]
+        self.document = document
+        self.log_size = log_size
+        self.answers: list[tuple[asyncio.Future[Any], int | Exception]] = []
+
+    def again(self) -> None:
+        """Not written: its jobs' writers queue again, to write in a turn of their own."""
+        for waiter, _ in self.answers:
+            if not waiter.done():
+                waiter.set_result(_AGAIN)
+
+
+# What `_KeyedLocks.wait` returns besides the version a job was written as: the key is the
+# waiter's now; or the writer that took its job could not write it, so it must queue again.
+_TURN: Any = object()
+_AGAIN: Any = object()
+
+
 class _KeyedLocks:
     """Writers of one key on this node take turns, in the order they came.
 
     The first writer of a key takes it at once, for two dict operations; each later one waits
     on a future of its own until the writer before it hands the turn on. (An asyncio.Lock made
-    per key cost a microsecond on every write, and most writes find nobody else there.)
+    per key cost a microsecond on every write, and most writes find nobody else there.) A
+    waiter may leave a job: the writer holding the key may then take it (`joining`, `join`)
+    and answer the waiter's future with the version it was written as, or with its error.
     """
 
     def __init__(self) -> None:
-        # A key is here while a writer holds it, with the turns of the writers waiting for it.
-        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        # A key is here while a writer holds it, with the writers waiting for it: each its
+        # future, and its job, if it left one.
+        self._waiting: dict[str, deque[tuple[asyncio.Future[Any], _Job | None]]] = {}
 
     def take(self, key: str) -> bool:
         """Take the key if nobody holds it; False if `wait` must be awaited instead."""
@@ -101,29 +143,45 @@ class _KeyedLocks:
         self._waiting[key] = deque()
         return True
 
-    async def wait(self, key: str) -> None:
-        """Wait for the key's turn, which `release` hands on; the key is held on return. Await
-        it right after `take` said no, with nothing awaited in between (so the key is held)."""
+    async def wait(self, key: str, job: _Job | None = None) -> Any:
+        """Wait for the key's turn, which `release` hands on; await it right after `take` said
+        no, with nothing awaited in between (so the key is held). Returns `_TURN` when the key
+        is held by the caller now, else what became of `job`: the version it was written as,
+        or `_AGAIN`; the job's error is raised."""
         waiting = self._waiting[key]
         turn = asyncio.get_running_loop().create_future()
-        waiting.append(turn)
+        waiting.append((turn, job))
         try:
-            await turn
+            return await turn
         except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
+            if not turn.done():  # not passed over by `release`, nor joined, yet
+                with contextlib.suppress(ValueError):
+                    waiting.remove((turn, job))
+            elif not turn.cancelled() and turn.exception() is None and turn.result() is _TURN:
                 self.release(key)  # handed the turn as it was cancelled: hand it on
-            else:
-                with contextlib.suppress(ValueError):  # not passed over by `release` yet
-                    waiting.remove(turn)
             raise
+
+    def joining(self, key: str) -> _Job | None:
+        """The job of the writer first in line for `key` (held by the caller), if it left one."""
+        waiting = self._waiting[key]
+        while waiting:
+            turn, job = waiting[0]
+            if not turn.done():
+                return job
+            waiting.popleft()  # cancelled: passed over
+        return None
+
+    def join(self, key: str) -> asyncio.Future[Any]:
+        """Take the job `joining` gave out of line; its waiter's future, to answer."""
+        return self._waiting[key].popleft()[0]
 
     def release(self, key: str) -> None:
         """Hand the key to the writer that has waited longest, or free it."""
         waiting = self._waiting[key]
         while waiting:
-            turn = waiting.popleft()
+            turn, _ = waiting.popleft()
             if not turn.done():  # a cancelled waiter is passed over
-                turn.set_result(None)
+                turn.set_result(_TURN)
                 return
         del self._waiting[key]
 
@@ -377,7 +435,7 @@ class Registry:
             def change(document: Document) -> tuple[Document, bytes]:
                 return _core.patched(document, patch), patch
 
-        return await self._write(tenant, token, if_version, change)
+        return await self._write(tenant, token, if_version, change, joins=True)
 
     async def append(
         self,
@@ -402,7 +460,7 @@ class Registry:
                 reason = _OPERATION.sub("", str(exc))
                 raise InvalidPatch(f"cannot append to {path or 'the document'}: {reason}") from None
 
-        return await self._write(tenant, token, if_version, change)
+        return await self._write(tenant, token, if_version, change, joins=True)
 
     async def delete(self, tenant: str, token: str, if_version: int | None = None) -> None:
         async def remove(expected: bytes, current: Current) -> tuple[Outcome, None]:
@@ -511,10 +569,13 @@ class Registry:
         tenant: str,
         token: str,
         if_version: int | None,
-        change: Callable[[Document], tuple[Document, bytes | None]],
+        change: Change,
+        joins: bool = False,
     ) -> int:
         """Write what `change` makes of the document: (the new document, the JSON Patch that
-        made it), appended to the log; or (the new document, None), stored whole."""
+        made it), appended to the log; or (the new document, None), stored whole. A change
+        that `joins` always makes a patch: while it waits for its key, the writer ahead of it
+        may append it with its own."""
         key = context_id(tenant, token)
 
         async def attempt(expected: bytes, old: Current) -> tuple[Outcome, int]:
@@ -533,7 +594,8 @@ class Registry:
                 self._remember(key, new)
             return outcome, version
 
-        return await self._conditional(tenant, token, if_version, attempt)
+        job = _Job(change, if_version) if joins else None
+        return await self._conditional(tenant, token, if_version, attempt, job)
 
     async def _append(
         self,
@@ -545,24 +607,39 @@ class Registry:
         patch: bytes,
         now: int,
     ) -> tuple[Outcome, Current | None]:
-        """Append `patch` (which made `document` of `old`) to the log; fold the log into a new
-        base instead when it has grown past its bounds (patchlog.fold_at)."""
+        """Append `patch` (which made `document` of `old`) to the log, with the patches of the
+        writers queued behind it that it can take (`_joined`); fold the log into a new base
+        instead when it has grown past its bounds (patchlog.fold_at)."""
         version = old.version + 1
-        patch = self.sealing.seal_patch(patch, Sealing.name(tenant, token), version)
+        name = Sealing.name(tenant, token)
+        patch = self.sealing.seal_patch(patch, name, version)
         shown = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
         record = patchlog.entry(version, now, patch)
         log_size = max(old.log_size, patchlog.HEADER_SIZE) + len(record)
         if patchlog.fold_at(old.base_size, log_size, version - old.base):
             return await self._fold(tenant, token, expected, old, document, record, shown)
-        head = _HEAD.pack(version, old.created_at, now)
-        if self.storage is not None:
-            await self.storage.keep(tenant, token, old.base_size + log_size, old.expires_at)
-        outcome, size = await self.contexts.append(tenant, token, head, old.session, patch)
+        batch = _Batch(patch, document, log_size)
+        key = context_id(tenant, token)
+        try:
+            if self._locks.joining(key) is not None:
+                self._joined(key, name, old, batch)
+            last = old.version + len(batch.patches)
+            if self.storage is not None:
+                size = old.base_size + batch.log_size
+                await self.storage.keep(tenant, token, size, old.expires_at)
+        except BaseException:
+            batch.again()
+            raise
+        head = _HEAD.pack(last, old.created_at, now)
+        if batch.answers:
+            outcome, size = await self._append_batch(tenant, token, head, old, batch)
+        else:
+            outcome, size = await self.contexts.append(tenant, token, head, old.session, [patch])
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             return await self._write_whole(tenant, token, expected, old, document, now, shown)
         new = Current(
-            document,
-            version,
+            batch.document,
+            last,
             old.created_at,
             old.expires_at,
             old.session,
@@ -571,6 +648,80 @@ class Registry:
             old.base_size,
         )
         return outcome, new
+
+    def _joined(self, key: str, name: bytes, old: Current, batch: _Batch) -> None:
+        """Take into `batch` the jobs of the writers first in line for `key`, each made of the
+        document the one before it left, while they can go in the same append: no fixed
+        version other than the one they would find, and no fold needed. A job whose change
+        fails is answered with its error if the append is written, as it would be in its
+        own turn."""
+        version = old.version + len(batch.patches)
+        while (job := self._locks.joining(key)) is not None:
+            if job.if_version is not None and job.if_version != version:
+                return  # it answers 412 in its own turn, or writes then
+            try:
+                document, patch = job.change(batch.document)
+                self._check_size(document, self.max_document_bytes, "FASTCTX_MAX_DOCUMENT_BYTES")
+                assert patch is not None, "a job's change makes a patch"
+            except Exception as exc:
+                batch.answers.append((self._locks.join(key), exc))
+                continue
+            patch = self.sealing.seal_patch(patch, name, version + 1)
+            log_size = batch.log_size + patchlog.ENTRY_SIZE + len(patch)
+            if patchlog.fold_at(old.base_size, log_size, version + 1 - old.base):
+                return  # it folds the log in its own turn
+            version += 1
+            batch.patches.append(patch)
+            batch.document, batch.log_size = document, log_size
+            batch.answers.append((self._locks.join(key), version))
+
+    async def _append_batch(
+        self, tenant: str, token: str, head: bytes, old: Current, batch: _Batch
+    ) -> tuple[Outcome, int]:
+        """Append a batch's patches and answer its writers when Redis has answered, even if
+        the writer that sent it is cancelled meanwhile: they are told what became of their
+        writes, and this node's cache holds what they were told."""
+        key = context_id(tenant, token)
+        version = old.version + len(batch.patches)
+        written = asyncio.ensure_future(
+            self.contexts.append(tenant, token, head, old.session, batch.patches)
+        )
+
+        def answer(written: asyncio.Future[tuple[Outcome, int]]) -> None:
+            if written.cancelled():
+                batch.again()
+                return
+            error = written.exception()
+            if error is not None:  # what became of the append is not known: as for one write
+                for waiter, _ in batch.answers:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                return
+            outcome, size = written.result()
+            if outcome is not Outcome.DONE:
+                batch.again()
+                return
+            new = Current(
+                batch.document,
+                version,
+                old.created_at,
+                old.expires_at,
+                old.session,
+                old.base,
+                size,
+                old.base_size,
+            )
+            self._remember(key, new)
+            for waiter, result in batch.answers:
+                if waiter.done():
+                    continue  # its request was cancelled
+                if isinstance(result, Exception):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
+
+        written.add_done_callback(answer)
+        return await asyncio.shield(written)
 
     async def _write_whole(
         self,
@@ -667,6 +818,7 @@ class Registry:
         token: str,
         if_version: int | None,
         attempt: Callable[[bytes, Current], Awaitable[tuple[Outcome, T]]],
+        job: _Job | None = None,
     ) -> T:
         """Read the context, check If-Match, then `attempt` the conditional write.
 
@@ -675,13 +827,18 @@ class Registry:
         The first attempt uses this node's cached copy when it is fresh: if the copy was
         behind, the write's own version check refuses it and the context is read from the
         backend (caught up from the copy, see _fetch), so only a successful write, or what
-        the backend says, decides the answer.
+        the backend says, decides the answer. A `job` left while waiting for the key may be
+        written by the writer ahead (see `_joined`); its answer is then that writer's.
         """
         key = context_id(tenant, token)
         if not _core.is_token(token):
             raise NotFound("no such context")
-        if not self._locks.take(key):
-            await self._locks.wait(key)
+        while not self._locks.take(key):
+            got = await self._locks.wait(key, job)
+            if got is _TURN:
+                break
+            if got is not _AGAIN:
+                return cast(T, got)  # written, as the version it was given
         try:
             cached = self._held(key, fresh=True)
             for _ in range(MAX_WRITE_ATTEMPTS):

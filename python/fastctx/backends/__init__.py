@@ -178,12 +178,13 @@ class Contexts(abc.ABC):
         token: str,
         head: bytes,
         session: str | None,
-        patch: bytes,
+        patches: Sequence[bytes],
     ) -> tuple[Outcome, int]:
-        """Append `patch` to the log as the entry of the version `head` names (creating the
-        log from the frame's base if it has none), and write `head` (version, created_at,
-        updated_at) into the frame, if the frame is still at the version before. With DONE,
-        the log's new length. The change event carries the patch up to
+        """Append `patches` to the log, the last as the entry of the version `head` names and
+        each before it of the version before (creating the log from the frame's base if it
+        has none), and write `head` (version, created_at, updated_at) into the frame, if the
+        frame is still at the version before the first: all of them, atomically, or none.
+        With DONE, the log's new length. Each version's change event carries its patch up to
         EVENT_PATCH_MAX_BYTES."""
 
     @abc.abstractmethod

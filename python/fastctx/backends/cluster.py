@@ -280,16 +280,19 @@ class ClusterContexts(Contexts):
         return outcome
 
     async def append(
-        self, tenant: str, token: str, head: bytes, session: str | None, patch: bytes
+        self, tenant: str, token: str, head: bytes, session: str | None, patches: Sequence[bytes]
     ) -> tuple[Outcome, int]:
-        # The context's script alone (its event names the session); then the session's event.
-        args: list[Arg] = [head, session or "", patch]
+        # The context's script alone (its events name the session); then the session's events.
+        args: list[Arg] = [head, session or "", *patches]
         outcome, size = appended(
             await self._script(APPEND_SCRIPT, [context_key(tenant, token)], args)
         )
         if outcome is Outcome.DONE and session is not None:
-            shown = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
-            changes = [(token, int.from_bytes(head[:8], "little"), shown)]
+            first = int.from_bytes(head[:8], "little") - len(patches) + 1
+            changes = [
+                (token, version, patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b"")
+                for version, patch in enumerate(patches, first)
+            ]
             await _note(self._commands, tenant, session, "updated", changes, False)
         return outcome, size
 

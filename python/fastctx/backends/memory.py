@@ -271,26 +271,29 @@ class MemoryContexts(Contexts):
         token: str,
         head: bytes,
         session: str | None,
-        patch: bytes,
+        patches: Sequence[bytes],
     ) -> tuple[Outcome, int]:
         store = self._store
         key = (tenant, token)
         frame = store.live_frame(key, now_ms())
         if frame is None:
             return Outcome.MISSING, 0
-        version = int.from_bytes(head[:8], "little")
-        if _version(frame) != version - 1:
+        first = int.from_bytes(head[:8], "little") - len(patches) + 1
+        if _version(frame) != first - 1:
             return Outcome.CONFLICT, 0
         if frame[2] != 2:
             return Outcome.REBASE, 0
         log = store.logs.get(key)
         if log is None:
             log = store.logs[key] = bytearray(patchlog.header(_version(frame)))
-        log += patchlog.entry(version, int.from_bytes(head[16:], "little"), patch)
+        updated_at = int.from_bytes(head[16:], "little")
+        for version, patch in enumerate(patches, first):
+            log += patchlog.entry(version, updated_at, patch)
         frame[_HEAD] = head
         expires_at, member_of = store.frames[key][1:]
-        event_patch = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
-        store.changed(tenant, token, "updated", version, expires_at, member_of, event_patch)
+        for version, patch in enumerate(patches, first):
+            event_patch = patch if len(patch) <= EVENT_PATCH_MAX_BYTES else b""
+            store.changed(tenant, token, "updated", version, expires_at, member_of, event_patch)
         return Outcome.DONE, len(log)
 
     async def remove(

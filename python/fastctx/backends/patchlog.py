@@ -23,6 +23,8 @@ MAGIC = b"FL\x01"
 _HEADER = struct.Struct("<3sQ")
 _ENTRY = struct.Struct("<IQQ")
 HEADER_SIZE = _HEADER.size
+#: What an entry takes besides its patch.
+ENTRY_SIZE = _ENTRY.size
 
 # When a write folds the log into a new base (see fold_at): the log has outgrown both its
 # base (FOLD_RATIO times) and FOLD_MIN_BYTES, or holds more than MAX_ENTRIES patches. A fold

@@ -159,12 +159,12 @@ class RedisContexts(Contexts):
         return Outcome(await self._script(SWAP_SCRIPT, keys, args))
 
     async def append(
-        self, tenant: str, token: str, head: bytes, session: str | None, patch: bytes
+        self, tenant: str, token: str, head: bytes, session: str | None, patches: Sequence[bytes]
     ) -> tuple[Outcome, int]:
         keys = [context_key(tenant, token)]
         if session is not None:
             keys += [session_key(tenant, session), session_stream(tenant, session)]
-        args: list[Arg] = [head, session or "", patch]
+        args: list[Arg] = [head, session or "", *patches]
         return appended(await self._script(APPEND_SCRIPT, keys, args))
 
     async def remove(

@@ -123,16 +123,19 @@ return 1
 """
 )
 
-# A patch appended to the context's log: the frame's version and updated_at move forward in
+# Patches appended to the context's log: the frame's version and updated_at move forward in
 # place (format 2 leaves them out of its checksum); the base document is not sent or read.
 # A format 1 frame must be written again first (-2). This is the write every conversation turn
 # makes, so it sends what only the writer knows, each once: the rest (the version it expects,
-# the entry, the new log's header, the token, the expiry) is made here from the header and
+# the entries, the new log's header, the token, the expiry) is made here from the header and
 # the context's key. The log and the stream are named from the context's key: their hash tag
 # is its own, so on a cluster they are in the slot the script runs in.
+# One or more patches: writers of one context on one node that queued behind each other are
+# written together (see Registry), each its own version, with its own event, in order.
 # KEYS: context[, session, session stream]
-# ARGV: the 24 header bytes from the version on (version, created_at, updated_at), session,
-# patch (the event carries it up to EVENT_PATCH_MAX_BYTES)
+# ARGV: the 24 header bytes from the version on (the last patch's version, created_at,
+# updated_at), session, then the patches, oldest first (each event carries its patch up to
+# EVENT_PATCH_MAX_BYTES)
 # Returns the log's length after the append; 0, -1, -2 when nothing was written.
 APPEND = (
     EVENTS_LUA
@@ -141,12 +144,21 @@ local tag = string.sub(KEYS[1], {len(CONTEXT_PREFIX) + 1})
 local log_key, stream = '{LOG_PREFIX}' .. tag, '{CONTEXT_STREAM_PREFIX}' .. tag
 local current = redis.call('GETRANGE', KEYS[1], 2, {_V_LAST - 1})
 if current == '' then return 0 end
-local head, patch = ARGV[1], ARGV[3]
-local version = version_of(head, 1)
-if version_of(current, 3) ~= version - 1 then return -1 end
+local head, count = ARGV[1], #ARGV - 2
+local last = version_of(head, 1)
+if version_of(current, 3) ~= last - count then return -1 end
 if string.byte(current, 1) ~= 2 then return -2 end
-local entry = struct.pack('<I4', #patch) .. string.sub(head, 1, 8) .. string.sub(head, 17, 24)
-              .. patch
+local updated_at = string.sub(head, 17, 24)
+local entries = {{}}
+for i = 1, count do
+  local patch, version = ARGV[i + 2], last - count + i
+  local version_bytes = string.sub(head, 1, 8)
+  if i < count then
+    version_bytes = struct.pack('<I4I4', version % 4294967296, math.floor(version / 4294967296))
+  end
+  entries[i] = struct.pack('<I4', #patch) .. version_bytes .. updated_at .. patch
+end
+local entry = table.concat(entries)
 local expires_at = redis.call('PEXPIRETIME', KEYS[1])
 local size
 if redis.call('EXISTS', log_key) == 1 then
@@ -162,11 +174,16 @@ else
 end
 redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, head)
 local token = string.match(tag, '/(%w+)}}$')
-local shown, number = '', string.format('%.0f', version)
-if #patch <= {EVENT_PATCH_MAX_BYTES} then shown = patch end
-event(stream, 'updated', number, token, ARGV[2], shown)
+for i = 1, count do
+  local patch, shown = ARGV[i + 2], ''
+  local number = string.format('%.0f', last - count + i)
+  if #patch <= {EVENT_PATCH_MAX_BYTES} then shown = patch end
+  event(stream, 'updated', number, token, ARGV[2], shown)
+  if #KEYS > 1 then
+    session_event(KEYS[3], KEYS[2], 'updated', number, token, ARGV[2], shown)
+  end
+end
 if expires_at > 0 then keep_until(stream, expires_at + {EVENTS_MAX_AGE_MS}) end
-if #KEYS > 1 then session_event(KEYS[3], KEYS[2], 'updated', number, token, ARGV[2], shown) end
 return size
 """
 )
