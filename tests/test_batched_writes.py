@@ -16,7 +16,7 @@ from fastctx.backends import Backend, context_id, context_stream, open_backend
 from fastctx.backends.keys import session_stream
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
-from fastctx.errors import VersionConflict
+from fastctx.errors import StorageQuotaExceeded, VersionConflict
 from fastctx.registry import Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
@@ -207,6 +207,26 @@ async def test_a_batch_stops_where_the_log_must_be_folded(backend: Backend) -> N
     assert json.loads(document_bytes(read.payload))["n"] == [str(i) * 4000 for i in range(40)]
     older = await registry.read_version("t", token, 30)
     assert len(json.loads(document_bytes(older.payload))["n"]) == 29
+
+
+async def test_a_batch_past_the_tenants_quota_is_refused_whole(backend: Backend) -> None:
+    """The append counts what the whole batch keeps: past the quota its writer gets the 413 and
+    each other writer tries again in a turn of its own, so the ones that fit are written."""
+    registry = Registry(backend, Settings(tenant_bytes="2000"))
+    token = (await registry.create("t", b'{"n": []}')).token
+    add = b'[{"op": "add", "path": "/n/-", "value": "%s"}]'
+    writes = [registry.patch("t", token, add % (b"%d" % i * 200), "json") for i in range(1, 10)]
+    tasks = await _queued(registry, "t", token, writes)
+    outcomes = [_outcome(task) for task in tasks]
+    written = [outcome for outcome in outcomes if isinstance(outcome, int)]
+    assert 0 < len(written) < len(tasks)
+    assert set(outcomes) - set(written) == {StorageQuotaExceeded}
+    assert sorted(written) == list(range(2, len(written) + 2))
+    read = await registry.read("t", token, fresh=True)
+    assert read.version == len(written) + 1
+    assert len(document_bytes(read.payload)) <= 2000
+    items = json.loads(document_bytes(read.payload))["n"]
+    assert items == [str(i) * 200 for i, outcome in enumerate(outcomes, 1) if outcome in written]
 
 
 def _calls(redis: RedisServer, command: str) -> int:

@@ -594,8 +594,9 @@ class Registry:
                 self._remember(key, new)
             return outcome, version
 
-        job = _Job(change, if_version) if joins else None
-        return await self._conditional(tenant, token, if_version, attempt, job)
+        return await self._conditional(
+            tenant, token, if_version, attempt, change if joins else None
+        )
 
     async def _append(
         self,
@@ -608,8 +609,8 @@ class Registry:
         now: int,
     ) -> tuple[Outcome, Current | None]:
         """Append `patch` (which made `document` of `old`) to the log, with the patches of the
-        writers queued behind it that it can take (`_joined`); fold the log into a new base
-        instead when it has grown past its bounds (patchlog.fold_at)."""
+        writers queued behind it when there are any (`_append_joined`); fold the log into a
+        new base instead when it has grown past its bounds (patchlog.fold_at)."""
         version = old.version + 1
         name = Sealing.name(tenant, token)
         patch = self.sealing.seal_patch(patch, name, version)
@@ -618,27 +619,24 @@ class Registry:
         log_size = max(old.log_size, patchlog.HEADER_SIZE) + len(record)
         if patchlog.fold_at(old.base_size, log_size, version - old.base):
             return await self._fold(tenant, token, expected, old, document, record, shown)
-        batch = _Batch(patch, document, log_size)
         key = context_id(tenant, token)
-        try:
-            if self._locks.joining(key) is not None:
-                self._joined(key, name, old, batch)
-            last = old.version + len(batch.patches)
-            if self.storage is not None:
-                size = old.base_size + batch.log_size
-                await self.storage.keep(tenant, token, size, old.expires_at)
-        except BaseException:
-            batch.again()
-            raise
-        head = _HEAD.pack(last, old.created_at, now)
-        if batch.answers:
-            outcome, size = await self._append_batch(tenant, token, head, old, batch)
+        latest, last = document, version  # what the append makes, with the writes it takes
+        batch = None
+        if self._locks.joining(key) is not None:
+            batch = _Batch(patch, document, log_size)
+            self._joined(key, name, old, batch)
+        if batch is not None and batch.answers:
+            outcome, size = await self._append_batch(tenant, token, old, now, batch)
+            latest, last = batch.document, old.version + len(batch.patches)
         else:
+            if self.storage is not None:
+                await self.storage.keep(tenant, token, old.base_size + log_size, old.expires_at)
+            head = _HEAD.pack(version, old.created_at, now)
             outcome, size = await self.contexts.append(tenant, token, head, old.session, [patch])
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             return await self._write_whole(tenant, token, expected, old, document, now, shown)
         new = Current(
-            batch.document,
+            latest,
             last,
             old.created_at,
             old.expires_at,
@@ -676,13 +674,21 @@ class Registry:
             batch.answers.append((self._locks.join(key), version))
 
     async def _append_batch(
-        self, tenant: str, token: str, head: bytes, old: Current, batch: _Batch
+        self, tenant: str, token: str, old: Current, now: int, batch: _Batch
     ) -> tuple[Outcome, int]:
         """Append a batch's patches and answer its writers when Redis has answered, even if
         the writer that sent it is cancelled meanwhile: they are told what became of their
         writes, and this node's cache holds what they were told."""
         key = context_id(tenant, token)
         version = old.version + len(batch.patches)
+        try:
+            if self.storage is not None:
+                size = old.base_size + batch.log_size
+                await self.storage.keep(tenant, token, size, old.expires_at)
+        except BaseException:
+            batch.again()
+            raise
+        head = _HEAD.pack(version, old.created_at, now)
         written = asyncio.ensure_future(
             self.contexts.append(tenant, token, head, old.session, batch.patches)
         )
@@ -818,7 +824,7 @@ class Registry:
         token: str,
         if_version: int | None,
         attempt: Callable[[bytes, Current], Awaitable[tuple[Outcome, T]]],
-        job: _Job | None = None,
+        change: Change | None = None,
     ) -> T:
         """Read the context, check If-Match, then `attempt` the conditional write.
 
@@ -827,14 +833,15 @@ class Registry:
         The first attempt uses this node's cached copy when it is fresh: if the copy was
         behind, the write's own version check refuses it and the context is read from the
         backend (caught up from the copy, see _fetch), so only a successful write, or what
-        the backend says, decides the answer. A `job` left while waiting for the key may be
-        written by the writer ahead (see `_joined`); its answer is then that writer's.
+        the backend says, decides the answer. A write that is a `change` (a patch) leaves it
+        as its job while it waits for the key: the writer ahead may write it with its own (see
+        `_joined`), and its answer is then that writer's.
         """
         key = context_id(tenant, token)
         if not _core.is_token(token):
             raise NotFound("no such context")
         while not self._locks.take(key):
-            got = await self._locks.wait(key, job)
+            got = await self._locks.wait(key, None if change is None else _Job(change, if_version))
             if got is _TURN:
                 break
             if got is not _AGAIN:
