@@ -87,6 +87,8 @@ class Row:
     # "api": contexts created through the server's REST API (and so cached by fastctx);
     # "redis": written straight to Redis as ctx:{token}, for peers that have no such API.
     contexts: str = "api"
+    # How many contexts the row makes for "{token}" (its requests go round them in turn).
+    count: int = TOKENS
     # MCP: open a session with this protocol version before the row, and send its id.
     mcp_session: str | None = None
     # Every request (and the contexts' creation) carries an OAuth access token (a JWT).
@@ -197,6 +199,9 @@ ROWS = [
         headers={"Cache-Control": "no-cache"},
     ),
     PATCH_ROW,
+    # The same patches from every connection to one context (a conversation many clients
+    # write, a hot transaction): its writers queue on the node and go to Redis together.
+    dataclasses.replace(PATCH_ROW, name="fastctx-redis-patch-one-context", count=1),
     # Last for its server: it leaves a few hundred thousand contexts behind.
     POST_ROW,
     # With encryption at rest: a create and a merge patch, which seal what they store (a
@@ -471,9 +476,9 @@ def run_row(row: Row, port: int, options: Options, stack: Stack, done: dict[str,
     auth = {"Authorization": f"Bearer {stack.access_token()}"} if row.oauth else {}
     tokens: list[str] = []
     if row.needs_contexts and row.contexts == "redis":
-        tokens = seed_contexts(stack, TOKENS)
+        tokens = seed_contexts(stack, row.count)
     elif row.needs_contexts:
-        tokens = create_contexts(port, TOKENS, auth)
+        tokens = create_contexts(port, row.count, auth)
     extra = dict(auth)  # the headers every request of the row adds
     if row.mcp_session is not None:
         extra["Mcp-Session-Id"] = open_mcp_session(port, row.mcp_session)
