@@ -17,7 +17,7 @@ from fastctx.backends.keys import session_stream
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
 from fastctx.errors import StorageQuotaExceeded, VersionConflict
-from fastctx.registry import Registry
+from fastctx.registry import BATCH_MAX_PATCHES, Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer
@@ -115,18 +115,33 @@ async def test_queued_writers_get_their_own_versions_events_and_answers(
         assert read.version == version
 
 
-async def test_writers_queued_behind_one_take_one_append(own_redis: RedisServer) -> None:
+@pytest.mark.parametrize(
+    ("writers", "size", "appends"),
+    [
+        (20, 10, 1),
+        (1 + BATCH_MAX_PATCHES + 1, 10, 2),  # one more than an append takes
+        (5, 300_000, 2),  # the fourth patch taken would pass BATCH_MAX_BYTES
+    ],
+)
+async def test_writers_queued_behind_one_take_one_append(
+    own_redis: RedisServer, writers: int, size: int, appends: int
+) -> None:
     async with started_backend(own_redis.url()) as backend:
         registry = Registry(backend, Settings())
-        token = (await registry.create("t", b"{}")).token
+        # A base large enough that the log is not folded on the way.
+        token = (await registry.create("t", b'{"base": "%s"}' % (b"b" * 900_000))).token
         # Each append's script moves the frame's head forward with one SETRANGE.
         before = _calls(own_redis, "setrange")
-        writes = [registry.patch("t", token, b'{"k%d": 1}' % i, MERGE) for i in range(20)]
+        writes = [
+            registry.patch("t", token, b'{"k%d": "%s"}' % (i, b"v" * size), MERGE)
+            for i in range(writers)
+        ]
         tasks = await _queued(registry, "t", token, writes)
-        assert sorted(task.result() for task in tasks) == list(range(2, 22))
-        assert _calls(own_redis, "setrange") - before == 1
+        assert sorted(task.result() for task in tasks) == list(range(2, writers + 2))
+        assert _calls(own_redis, "setrange") - before == appends
         read = await registry.read("t", token, fresh=True)
-        assert set(json.loads(document_bytes(read.payload))) == {f"k{i}" for i in range(20)}
+        keys = {"base"} | {f"k{i}" for i in range(writers)}
+        assert set(json.loads(document_bytes(read.payload))) == keys
 
 
 async def test_a_batch_made_of_a_copy_that_is_behind_is_written_again(

@@ -52,6 +52,10 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 # nodes (e.g. Redis without CLIENT TRACKING): the bound on how stale a read may be.
 UNTRACKED_MAX_AGE_MS = 50
 _OPERATION = re.compile(r"^operation \d+: ")
+# What one append may take besides its own writer's patch: queued writers beyond these wait for
+# the next turn, so that no script holds Redis up for long.
+BATCH_MAX_PATCHES = 64
+BATCH_MAX_BYTES = 1024 * 1024
 # What an append moves forward in the frame's header: version, created_at, updated_at.
 _HEAD = struct.Struct("<QQQ")
 
@@ -652,9 +656,13 @@ class Registry:
         document the one before it left, while they can go in the same append: no fixed
         version other than the one they would find, and no fold needed. A job whose change
         fails is answered with its error if the append is written, as it would be in its
-        own turn."""
+        own turn. At most BATCH_MAX_PATCHES jobs and BATCH_MAX_BYTES of their patches."""
         version = old.version + len(batch.patches)
-        while (job := self._locks.joining(key)) is not None:
+        room = BATCH_MAX_BYTES
+        while len(batch.answers) < BATCH_MAX_PATCHES:
+            job = self._locks.joining(key)
+            if job is None:
+                return
             if job.if_version is not None and job.if_version != version:
                 return  # it answers 412 in its own turn, or writes then
             try:
@@ -668,6 +676,9 @@ class Registry:
             log_size = batch.log_size + patchlog.ENTRY_SIZE + len(patch)
             if patchlog.fold_at(old.base_size, log_size, version + 1 - old.base):
                 return  # it folds the log in its own turn
+            room -= len(patch)
+            if room < 0:
+                return  # it goes in the next append
             version += 1
             batch.patches.append(patch)
             batch.document, batch.log_size = document, log_size
