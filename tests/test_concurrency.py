@@ -26,7 +26,7 @@ def _create(base_url: str, body: object) -> str:
     return str(r.json()["token"])
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
 def test_concurrent_merge_patches_lose_nothing(server_pool: ServerPool, backend: str) -> None:
     base_url = server_pool.granian(backend).base_url
     token = _create(base_url, {})
@@ -53,7 +53,7 @@ def test_concurrent_merge_patches_lose_nothing(server_pool: ServerPool, backend:
     assert r.json() == {f"k{i}": i for i in range(N)}
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
 def test_concurrent_json_patch_appends_lose_nothing(server_pool: ServerPool, backend: str) -> None:
     base_url = server_pool.granian(backend).base_url
     token = _create(base_url, {"items": []})
@@ -132,3 +132,41 @@ def test_concurrent_puts_with_the_same_if_match(server_pool: ServerPool, backend
     r = httpx.get(f"{base_url}/v1/contexts/{token}", headers={"Cache-Control": "no-cache"})
     assert r.headers["etag"] == '"2"'
     assert r.json() == {"writer": winner}
+
+
+@pytest.mark.parametrize("nodes", ["redis_nodes", "cluster_nodes"])
+def test_writers_queued_on_two_nodes_lose_nothing(
+    request: pytest.FixtureRequest, nodes: str
+) -> None:
+    """Patches to one context through two nodes at once: each node writes the patches queued on
+    it together, and the two nodes' appends race; every patch lands once, in its own version."""
+    a, b = request.getfixturevalue(nodes)
+    token = _create(a.base_url, {"items": []})
+
+    async def run() -> list[httpx.Response]:
+        async with _client(a.base_url) as on_a, _client(b.base_url) as on_b:
+            return await asyncio.gather(
+                *(
+                    (on_a if i % 2 else on_b).patch(
+                        f"/v1/contexts/{token}",
+                        content=json.dumps([{"op": "add", "path": "/items/-", "value": i}]),
+                        headers={"Content-Type": "application/json-patch+json"},
+                    )
+                    for i in range(N)
+                )
+            )
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses]
+    assert sorted(r.json()["version"] for r in responses) == list(range(2, N + 2))
+    for node in (a, b):
+        r = httpx.get(f"{node.base_url}/v1/contexts/{token}", headers={"Cache-Control": "no-cache"})
+        assert r.headers["etag"] == f'"{N + 1}"'
+        assert sorted(r.json()["items"]) == list(range(N))
+    # The log holds each version's patch, in order: every version since the last fold reads back.
+    r = httpx.get(f"{a.base_url}/v1/contexts/{token}/meta")
+    oldest = r.json()["oldest_version"]
+    for version in range(oldest, N + 2):
+        r = httpx.get(f"{b.base_url}/v1/contexts/{token}", params={"version": version})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == version - 1
