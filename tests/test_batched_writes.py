@@ -17,7 +17,7 @@ from fastctx.backends.keys import session_stream
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
 from fastctx.errors import StorageQuotaExceeded, VersionConflict
-from fastctx.registry import BATCH_MAX_PATCHES, Registry
+from fastctx.registry import _AGAIN, BATCH_MAX_PATCHES, MAX_WRITE_ATTEMPTS, Registry
 from fastctx.sessions import SessionManager
 from support.backends import backend_url, started_backend
 from support.redis import RedisServer
@@ -242,6 +242,25 @@ async def test_a_batch_past_the_tenants_quota_is_refused_whole(backend: Backend)
     assert len(document_bytes(read.payload)) <= 2000
     items = json.loads(document_bytes(read.payload))["n"]
     assert items == [str(i) * 200 for i, outcome in enumerate(outcomes, 1) if outcome in written]
+
+
+async def test_a_job_refused_again_and_again_waits_for_a_turn_of_its_own(
+    backend: Backend,
+) -> None:
+    registry = Registry(backend, Settings())
+    token = (await registry.create("t", b"{}")).token
+    key = context_id("t", token)
+    locks = registry._locks
+    assert locks.take(key)
+    write = asyncio.ensure_future(registry.patch("t", token, b'{"a": 1}', MERGE))
+    for _ in range(MAX_WRITE_ATTEMPTS):  # every append that takes its job is refused
+        await _in_line(registry, key, 1)
+        assert locks.joining(key) is not None
+        locks.join(key).set_result(_AGAIN)
+    await _in_line(registry, key, 1)
+    assert locks.joining(key) is None  # it waits, and leaves no job to take
+    locks.release(key)
+    assert await asyncio.wait_for(write, 10) == 2
 
 
 def _calls(redis: RedisServer, command: str) -> int:

@@ -851,12 +851,17 @@ class Registry:
         key = context_id(tenant, token)
         if not _core.is_token(token):
             raise NotFound("no such context")
+        refused = 0  # appends that took the job and were refused: past a bound, it waits alone
         while not self._locks.take(key):
-            got = await self._locks.wait(key, None if change is None else _Job(change, if_version))
+            job = None
+            if change is not None and refused < MAX_WRITE_ATTEMPTS:
+                job = _Job(change, if_version)
+            got = await self._locks.wait(key, job)
             if got is _TURN:
                 break
             if got is not _AGAIN:
                 return cast(T, got)  # written, as the version it was given
+            refused += 1
         try:
             cached = self._held(key, fresh=True)
             for _ in range(MAX_WRITE_ATTEMPTS):
