@@ -8,7 +8,9 @@ one request, so two commits can be compared back to back on the same machine:
 
 Each row drives the ASGI app (`fastctx.http.create_app`) with a prepared request and a
 `receive`/`send` that do nothing else, and reports the median of several rounds in
-microseconds per request, with the bare-ASGI floor of the same process beside it.
+microseconds per request, with the bare-ASGI floor of the same process beside it. The rows
+send one request at a time, except `merge-patch-together`: the same patch from 64 tasks at
+once to one context, whose writers queue and, on Redis, go in one append a batch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ App = Callable[[Scope, Any, Any], Awaitable[None]]
 
 DOCUMENT = json.dumps({"order": 42, "items": [{"sku": f"SKU-{i}", "qty": i} for i in range(24)]})
 BODY = DOCUMENT.encode().ljust(1024)  # a 1 KiB body, JSON with trailing whitespace
+TOGETHER = 64  # the tasks of the row that sends at once, as wrk's connections do
 
 
 def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Scope:
@@ -63,6 +66,17 @@ async def _drive(app: App, scope: Scope, body: bytes, count: int) -> tuple[float
     for _ in range(count):
         await app(dict(scope), receive, send)
     return time.perf_counter() - started, status
+
+
+async def _drive_together(
+    app: App, scope: Scope, body: bytes, count: int, tasks: int
+) -> tuple[float, int]:
+    """`_drive`, from `tasks` tasks at once (`count` requests in all)."""
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(_drive(app, scope, body, count // tasks) for _ in range(tasks))
+    )
+    return time.perf_counter() - started, results[-1][1]
 
 
 async def _bare(scope: Scope, receive: Any, send: Any) -> None:
@@ -114,18 +128,30 @@ async def measure(backend: str, requests: int, rounds: int) -> dict[str, float]:
 
         await _drive(capture, _scope("POST", "/v1/contexts", json_type), BODY, 1)
         path = f"/v1/contexts/{tokens[0]}"
-        rows: dict[str, tuple[App, Scope, bytes, int]] = {
-            "floor-bare": (_bare, _scope("GET", "/", []), b"", 200),
-            "get-hit": (app, _scope("GET", path, []), b"", 200),
-            "get-nocache": (app, _scope("GET", path, [(b"cache-control", b"no-cache")]), b"", 200),
-            "post": (app, _scope("POST", "/v1/contexts", json_type), BODY, 201),
-            "merge-patch": (app, _scope("PATCH", path, merge), b'{"status": "paid"}', 200),
+        patch = b'{"status": "paid"}'
+        # name: (app, request, body, expected status, tasks sending at once)
+        rows: dict[str, tuple[App, Scope, bytes, int, int]] = {
+            "floor-bare": (_bare, _scope("GET", "/", []), b"", 200, 1),
+            "get-hit": (app, _scope("GET", path, []), b"", 200, 1),
+            "get-nocache": (
+                app,
+                _scope("GET", path, [(b"cache-control", b"no-cache")]),
+                b"",
+                200,
+                1,
+            ),
+            "post": (app, _scope("POST", "/v1/contexts", json_type), BODY, 201, 1),
+            "merge-patch": (app, _scope("PATCH", path, merge), patch, 200, 1),
+            "merge-patch-together": (app, _scope("PATCH", path, merge), patch, 200, TOGETHER),
         }
         medians: dict[str, float] = {}
-        for name, (target, scope, body, expected) in rows.items():
+        for name, (target, scope, body, expected, tasks) in rows.items():
             per_request = []
             for _ in range(rounds):
-                seconds, status = await _drive(target, scope, body, requests)
+                if tasks == 1:
+                    seconds, status = await _drive(target, scope, body, requests)
+                else:
+                    seconds, status = await _drive_together(target, scope, body, requests, tasks)
                 assert status == expected, (name, status)
                 per_request.append(seconds / requests * 1e6)
             medians[name] = statistics.median(per_request)
@@ -152,9 +178,9 @@ def main(argv: list[str]) -> int:
         print(json.dumps(medians))
         return 0
     floor = medians["floor-bare"]
-    print(f"{'row':<14} {'µs/request':>11} {'- floor µs':>11}   ({args.backend})")
+    print(f"{'row':<22} {'µs/request':>11} {'- floor µs':>11}   ({args.backend})")
     for name, value in medians.items():
-        print(f"{name:<14} {value:>11.2f} {value - floor:>11.2f}")
+        print(f"{name:<22} {value:>11.2f} {value - floor:>11.2f}")
     return 0
 
 
