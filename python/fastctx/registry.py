@@ -624,14 +624,16 @@ class Registry:
         if patchlog.fold_at(old.base_size, log_size, version - old.base):
             return await self._fold(tenant, token, expected, old, document, record, shown)
         key = context_id(tenant, token)
-        latest, last = document, version  # what the append makes, with the writes it takes
         batch = None
         if self._locks.joining(key) is not None:
             batch = _Batch(patch, document, log_size)
             self._joined(key, name, old, batch)
         if batch is not None and batch.answers:
             outcome, size = await self._append_batch(tenant, token, old, now, batch)
-            latest, last = batch.document, old.version + len(batch.patches)
+            if outcome is not Outcome.REBASE:
+                # Cached by `_append_batch` as its reply came in: caching it again here, later,
+                # could mark it fresh over a change report that came in between.
+                return outcome, None
         else:
             if self.storage is not None:
                 await self.storage.keep(tenant, token, old.base_size + log_size, old.expires_at)
@@ -640,8 +642,8 @@ class Registry:
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             return await self._write_whole(tenant, token, expected, old, document, now, shown)
         new = Current(
-            latest,
-            last,
+            document,
+            version,
             old.created_at,
             old.expires_at,
             old.session,
