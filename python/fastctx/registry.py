@@ -629,7 +629,7 @@ class Registry:
             batch = _Batch(patch, document, log_size)
             self._joined(key, name, old, batch)
         if batch is not None and batch.answers:
-            outcome, size = await self._append_batch(tenant, token, old, now, batch)
+            outcome, size = await self._append_batch(tenant, token, key, old, now, batch)
             if outcome is not Outcome.REBASE:
                 # Cached by `_append_batch` as its reply came in: caching it again here, later,
                 # could mark it fresh over a change report that came in between.
@@ -641,17 +641,7 @@ class Registry:
             outcome, size = await self.contexts.append(tenant, token, head, old.session, [patch])
         if outcome is Outcome.REBASE:  # a frame of format 1: written whole, once
             return await self._write_whole(tenant, token, expected, old, document, now, shown)
-        new = Current(
-            document,
-            version,
-            old.created_at,
-            old.expires_at,
-            old.session,
-            old.base,
-            size,
-            old.base_size,
-        )
-        return outcome, new
+        return outcome, _appended(old, document, version, size)
 
     def _joined(self, key: str, name: bytes, old: Current, batch: _Batch) -> None:
         """Take into `batch` the jobs of the writers first in line for `key`, each made of the
@@ -687,12 +677,11 @@ class Registry:
             batch.answers.append((self._locks.join(key), version))
 
     async def _append_batch(
-        self, tenant: str, token: str, old: Current, now: int, batch: _Batch
+        self, tenant: str, token: str, key: str, old: Current, now: int, batch: _Batch
     ) -> tuple[Outcome, int]:
         """Append a batch's patches and answer its writers when Redis has answered, even if
         the writer that sent it is cancelled meanwhile: they are told what became of their
         writes, and this node's cache holds what they were told."""
-        key = context_id(tenant, token)
         version = old.version + len(batch.patches)
         try:
             if self.storage is not None:
@@ -720,17 +709,7 @@ class Registry:
             if outcome is not Outcome.DONE:
                 batch.again()
                 return
-            new = Current(
-                batch.document,
-                version,
-                old.created_at,
-                old.expires_at,
-                old.session,
-                old.base,
-                size,
-                old.base_size,
-            )
-            self._remember(key, new)
+            self._remember(key, _appended(old, batch.document, version, size))
             for waiter, result in batch.answers:
                 if waiter.done():
                     continue  # its request was cancelled
@@ -898,6 +877,20 @@ class Registry:
         finally:
             self._locks.release(key)
         raise Unavailable("too many concurrent writers on this context", retry_after=1)
+
+
+def _appended(old: Current, document: Document, version: int, log_size: int) -> Current:
+    """`old` once an append has made it `document` at `version`, its log `log_size` long."""
+    return Current(
+        document,
+        version,
+        old.created_at,
+        old.expires_at,
+        old.session,
+        old.base,
+        log_size,
+        old.base_size,
+    )
 
 
 async def _backoff() -> None:
