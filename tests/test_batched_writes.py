@@ -16,10 +16,10 @@ from fastctx.backends import Backend, context_id, context_stream, open_backend
 from fastctx.backends.keys import session_stream
 from fastctx.config import Settings
 from fastctx.deltas import document_bytes
-from fastctx.errors import StorageQuotaExceeded, VersionConflict
+from fastctx.errors import NotFound, StorageQuotaExceeded, VersionConflict
 from fastctx.registry import _AGAIN, BATCH_MAX_PATCHES, MAX_WRITE_ATTEMPTS, Registry
 from fastctx.sessions import SessionManager
-from support.backends import backend_url, started_backend
+from support.backends import backend_url, deleted_behind, started_backend
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -204,6 +204,32 @@ async def test_a_batch_is_answered_when_the_writer_that_sent_it_is_cancelled(
             6,
             {f"k{i}" for i in range(5)},
         )
+
+
+async def test_a_batch_answered_with_a_change_report_behind_it_is_not_cached_fresh(
+    own_redis: RedisServer,
+) -> None:
+    """As for one write (tests/test_registry.py): the delete's invalidation comes in behind the
+    batch's reply, before the callback that caches what the batch wrote runs."""
+    async with started_backend(own_redis.url()) as backend:
+        registry = Registry(backend, Settings())
+        await backend.ping()
+        await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
+        token = (await registry.create("t", b"{}")).token
+        key = context_id("t", token)
+        await registry.patch("t", token, b'{"first": 1}', MERGE)  # Redis loads the script now
+        writes = [registry.patch("t", token, b'{"k%d": 1}' % i, MERGE) for i in range(4)]
+        locks = registry._locks
+        assert locks.take(key)
+        tasks = [asyncio.ensure_future(write) for write in writes]
+        await _in_line(registry, key, len(tasks))
+        locks.release(key)
+        await deleted_behind(own_redis, "WRITE", key)
+        await asyncio.wait(tasks, timeout=30)
+        assert [task.result() for task in tasks] == [3, 4, 5, 6]
+        assert registry.fresh(key) is None
+        with pytest.raises(NotFound):
+            await registry.read("t", token)
 
 
 async def test_a_batch_stops_where_the_log_must_be_folded(backend: Backend) -> None:

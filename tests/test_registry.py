@@ -27,7 +27,7 @@ from fastctx.errors import (
 )
 from fastctx.registry import Registry, _KeyedLocks
 from fastctx.sessions import SessionManager
-from support.backends import backend_url, started_backend
+from support.backends import backend_url, deleted_behind, started_backend
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -344,6 +344,63 @@ async def test_redis_invalidations_outdate_entries_written_elsewhere(redis_serve
         assert kept[3] == 0
     finally:
         await backend.close()
+
+
+async def _overtaken(own_redis: RedisServer, pause: str, fill: str) -> None:
+    """Node A's `fill` of a context goes to Redis, which holds it for a moment (`CLIENT PAUSE`)
+    while A's event loop stands still. Redis runs the fill, then a delete from elsewhere: A's
+    loop then takes the delete's invalidation, behind the fill's reply, before the task that
+    filled resumes. What that task puts in the cache must not be served as current."""
+    async with started_backend(own_redis.url()) as backend:
+        registry = make_registry(backend)
+        await backend.ping()
+        await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
+        token = (await registry.create("t", b'{"v": 1}')).token
+        key = f"t/{token}"
+        # Once each first, so that Redis has the scripts: none is loaded while it holds the fill.
+        await registry.patch("t", token, b'{"v": 2}', "merge")
+        await registry.read("t", token, fresh=True)
+        if fill == "read":
+            registry.forget("t", token)  # a miss: read from Redis
+            filled = asyncio.ensure_future(registry.read("t", token))
+        else:
+            filled = asyncio.ensure_future(registry.patch("t", token, b'{"v": 3}', "merge"))
+        await deleted_behind(own_redis, pause, key)
+        await asyncio.wait_for(filled, 5)
+        assert registry.fresh(key) is None
+        with pytest.raises(NotFound):
+            await registry.read("t", token)
+
+
+async def test_a_nodes_own_writes_stay_cached_fresh(backend: Backend) -> None:
+    """Redis reports a script's writes to the connection that ran it, NOLOOP or not: that
+    report is counted as the write's own, and the node serves what it wrote from its cache."""
+    registry = make_registry(backend)
+    await backend.ping()
+    await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
+    token = (await registry.create("t", b'{"v": 1}')).token
+    key = f"t/{token}"
+    await registry.patch("t", token, b'{"v": 2}', "merge")
+    await registry.replace("t", token, b'{"v": 3}')
+    await asyncio.gather(
+        *(registry.patch("t", token, b'{"k%d": 1}' % i, "merge") for i in range(4))
+    )
+    await asyncio.sleep(0.05)  # any report still on its way has come
+    read = await registry.read("t", token)
+    assert (read.version, read.cache) == (7, "hit")
+    assert registry.fresh(key) is not None
+
+
+async def test_a_write_answered_with_a_change_report_behind_it_is_not_cached_fresh(
+    own_redis: RedisServer,
+) -> None:
+    await _overtaken(own_redis, "WRITE", "patch")
+
+
+async def test_a_read_answered_with_a_change_report_behind_it_is_not_cached_fresh(
+    own_redis: RedisServer,
+) -> None:
+    await _overtaken(own_redis, "ALL", "read")
 
 
 def _calls(redis: RedisServer, command: str) -> int:

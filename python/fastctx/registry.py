@@ -119,6 +119,52 @@ class _Batch:
                 waiter.set_result(_AGAIN)
 
 
+class _Fills:
+    """What this node is reading or writing at the backend, by key, to put in its cache.
+
+    A fill's answer is put in the cache when its task resumes, while a change report is taken
+    the moment it comes in: a report of a later change that came in between would be lost
+    under a copy put in as fresh. So the reports of a key are counted while fills of it are
+    out, and a fill that saw more than its own is cached outdated (`Registry._remember`): the
+    next read catches it up, one round trip. A write has one report of its own: Redis and
+    Valkey tell the connection that ran a script of the keys it wrote (NOLOOP spares only
+    plain commands), right after its reply; and a write that waits for replicas runs on a
+    connection of its own, so the tracking one hears of it as of any other.
+    """
+
+    __slots__ = ("_lost", "_out", "_reported")
+
+    def __init__(self) -> None:
+        self._out: dict[str, int] = {}  # fills out, by key
+        self._reported: dict[str, int] = {}  # reports of a key while fills of it were out
+        self._lost: set[str] = set()  # out when changes may have gone unreported
+
+    def begin(self, key: str) -> int:
+        """A fill of `key` goes out; what `overtaken` counts its reports from."""
+        self._out[key] = self._out.get(key, 0) + 1
+        return self._reported.get(key, 0)
+
+    def end(self, key: str) -> None:
+        left = self._out[key] - 1
+        if left:
+            self._out[key] = left
+        else:
+            del self._out[key]
+            self._reported.pop(key, None)
+            self._lost.discard(key)
+
+    def report(self, key: str) -> None:
+        if key in self._out:
+            self._reported[key] = self._reported.get(key, 0) + 1
+
+    def report_all(self) -> None:
+        self._lost.update(self._out)
+
+    def overtaken(self, key: str, began: int, own: int) -> bool:
+        """Whether `key` was reported changed more than `own` times since `begin` told `began`."""
+        return self._reported.get(key, 0) - began > own or key in self._lost
+
+
 # What `_KeyedLocks.wait` returns besides the version a job was written as: the key is the
 # waiter's now; or the writer that took its job could not write it, so it must queue again.
 _TURN: Any = object()
@@ -224,6 +270,7 @@ class Registry:
         # Entries cached before this moment were cached while changes may have gone unseen.
         self._valid_since = 0
         self._locks = _KeyedLocks()
+        self._fills = _Fills()
         backend.watch(self._changed_elsewhere)
 
     def _changed_elsewhere(self, ids: list[str] | None) -> None:
@@ -231,11 +278,13 @@ class Registry:
             return
         if ids is None:
             self._valid_since = now_ms() + 1
+            self._fills.report_all()
             return
         for changed in ids:
             # Kept, no longer fresh: the next read brings it up to date from the log (or
             # serves it, marked stale, while the backend cannot be reached).
             self.cache.outdate(changed)
+            self._fills.report(changed)
 
     def fresh(self, key: str) -> tuple[Document, int, int, int] | None:
         """The cached (document, version, expires_at, cached_at) of `key`, if it may be served;
@@ -261,7 +310,9 @@ class Registry:
         created_at, session, base, log_size, base_size = cast(Extra, entry[4])
         return Current(entry[0], entry[1], created_at, entry[2], session, base, log_size, base_size)
 
-    def _remember(self, key: str, current: Current) -> None:
+    def _remember(self, key: str, current: Current, began: int | None = None, own: int = 0) -> None:
+        """Cache `current`, fresh; or outdated, if `key` was reported changed more than `own`
+        times (the fill's own writes) since `_fills.begin` told `began`."""
         if self.cache is not None:
             extra: Extra = (
                 current.created_at,
@@ -271,6 +322,8 @@ class Registry:
                 current.base_size,
             )
             self.cache.put(key, current.payload, current.version, current.expires_at, extra)
+            if began is not None and self._fills.overtaken(key, began, own):
+                self.cache.outdate(key)
 
     def _forget(self, key: str) -> None:
         if self.cache is not None:
@@ -280,7 +333,9 @@ class Registry:
         """Mark this node's cached copy of a context as behind (an event has told of a newer
         version): the next read catches it up."""
         if self.cache is not None:
-            self.cache.outdate(context_id(tenant, token))
+            key = context_id(tenant, token)
+            self.cache.outdate(key)
+            self._fills.report(key)
 
     def forget(self, tenant: str, token: str) -> None:
         """Drop this node's cached copy of a context deleted by other means (a session)."""
@@ -383,23 +438,33 @@ class Registry:
                 found[token] = (document_bytes(cached[0]), cached[1])
             else:
                 wanted.append(token)
-        for token, stored in zip(
-            wanted, await self.contexts.load_many(tenant, wanted), strict=True
-        ):
-            if stored is None:
-                found[token] = None
-                continue
-            current = materialize(stored, self.sealing, Sealing.name(tenant, token))
-            self._remember(context_id(tenant, token), current)
-            found[token] = (document_bytes(current.payload), current.version)
+        keys = [context_id(tenant, token) for token in wanted]
+        began = [self._fills.begin(key) for key in keys]
+        try:
+            loaded = await self.contexts.load_many(tenant, wanted)
+            for token, key, filled, stored in zip(wanted, keys, began, loaded, strict=True):
+                if stored is None:
+                    found[token] = None
+                    continue
+                current = materialize(stored, self.sealing, Sealing.name(tenant, token))
+                self._remember(key, current, filled)
+                found[token] = (document_bytes(current.payload), current.version)
+        finally:
+            for key in keys:
+                self._fills.end(key)
         return [found[token] for token in tokens]
 
     async def meta(self, tenant: str, token: str) -> Meta:
-        stored = await self._load(tenant, token)
-        name = Sealing.name(tenant, token)
-        frame = _core.decode_frame(stored.frame, self.sealing.ring, name)
-        current = materialize(stored, self.sealing, name)
-        self._remember(context_id(tenant, token), current)
+        key = context_id(tenant, token)
+        began = self._fills.begin(key)
+        try:
+            stored = await self._load(tenant, token)
+            name = Sealing.name(tenant, token)
+            frame = _core.decode_frame(stored.frame, self.sealing.ring, name)
+            current = materialize(stored, self.sealing, name)
+            self._remember(key, current, began)
+        finally:
+            self._fills.end(key)
         return Meta(
             token,
             current.version,
@@ -543,6 +608,15 @@ class Registry:
         """The context from the backend, cached. A copy this node holds, however old, is
         brought up to date with the log entries written since, when the log still extends it;
         otherwise the whole context is read (base and log, in one round trip)."""
+        began = self._fills.begin(key)
+        try:
+            return await self._fetched(tenant, token, key, relaxed, began)
+        finally:
+            self._fills.end(key)
+
+    async def _fetched(
+        self, tenant: str, token: str, key: str, relaxed: bool, began: int
+    ) -> Current | None:
         held = self._held(key, fresh=False)
         current: Current | None = None
         if held is not None:
@@ -565,7 +639,7 @@ class Registry:
                 self._forget(key)
                 return None
             current = materialize(stored, self.sealing, Sealing.name(tenant, token))
-        self._remember(key, current)
+        self._remember(key, current, began)
         return current
 
     async def _write(
@@ -588,14 +662,20 @@ class Registry:
             self._check_size(document, self.max_document_bytes, "FASTCTX_MAX_DOCUMENT_BYTES")
             version, now = old.version + 1, now_ms()
             new: Current | None
-            if patch is None:
-                outcome, new = await self._write_whole(tenant, token, expected, old, document, now)
-            else:
-                outcome, new = await self._append(
-                    tenant, token, expected, old, document, patch, now
-                )
-            if outcome is Outcome.DONE and new is not None:
-                self._remember(key, new)
+            began = self._fills.begin(key)
+            try:
+                if patch is None:
+                    outcome, new = await self._write_whole(
+                        tenant, token, expected, old, document, now
+                    )
+                else:
+                    outcome, new = await self._append(
+                        tenant, token, expected, old, document, patch, now
+                    )
+                if outcome is Outcome.DONE and new is not None:
+                    self._remember(key, new, began, own=1)
+            finally:
+                self._fills.end(key)
             return outcome, version
 
         return await self._conditional(
@@ -694,8 +774,16 @@ class Registry:
         written = asyncio.ensure_future(
             self.contexts.append(tenant, token, head, old.session, batch.patches)
         )
+        # Counted apart from the sending writer's fill: that one ends if it is cancelled.
+        began = self._fills.begin(key)
 
         def answer(written: asyncio.Future[tuple[Outcome, int]]) -> None:
+            try:
+                answered(written)
+            finally:
+                self._fills.end(key)
+
+        def answered(written: asyncio.Future[tuple[Outcome, int]]) -> None:
             if written.cancelled():
                 batch.again()
                 return
@@ -709,7 +797,7 @@ class Registry:
             if outcome is not Outcome.DONE:
                 batch.again()
                 return
-            self._remember(key, _appended(old, batch.document, version, size))
+            self._remember(key, _appended(old, batch.document, version, size), began, own=1)
             for waiter, result in batch.answers:
                 if waiter.done():
                     continue  # its request was cancelled

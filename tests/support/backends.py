@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,3 +40,15 @@ async def started_backend(url: str) -> AsyncIterator[Any]:
         yield opened
     finally:
         await opened.close()
+
+
+async def deleted_behind(own_redis: RedisServer, pause: str, key: str) -> None:
+    """Let what was started go to Redis while it is paused, then stand this loop still while
+    Redis runs it and then deletes the context `key` (a context id) for another client: the
+    delete's invalidation comes in behind the replies, before any task resumes. (What is sent
+    later than the delete fails instead: the context is gone.)"""
+    own_redis.cli("CLIENT", "PAUSE", "100", pause)
+    for _ in range(5):
+        await asyncio.sleep(0)  # sent, and held
+    time.sleep(0.2)  # noqa: ASYNC251 - the loop must not read the reply yet
+    assert own_redis.cli("DEL", f"fc:c:{{{key}}}", f"fc:l:{{{key}}}").strip() == "2"
