@@ -442,7 +442,14 @@ def test_cache_misses_read_from_replicas_and_stay_coherent(
             assert (first.payload, first.version, first.cache) == (b'{"v":1}', 1, "miss")
             assert _gets(cluster, "slave") > replicas_before  # a replica answered
             assert _gets(cluster, "master") == masters_before  # no master did
-            assert (await a.read("rr", token)).cache == "hit"
+            # The create's invalidation, from the master or the replica, may come in while the
+            # read that found it is out: that copy is then cached as behind, since a change
+            # reported then may be newer than what the replica answered, and one read catches
+            # it up. After that, reads are hits.
+            again = await a.read("rr", token)
+            assert (again.version, again.cache) in ((1, "hit"), (1, "miss"))
+            if again.cache == "miss":
+                assert (await a.read("rr", token)).cache == "hit"
             # A write through B reaches A's cache through the replica's invalidation.
             await b.patch("rr", token, b'{"v":2}', "merge")
 
