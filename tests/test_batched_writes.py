@@ -19,7 +19,7 @@ from fastctx.deltas import document_bytes
 from fastctx.errors import NotFound, StorageQuotaExceeded, VersionConflict
 from fastctx.registry import _AGAIN, BATCH_MAX_PATCHES, MAX_WRITE_ATTEMPTS, Registry
 from fastctx.sessions import SessionManager
-from support.backends import backend_url, deleted_behind, started_backend
+from support.backends import backend_url, created_once_tracked, deleted_behind, started_backend
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -213,9 +213,7 @@ async def test_a_batch_answered_with_a_change_report_behind_it_is_not_cached_fre
     batch's reply, before the callback that caches what the batch wrote runs."""
     async with started_backend(own_redis.url()) as backend:
         registry = Registry(backend, Settings())
-        await backend.ping()
-        await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
-        token = (await registry.create("t", b"{}")).token
+        token = await created_once_tracked(registry, backend, b"{}")
         key = context_id("t", token)
         await registry.patch("t", token, b'{"first": 1}', MERGE)  # Redis loads the script now
         writes = [registry.patch("t", token, b'{"k%d": 1}' % i, MERGE) for i in range(4)]

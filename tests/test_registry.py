@@ -27,7 +27,7 @@ from fastctx.errors import (
 )
 from fastctx.registry import Registry, _KeyedLocks
 from fastctx.sessions import SessionManager
-from support.backends import backend_url, deleted_behind, started_backend
+from support.backends import backend_url, created_once_tracked, deleted_behind, started_backend
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -353,9 +353,7 @@ async def _overtaken(own_redis: RedisServer, pause: str, fill: str) -> None:
     filled resumes. What that task puts in the cache must not be served as current."""
     async with started_backend(own_redis.url()) as backend:
         registry = make_registry(backend)
-        await backend.ping()
-        await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
-        token = (await registry.create("t", b'{"v": 1}')).token
+        token = await created_once_tracked(registry, backend, b'{"v": 1}')
         key = f"t/{token}"
         # Once each first, so that Redis has the scripts: none is loaded while it holds the fill.
         await registry.patch("t", token, b'{"v": 2}', "merge")
@@ -376,9 +374,7 @@ async def test_a_nodes_own_writes_stay_cached_fresh(backend: Backend) -> None:
     """Redis reports a script's writes to the connection that ran it, NOLOOP or not: that
     report is counted as the write's own, and the node serves what it wrote from its cache."""
     registry = make_registry(backend)
-    await backend.ping()
-    await asyncio.sleep(0.002)  # past the millisecond the connection's tracking began
-    token = (await registry.create("t", b'{"v": 1}')).token
+    token = await created_once_tracked(registry, backend, b'{"v": 1}')
     key = f"t/{token}"
     await registry.patch("t", token, b'{"v": 2}', "merge")
     await registry.replace("t", token, b'{"v": 3}')

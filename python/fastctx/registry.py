@@ -778,12 +778,6 @@ class Registry:
         began = self._fills.begin(key)
 
         def answer(written: asyncio.Future[tuple[Outcome, int]]) -> None:
-            try:
-                answered(written)
-            finally:
-                self._fills.end(key)
-
-        def answered(written: asyncio.Future[tuple[Outcome, int]]) -> None:
             if written.cancelled():
                 batch.again()
                 return
@@ -807,6 +801,8 @@ class Registry:
                     waiter.set_result(result)
 
         written.add_done_callback(answer)
+        # Run after `answer`, even if it fails: the batch's fill is out until it is cached.
+        written.add_done_callback(lambda _: self._fills.end(key))
         return await asyncio.shield(written)
 
     async def _write_whole(

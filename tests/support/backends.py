@@ -52,3 +52,12 @@ async def deleted_behind(own_redis: RedisServer, pause: str, key: str) -> None:
         await asyncio.sleep(0)  # sent, and held
     time.sleep(0.2)  # noqa: ASYNC251 - the loop must not read the reply yet
     assert own_redis.cli("DEL", f"fc:c:{{{key}}}", f"fc:l:{{{key}}}").strip() == "2"
+
+
+async def created_once_tracked(registry: Any, backend: Any, document: bytes) -> str:
+    """The token of a context `registry` creates once its backend's connection is open and
+    tracked: what a node caches in the millisecond its connection opens is not fresh (it may
+    predate the tracking), so that millisecond is let pass first."""
+    await backend.ping()
+    await asyncio.sleep(0.002)
+    return str((await registry.create("t", document)).token)
