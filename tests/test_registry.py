@@ -421,14 +421,20 @@ async def test_a_write_names_the_cached_version_without_reading_it_first(
         created = await registry.create("t", b'{"a": 1}', session=None)
         before = _reads(own_redis)
         assert await registry.patch("t", created.token, b'{"b": 2}', "merge") == 2
-        # One GETRANGE: the script's own version check, of the version's 8 bytes alone. No
-        # read before it (the cache had v1), and the document is neither read nor sent.
+        # The first change makes the context's stream: one GETRANGE more, of the frame's
+        # created_at for the `created` event it appends first.
         after = _reads(own_redis)
+        assert {k: after[k] - before[k] for k in after} == {"get": 0, "mget": 0, "getrange": 2}
+        assert await registry.patch("t", created.token, b'{"c": 3}', "merge") == 3
+        # One GETRANGE: the script's own version check, of the version's 8 bytes alone. No
+        # read before it (the cache had v2), and the document is neither read nor sent.
+        before, after = after, _reads(own_redis)
         assert {k: after[k] - before[k] for k in after} == {"get": 0, "mget": 0, "getrange": 1}
-        assert (await registry.read("t", created.token, fresh=True)).payload == b'{"a":1,"b":2}'
+        fresh = await registry.read("t", created.token, fresh=True)
+        assert fresh.payload == b'{"a":1,"b":2,"c":3}'
         # The cached copy keeps what the frame needs: created_at survives the write.
         meta = await registry.meta("t", created.token)
-        assert meta.version == 2
+        assert meta.version == 3
         assert meta.created_at <= meta.updated_at
     finally:
         await backend.close()

@@ -111,15 +111,22 @@ def test_a_request_is_a_server_span_named_by_its_route(
         assert not [s for s in spans if s.kind is SpanKind.CLIENT]
     else:
         # One client span per round trip the request waited on, named by what it ran.
+        # A create outside a session is one SET; a patch is a script, named by its name.
         created_by = _children(spans, post)
-        assert [s.name for s in created_by] == ["EVALSHA create"]
+        assert [s.name for s in created_by] == ["SET"]
         assert dict(created_by[0].attributes or {}) == {
             "db.system.name": "redis",
-            "db.operation.name": "EVALSHA",
-            "db.stored_procedure.name": "create",
+            "db.operation.name": "SET",
         }
         assert created_by[0].kind is SpanKind.CLIENT
-        assert [s.name for s in _children(spans, patch)] == ["EVALSHA append"]
+        patched_by = _children(spans, patch)
+        assert [s.name for s in patched_by] == ["EVALSHA append"]
+        assert dict(patched_by[0].attributes or {}) == {
+            "db.system.name": "redis",
+            "db.operation.name": "EVALSHA",
+            "db.stored_procedure.name": "append",
+        }
+        assert patched_by[0].kind is SpanKind.CLIENT
         assert _children(spans, missing)  # not cached: Redis was asked
     _no_token_in(spans, token)
 
@@ -258,7 +265,7 @@ def test_a_served_node_exports_its_spans_over_otlp(
         assert span.parent_span_id == f"{context.span_id:016x}"
         assert span.service == "fastctx-under-test"
     children = {s.name for s in spans if s.parent_span_id == servers[0].span_id}
-    assert children == {"EVALSHA create"}
+    assert children == {"SET"}
     assert not [s for s in servers if s.name == "GET /healthz"]  # the start's probes
     for span in spans:
         assert token.encode() not in span.raw

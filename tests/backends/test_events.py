@@ -20,6 +20,7 @@ from fastctx.backends import (
     session_stream,
 )
 from fastctx.backends.eventlog import EventLog
+from fastctx.backends.keys import context_key
 from fastctx.backends.pipeline import Address, Pipeline
 from fastctx.config import Settings
 from fastctx.errors import BackendError
@@ -66,6 +67,38 @@ async def test_every_write_appends_an_event(backend: Backend) -> None:
         == (events[2:])
     )
     assert await backend.changes.last_id(context_stream("t", "nothing")) == "0-0"
+
+
+async def test_an_unchanged_context_has_its_created_event_under_the_id_it_keeps(
+    backend: Backend,
+) -> None:
+    """On Redis a context made outside a session has no stream until its first change; its
+    `created` event reads the same before that change as after it, id and all."""
+    registry = Registry(backend, Settings(cache_bytes=0))
+    created = await registry.create("t", b"{}")
+    stream = context_stream("t", created.token)
+    (first,) = await backend.changes.since(stream, "0-0")
+    assert first[1] == {"type": "created", "version": "1", "token": created.token, "session": ""}
+    assert await backend.changes.last_id(stream) == first[0]
+    assert await backend.changes.since(stream, first[0]) == []
+    await registry.patch("t", created.token, b'{"a": 1}', "merge")
+    events = await backend.changes.since(stream, "0-0")
+    assert events[0] == first
+    assert kinds(events) == [("created", "1"), ("updated", "2")]
+    assert event_order(events[1][0]) > event_order(first[0])
+    assert await backend.changes.since(stream, first[0]) == events[1:]
+
+
+async def test_an_unchanged_context_that_is_deleted_keeps_both_events(backend: Backend) -> None:
+    registry = Registry(backend, Settings(cache_bytes=0))
+    created = await registry.create("t", b"{}")
+    stream = context_stream("t", created.token)
+    (first,) = await backend.changes.since(stream, "0-0")
+    await registry.delete("t", created.token)
+    events = await backend.changes.since(stream, "0-0")
+    assert events[0] == first
+    assert kinds(events) == [("created", "1"), ("deleted", "1")]
+    assert await backend.changes.last_id(stream) == events[1][0]
 
 
 async def test_session_stream_has_every_context_and_the_cascade(backend: Backend) -> None:
@@ -187,8 +220,11 @@ async def test_redis_streams_expire_after_their_context_and_trim_past_both_bound
         registry = Registry(backend, Settings(cache_bytes=0))
         created = await registry.create("t", b"{}", ttl=60)
         stream = context_stream("t", created.token)
-        expiry = await raw.execute("PEXPIRETIME", stream)
-        assert expiry == created.expires_at + EVENTS_MAX_AGE_MS
+        # Made outside a session, a context has no stream until its first change.
+        assert await raw.execute("EXISTS", stream) == 0
+        await registry.patch("t", created.token, b'{"a": 1}', "merge")
+        expires_at = await raw.execute("PEXPIRETIME", context_key("t", created.token))
+        assert await raw.execute("PEXPIRETIME", stream) == expires_at + EVENTS_MAX_AGE_MS
         # Old events, as if written long ago: past both bounds, so the next write trims.
         await raw.execute("DEL", stream)
         for n in range(TRIM_LENGTH):

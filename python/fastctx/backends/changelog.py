@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import logging
 
-from fastctx.backends import ChangeLog, Event, StreamEvent
+from fastctx.backends import ChangeLog, Event, StreamEvent, event_order
 from fastctx.backends.commands import (
+    CONTEXT_EVENTS_SCRIPT,
     EXPIRED_SCRIPT,
     SESSION_EXPIRED_SCRIPT,
     Commands,
@@ -24,6 +25,7 @@ from fastctx.backends.keys import (
     session_expired_key,
     session_key,
     session_stream,
+    stream_context,
 )
 from fastctx.backends.pipeline import Pipeline
 
@@ -35,23 +37,56 @@ EXPIRY_BATCH = 256  # expired keys announced concurrently, at most
 
 class StreamReads(ChangeLog):
     """Reads of one stream, which lives on one slot: the same on one Redis and on a cluster;
-    how to wait for new events is each backend's own."""
+    how to wait for new events is each backend's own.
+
+    A context made outside a session has no stream until its first change (scripts.CREATE):
+    its stream's reads take its `created` event from its frame until then, under the id the
+    first change will append it with.
+    """
 
     def __init__(self, commands: Commands) -> None:
         self._run = commands.run
+        self._script = commands.script
 
     async def since(self, stream: str, after: str) -> list[Event]:
-        reply = await self._run(b"XRANGE", stream, f"({after}", b"+")
-        return [event(entry) for entry in reply or ()]
+        context = stream_context(stream)
+        if context is None:
+            reply = await self._run(b"XRANGE", stream, f"({after}", b"+")
+            return [event(entry) for entry in reply or ()]
+        found = await self._script(CONTEXT_EVENTS_SCRIPT, [stream, context[0]], [after])
+        if isinstance(found, bytes):
+            created = _unwritten_created(found, context[1])
+            if created is None or event_order(created[0]) <= event_order(after):
+                return []
+            return [created]
+        return [event(entry) for entry in found]
 
     async def last_id(self, stream: str) -> str:
-        reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
-        return text(reply[0][0]) if reply else "0-0"
+        context = stream_context(stream)
+        if context is None:
+            reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
+            return text(reply[0][0]) if reply else "0-0"
+        found = await self._script(CONTEXT_EVENTS_SCRIPT, [stream, context[0]], [""])
+        if isinstance(found, bytes):
+            created = _unwritten_created(found, context[1])
+            return "0-0" if created is None else created[0]
+        return text(found[0][0]) if found else "0-0"
 
     async def last(self, stream: str) -> Event | None:
-        """The newest event of `stream`, if it has one."""
+        """The newest event written to `stream`, if it has one (an unwritten `created` event
+        is not: the expiry that asks has no frame to take it from)."""
         reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
         return event(reply[0]) if reply else None
+
+
+def _unwritten_created(created_at: bytes, token: str) -> Event | None:
+    """The `created` event of a context whose stream is not made yet, from its frame's
+    created_at bytes (b"": the context is gone too); its id is the one scripts.OPENED_LUA
+    appends it under."""
+    if not created_at:
+        return None
+    ms = max(int.from_bytes(created_at, "little"), 1)
+    return f"{ms}-0", {"type": "created", "version": "1", "token": token, "session": ""}
 
 
 class RedisChangeLog(StreamReads):

@@ -82,7 +82,7 @@ from fastctx.backends.redis import (
     scan_keys,
     since,
 )
-from fastctx.backends.scripts import EVENTS_LUA
+from fastctx.backends.scripts import EVENTS_LUA, OPENED_LUA
 from fastctx.backends.writers import Writers
 from fastctx.errors import BackendError
 
@@ -147,9 +147,11 @@ return tokens
 # KEYS: context, log, stream  ARGV: token, session  ->  the deleted version, or false
 _DROP = Script(
     EVENTS_LUA
+    + OPENED_LUA
     + f"""
 local head = redis.call('GETRANGE', KEYS[1], 0, 11)
 if head == '' then return false end
+opened(KEYS[3], KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 local version = version_of(head)
 local now = event(KEYS[3], 'deleted', version, ARGV[1], ARGV[2])
@@ -240,14 +242,16 @@ class ClusterContexts(Contexts):
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
-        context = [context_key(tenant, token), context_stream(tenant, token)]
-        # The Redis backend's create, naming the session its member will join (_JOIN).
-        args: list[Arg] = [frame, expires_at, token, session or ""]
-        done = await self._script(CREATE_SCRIPT, context, args)
+        key = context_key(tenant, token)
+        if session is None:  # as on one Redis: a plain SET, its stream made at its first change
+            if await self._commands.write(b"SET", key, frame, b"PXAT", expires_at, b"NX") is None:
+                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            return True
+        context = [key, context_stream(tenant, token)]
+        # The create of a member, with its stream, naming the session it will join (_JOIN).
+        done = await self._script(CREATE_SCRIPT, context, [frame, expires_at, token, session])
         if done == -1:
             raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
-        if session is None:
-            return True
         keys = [
             session_key(tenant, session),
             members_key(tenant, session),

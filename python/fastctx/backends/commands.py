@@ -19,6 +19,7 @@ from fastctx.backends import Event
 from fastctx.backends.scripts import (
     APPEND,
     CATCH_UP,
+    CONTEXT_EVENTS,
     CREATE,
     EXPIRED,
     INSERT,
@@ -115,6 +116,7 @@ class Commands:
         if tracing.TRACER is not None:  # decided once: untraced, `run` stays the bound method
             self.run = tracing.traced_command(connection.execute, "redis")
             self.script = tracing.traced_script(self.script, "redis")  # type: ignore[method-assign]
+            self.write = tracing.traced_command(self.write, "redis")  # type: ignore[method-assign]
         self.timeout = timeout
         self.write_replicas = write_replicas
         self.writer = writer or connection
@@ -122,13 +124,25 @@ class Commands:
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg] = ()) -> Any:
         if self.write_replicas and script.writes:
-            if self._retry is not None:
-                return await self._retry(lambda: self._replicated(script, keys, args))
-            return await self._replicated(script, keys, args)
+            command = (b"EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._durable(command, script)
         return await script(self.connection, keys, args)
 
-    async def _replicated(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run a write script with `WAIT replicas timeout` right behind it, in one write.
+    async def write(self, *command: Arg) -> Any:
+        """A write that is one plain command (a create outside a session): with
+        `write_replicas`, it waits for them as a write script does."""
+        if self.write_replicas:
+            return await self._durable(command, None)
+        return await self.connection.execute(*command)
+
+    async def _durable(self, command: tuple[Arg, ...], script: Script | None) -> Any:
+        if self._retry is not None:
+            return await self._retry(lambda: self._replicated(command, script))
+        return await self._replicated(command, script)
+
+    async def _replicated(self, command: tuple[Arg, ...], script: Script | None) -> Any:
+        """Run a write (`command`, the EVALSHA of `script` when it is one) with `WAIT replicas
+        timeout` right behind it, in one write.
 
         WAIT answers how many replicas have acknowledged every write sent before it on this
         connection, ours included; fewer than asked is `NotDurable` (the write stands on the
@@ -136,14 +150,12 @@ class Commands:
         """
         wait = (b"WAIT", self.write_replicas, max(1, int(self.timeout * 1000)))
         for attempt in (1, 2):
-            ran, waited = await self.writer.execute_together(
-                (b"EVALSHA", script.sha, len(keys), *keys, *args), wait, block=self.timeout
-            )
+            ran, waited = await self.writer.execute_together(command, wait, block=self.timeout)
             try:
                 result = await ran
             except BaseException as exc:
                 waited.add_done_callback(ignore_result)
-                if attempt == 2 or not str(exc).startswith("NOSCRIPT"):
+                if script is None or attempt == 2 or not str(exc).startswith("NOSCRIPT"):
                     raise
                 await self.writer.execute(b"SCRIPT", b"LOAD", script.source)
                 continue
@@ -174,6 +186,7 @@ INSERT_SCRIPT = Script(INSERT, "insert", writes=True)
 SWAP_SCRIPT = Script(SWAP, "swap", writes=True)
 APPEND_SCRIPT = Script(APPEND, "append", writes=True)
 CATCH_UP_SCRIPT = Script(CATCH_UP, "catch_up")
+CONTEXT_EVENTS_SCRIPT = Script(CONTEXT_EVENTS, "context_events")
 REMOVE_SCRIPT = Script(REMOVE, "remove", writes=True)
 SESSION_CREATE_SCRIPT = Script(SESSION_CREATE, "session_create", writes=True)
 SESSION_TOUCH_SCRIPT = Script(SESSION_TOUCH, "session_touch")

@@ -63,6 +63,14 @@ def context_stream(tenant: str, token: str) -> str:
     return f"{CONTEXT_STREAM_PREFIX}{{{tenant}/{token}}}"
 
 
+def stream_context(stream: str) -> tuple[str, str] | None:
+    """(its context's key, its token) for a context's change stream; None for another stream."""
+    if not stream.startswith(CONTEXT_STREAM_PREFIX):
+        return None
+    tag = stream[len(CONTEXT_STREAM_PREFIX) :]
+    return CONTEXT_PREFIX + tag, tag[1:-1].rpartition("/")[2]
+
+
 def tenant_stream_prefix(tenant: str) -> str:
     """What every context stream of `tenant` starts with (scripts append `token}`)."""
     return f"{CONTEXT_STREAM_PREFIX}{{{tenant}/"

@@ -32,7 +32,6 @@ from fastctx.backends.changelog import Expiries, RedisChangeLog
 from fastctx.backends.commands import (
     APPEND_SCRIPT,
     CATCH_UP_SCRIPT,
-    CREATE_SCRIPT,
     INSERT_SCRIPT,
     KEEP_SCRIPT,
     MCP_NOTIFY_SCRIPT,
@@ -77,11 +76,13 @@ from fastctx.errors import BackendError
 
 
 class RedisContexts(Contexts):
-    """Each write is one script: the version check, the write and its events, atomically."""
+    """Each write is one script: the version check, the write and its events, atomically; a
+    create outside a session is one `SET ... NX`, its `created` event implied (scripts.CREATE)."""
 
     def __init__(self, commands: Commands) -> None:
         self._run = commands.run
         self._script = commands.script
+        self._write = commands.write
 
     async def get(self, tenant: str, token: str) -> bytes | None:
         frame: bytes | None = await self._run(b"GET", context_key(tenant, token))
@@ -125,16 +126,21 @@ class RedisContexts(Contexts):
     async def insert(
         self, tenant: str, token: str, frame: bytes, expires_at: int, session: str | None
     ) -> bool:
-        keys = [context_key(tenant, token), context_stream(tenant, token)]
+        key = context_key(tenant, token)
         if session is None:
-            done = await self._script(CREATE_SCRIPT, keys, [frame, expires_at, token, ""])
-        else:
-            keys += [
-                session_key(tenant, session),
-                members_key(tenant, session),
-                session_stream(tenant, session),
-            ]
-            done = await self._script(INSERT_SCRIPT, keys, [frame, expires_at, token, session])
+            # No script and no stream yet (see scripts.CREATE): the write costs Redis a SET.
+            done = await self._write(b"SET", key, frame, b"PXAT", expires_at, b"NX")
+            if done is None:
+                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            return True
+        keys = [
+            key,
+            context_stream(tenant, token),
+            session_key(tenant, session),
+            members_key(tenant, session),
+            session_stream(tenant, session),
+        ]
+        done = await self._script(INSERT_SCRIPT, keys, [frame, expires_at, token, session])
         if done == -1:
             # With 128 random bits a taken token means a broken random source.
             raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")

@@ -65,16 +65,47 @@ local function version_of(frame, at)
 end
 """
 
-# KEYS: context, stream  ARGV: frame, expires_at_ms, token, session ("" for none)
-# The common create, outside a session (and on a cluster, a session's member before it joins):
-# its stream is new, so there is nothing to trim, and none of the shared functions are worth
-# defining (a third of this script's cost in Redis).
+# A context made outside a session is one plain `SET ... PXAT ... NX` (see
+# RedisContexts.insert), with no script and no stream: most such contexts are written once and
+# read, and their stream's first node, made for one event, would be most of what they cost
+# Redis, in CPU and in memory. Its stream is made at its first change after that (`opened`);
+# until then readers of the stream take its `created` event from the frame (CONTEXT_EVENTS).
+# On a cluster, a session's member is made by CREATE before it joins, with its stream.
+# KEYS: context, stream  ARGV: frame, expires_at_ms, token, session
 CREATE = f"""
 if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return -1 end
 redis.call('XADD', KEYS[2], '*', 'type', 'created', 'version', 1, 'token', ARGV[3],
            'session', ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})
 return 1
+"""
+
+# The id of a `created` event appended at the context's first change (`opened`): its
+# created_at, so that it is the one readers gave it before (CONTEXT_EVENTS). A context
+# that expires unchanged gets it as "0-1" (EXPIRED): its frame, and so its created_at, is gone.
+_CREATED_AT = _core.VERSION_OFFSET + 8  # the frame's created_at: the 8 bytes after the version
+OPENED_LUA = f"""
+local function opened(stream, context, token, session)
+  if redis.call('EXISTS', stream) == 1 then return end
+  local head = redis.call('GETRANGE', context, {_CREATED_AT}, {_CREATED_AT + 7})
+  local created_at = version_of(head, 1)
+  redis.call('XADD', stream, string.format('%.0f-0', math.max(created_at, 1)), 'type', 'created',
+             'version', 1, 'token', token, 'session', session)
+end
+"""
+
+# A context stream's events after ARGV[1] (its last one when ARGV[1] is ''); when the stream is
+# not made yet (see CREATE), the frame's created_at bytes instead ('' when it is gone too).
+# KEYS: stream, context  ARGV: after
+CONTEXT_EVENTS = f"""
+local found
+if ARGV[1] == '' then
+  found = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+else
+  found = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')
+end
+if #found > 0 or redis.call('EXISTS', KEYS[1]) == 1 then return found end
+return redis.call('GETRANGE', KEYS[2], {_CREATED_AT}, {_CREATED_AT + 7})
 """
 
 # KEYS: context, stream[, session, members, session stream]
@@ -104,10 +135,12 @@ return 1
 # none), patch for the event ("" for none)
 SWAP = (
     EVENTS_LUA
+    + OPENED_LUA
     + f"""
 local current = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
 if current == '' then return 0 end
 if current ~= ARGV[1] then return -1 end
+opened(KEYS[3], KEYS[1], ARGV[4], ARGV[6])
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 if ARGV[7] == '' then
   redis.call('DEL', KEYS[2])
@@ -139,6 +172,7 @@ return 1
 # Returns the log's length after the append; 0, -1, -2 when nothing was written.
 APPEND = (
     EVENTS_LUA
+    + OPENED_LUA
     + f"""
 local tag = string.sub(KEYS[1], {len(CONTEXT_PREFIX) + 1})
 local log_key, stream = '{LOG_PREFIX}' .. tag, '{CONTEXT_STREAM_PREFIX}' .. tag
@@ -172,8 +206,9 @@ else
   end
   size = #log
 end
-redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, head)
 local token = string.match(tag, '/(%w+)}}$')
+opened(stream, KEYS[1], token, ARGV[2])
+redis.call('SETRANGE', KEYS[1], {_core.VERSION_OFFSET}, head)
 for i = 1, count do
   local patch, shown = ARGV[i + 2], ''
   local number = string.format('%.0f', last - count + i)
@@ -209,10 +244,12 @@ return {{redis.call('GET', KEYS[1]), redis.call('GET', log_key)}}
 # ARGV: expected version bytes, token, version, session
 REMOVE = (
     EVENTS_LUA
+    + OPENED_LUA
     + f"""
 local current = redis.call('GETRANGE', KEYS[1], {_core.VERSION_OFFSET}, {_V_LAST - 1})
 if current == '' then return 0 end
 if current ~= ARGV[1] then return -1 end
+opened(KEYS[3], KEYS[1], ARGV[2], ARGV[4])
 redis.call('DEL', KEYS[1], KEYS[2])
 local now = event(KEYS[3], 'deleted', ARGV[3], ARGV[2], ARGV[4])
 redis.call('PEXPIREAT', KEYS[3], now + {EVENTS_MAX_AGE_MS})
@@ -227,12 +264,18 @@ return 1
 # KEYS: context, stream[, session, session stream]  ARGV: token, session
 # Every node that hears of the expiry runs this; the first appends the `expired` event, and
 # the others find it (or a `deleted` one) already last in the stream and append nothing. The
-# frame is gone, so the version is the one of the stream's last event.
+# frame is gone, so the version is the one of the stream's last event; a context with no
+# stream yet was made outside a session and never changed (see CREATE): version 1, and its
+# `created` event goes in first.
 EXPIRED = (
     EVENTS_LUA
     + f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local version = 0
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XADD', KEYS[2], '0-1', 'type', 'created', 'version', 1, 'token', ARGV[1],
+             'session', ARGV[2])
+end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if last then
   local fields = last[2]
