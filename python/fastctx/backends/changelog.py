@@ -53,40 +53,38 @@ class StreamReads(ChangeLog):
         if context is None:
             reply = await self._run(b"XRANGE", stream, f"({after}", b"+")
             return [event(entry) for entry in reply or ()]
-        found = await self._script(CONTEXT_EVENTS_SCRIPT, [stream, context[0]], [after])
-        if isinstance(found, bytes):
-            created = _unwritten_created(found, context[1])
-            if created is None or event_order(created[0]) <= event_order(after):
-                return []
-            return [created]
-        return [event(entry) for entry in found]
+        return await self._context_events(stream, context, after)
 
     async def last_id(self, stream: str) -> str:
         context = stream_context(stream)
         if context is None:
             reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
             return text(reply[0][0]) if reply else "0-0"
-        found = await self._script(CONTEXT_EVENTS_SCRIPT, [stream, context[0]], [""])
-        if isinstance(found, bytes):
-            created = _unwritten_created(found, context[1])
-            return "0-0" if created is None else created[0]
-        return text(found[0][0]) if found else "0-0"
+        found = await self._context_events(stream, context, "")
+        return found[-1][0] if found else "0-0"
+
+    async def _context_events(
+        self, stream: str, context: tuple[str, str], after: str
+    ) -> list[Event]:
+        """A context stream's events after `after` (its last alone for ""); with no stream yet,
+        the `created` event its frame implies, unless `after` is past it."""
+        key, token = context
+        found = await self._script(CONTEXT_EVENTS_SCRIPT, [stream, key], [after])
+        if not isinstance(found, bytes):
+            return [event(entry) for entry in found]
+        if not found:
+            return []  # no stream, and the context is gone too
+        # The id scripts.OPENED_LUA appends it under at the context's first change.
+        created_id = f"{max(int.from_bytes(found, 'little'), 1)}-0"
+        if after and event_order(created_id) <= event_order(after):
+            return []
+        return [(created_id, {"type": "created", "version": "1", "token": token, "session": ""})]
 
     async def last(self, stream: str) -> Event | None:
         """The newest event written to `stream`, if it has one (an unwritten `created` event
         is not: the expiry that asks has no frame to take it from)."""
         reply = await self._run(b"XREVRANGE", stream, b"+", b"-", b"COUNT", 1)
         return event(reply[0]) if reply else None
-
-
-def _unwritten_created(created_at: bytes, token: str) -> Event | None:
-    """The `created` event of a context whose stream is not made yet, from its frame's
-    created_at bytes (b"": the context is gone too); its id is the one scripts.OPENED_LUA
-    appends it under."""
-    if not created_at:
-        return None
-    ms = max(int.from_bytes(created_at, "little"), 1)
-    return f"{ms}-0", {"type": "created", "version": "1", "token": token, "session": ""}
 
 
 class RedisChangeLog(StreamReads):

@@ -81,6 +81,7 @@ from fastctx.backends.redis import (
     appended,
     scan_keys,
     since,
+    token_taken,
 )
 from fastctx.backends.scripts import EVENTS_LUA, OPENED_LUA
 from fastctx.backends.writers import Writers
@@ -245,13 +246,13 @@ class ClusterContexts(Contexts):
         key = context_key(tenant, token)
         if session is None:  # as on one Redis: a plain SET, its stream made at its first change
             if await self._commands.write(b"SET", key, frame, b"PXAT", expires_at, b"NX") is None:
-                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+                raise token_taken(token)
             return True
         context = [key, context_stream(tenant, token)]
         # The create of a member, with its stream, naming the session it will join (_JOIN).
         done = await self._script(CREATE_SCRIPT, context, [frame, expires_at, token, session])
         if done == -1:
-            raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            raise token_taken(token)
         keys = [
             session_key(tenant, session),
             members_key(tenant, session),

@@ -129,9 +129,8 @@ class RedisContexts(Contexts):
         key = context_key(tenant, token)
         if session is None:
             # No script and no stream yet (see scripts.CREATE): the write costs Redis a SET.
-            done = await self._write(b"SET", key, frame, b"PXAT", expires_at, b"NX")
-            if done is None:
-                raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            if await self._write(b"SET", key, frame, b"PXAT", expires_at, b"NX") is None:
+                raise token_taken(token)
             return True
         keys = [
             key,
@@ -142,8 +141,7 @@ class RedisContexts(Contexts):
         ]
         done = await self._script(INSERT_SCRIPT, keys, [frame, expires_at, token, session])
         if done == -1:
-            # With 128 random bits a taken token means a broken random source.
-            raise RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
+            raise token_taken(token)
         return bool(done)
 
     async def swap(
@@ -195,6 +193,12 @@ class RedisContexts(Contexts):
         async for key in scan_keys(self._run, CONTEXT_PREFIX + "*"):
             tenant, _, token = context_id_of(key).rpartition("/")
             yield tenant, token
+
+
+def token_taken(token: str) -> RuntimeError:
+    """What a create that finds its token taken raises: with 128 random bits, that means a
+    broken random source."""
+    return RuntimeError(f"token {token} is already taken: is the OS CSPRNG sound?")
 
 
 async def scan_keys(run: Callable[..., Any], match: str) -> AsyncIterator[bytes]:

@@ -80,17 +80,17 @@ redis.call('PEXPIREAT', KEYS[2], ARGV[2] + {EVENTS_MAX_AGE_MS})
 return 1
 """
 
-# The id of a `created` event appended at the context's first change (`opened`): its
-# created_at, so that it is the one readers gave it before (CONTEXT_EVENTS). A context
-# that expires unchanged gets it as "0-1" (EXPIRED): its frame, and so its created_at, is gone.
+# The `created` event of a context made outside a session, appended when its stream is made:
+# at its first change, under the id readers gave it before (its created_at, see
+# CONTEXT_EVENTS); at its expiry unchanged, under "0-1", its frame and created_at being gone.
 _CREATED_AT = _core.VERSION_OFFSET + 8  # the frame's created_at: the 8 bytes after the version
 OPENED_LUA = f"""
 local function opened(stream, context, token, session)
   if redis.call('EXISTS', stream) == 1 then return end
-  local head = redis.call('GETRANGE', context, {_CREATED_AT}, {_CREATED_AT + 7})
-  local created_at = version_of(head, 1)
-  redis.call('XADD', stream, string.format('%.0f-0', math.max(created_at, 1)), 'type', 'created',
-             'version', 1, 'token', token, 'session', session)
+  local head, id = redis.call('GETRANGE', context, {_CREATED_AT}, {_CREATED_AT + 7}), '0-1'
+  if head ~= '' then id = string.format('%.0f-0', math.max(version_of(head, 1), 1)) end
+  redis.call('XADD', stream, id, 'type', 'created', 'version', 1, 'token', token,
+             'session', session)
 end
 """
 
@@ -269,13 +269,11 @@ return 1
 # `created` event goes in first.
 EXPIRED = (
     EVENTS_LUA
+    + OPENED_LUA
     + f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local version = 0
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('XADD', KEYS[2], '0-1', 'type', 'created', 'version', 1, 'token', ARGV[1],
-             'session', ARGV[2])
-end
+opened(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if last then
   local fields = last[2]
