@@ -35,15 +35,19 @@ async def _lifespan(receive: Any, send: Any, startup: Any = None, shutdown: Any 
             return
 
 
-async def _read_body(receive: Any) -> bytes:
+async def _read_body(scope: dict[str, Any], receive: Any) -> bytes:
     # Any real app reads the body it is sent, and granian charges for that read: without it,
-    # the POST floor would be a GET floor in disguise.
-    chunks, more_body = [], True
-    while more_body:
+    # the POST floor would be a GET floor in disguise. It stops at the declared length, as
+    # fastctx does (fastctx.asgi.body): granian follows the last chunk with an empty one,
+    # and waiting for it costs about 8 us a request here, for nothing.
+    declared = next((int(v) for k, v in scope["headers"] if k == b"content-length"), None)
+    chunks, size = [], 0
+    while True:
         message = await receive()
         chunks.append(message.get("body", b""))
-        more_body = message.get("more_body", False)
-    return b"".join(chunks)
+        size += len(chunks[-1])
+        if size == declared or not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -52,7 +56,7 @@ async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _lifespan(receive, send)
         return
     if scope["method"] in _WITH_BODY:
-        await _read_body(receive)
+        await _read_body(scope, receive)
     await send(_START)
     await send(_BODY)
 
@@ -79,7 +83,7 @@ class _BareRedis:
             await _lifespan(receive, send, self._open, self._close)
             return
         if scope["method"] in _WITH_BODY:
-            body = await _read_body(receive)
+            body = await _read_body(scope, receive)
             assert self.pipeline is not None
             self.count += 1
             await self.pipeline.execute(

@@ -79,3 +79,39 @@ def test_readers_time_out_by_their_own_deadlines() -> None:
         return list(results)
 
     assert run(scenario()) == ["late 0.2", "late 0.4"]
+
+
+def test_a_body_is_whole_at_its_declared_length() -> None:
+    # granian sends the last chunk with more_body=True and an empty one after it: the reader
+    # stops at the declared length and leaves that one for whoever receives next.
+    async def scenario() -> tuple[bytes, list[dict[str, Any]]]:
+        messages = [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.request", "body": b"cd", "more_body": True},
+            {"type": "http.request", "body": b"", "more_body": False},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        body = await read_body(receive, b"4", 100, seconds=5)
+        return body, messages
+
+    body, left = run(scenario())
+    assert body == b"abcd"
+    assert left == [{"type": "http.request", "body": b"", "more_body": False}]
+
+
+def test_without_a_declared_length_the_reader_waits_for_the_last_chunk() -> None:
+    async def scenario() -> tuple[bytes, int]:
+        messages = [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.request", "body": b"", "more_body": False},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        return await read_body(receive, None, 100, seconds=5), len(messages)
+
+    assert run(scenario()) == (b"ab", 0)
